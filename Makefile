@@ -1,0 +1,45 @@
+# Every target sets up what it needs: a fresh clone runs `make run` or `make test` directly.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= outputs
+
+.PHONY: setup run test component-test pipeline-test compile ui lint lock clean
+
+setup: $(STAMP)
+
+# Pinned dependencies from requirements.lock, then the project itself (editable, no further resolution).
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/crnn pipeline run --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+component-test: setup
+	$(BIN)/python -m pytest -q -m component
+
+pipeline-test: setup
+	$(BIN)/python -m pytest -q -m pipeline
+
+compile: setup
+	$(BIN)/crnn pipeline compile --out pipelines/crnn_pipeline.yaml
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUT))/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+lint: setup
+	$(BIN)/ruff check .
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.lock
+
+clean:
+	rm -rf $(OUT) .pytest_cache

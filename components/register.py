@@ -1,0 +1,18 @@
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register(model: Input[Model], reports: Input[list[Artifact]], model_name: str, tracking_uri: str,
+             experiment: str, job_id: str) -> str:
+    """Registers a new version of the model with every benchmark's accuracy; returns the version."""
+    from crnn import steps
+    from crnn.tracking import Tracking
+
+    tracking = Tracking(tracking_uri or None, pipeline_run_id=job_id, experiment=experiment)
+    loaded = [steps.read_report(r.path) for r in reports]
+    return steps.register(steps.export_dir(model.path), loaded, tracking, name=model_name,
+                          tags={"pipeline_run_id": job_id})

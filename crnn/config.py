@@ -1,0 +1,144 @@
+"""Typed settings: the one home of every hyper-parameter, with named presets.
+
+``paper`` is the configuration of Shi, Bai and Yao (2015) with the Ascend reference's optimiser and is the
+default for real runs. ``quick`` is a narrower network and a short schedule that trains on two CPU cores in
+minutes (what ``make run`` uses); ``tiny`` exists for tests that only need real training steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crnn.charset import DEFAULT_CHARSET, Charset
+from crnn.data.files import write_json
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. Shapes: input (height, width, channels), output (time steps, num_classes)."""
+
+    height: int = 32
+    width: int = 100
+    channels: int = 1
+    # The seven convolutions of the paper's VGG-style CNN.
+    conv_filters: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512)
+    lstm_units: int = 256
+    charset: str = DEFAULT_CHARSET
+    max_label_length: int = 25
+
+    def __post_init__(self) -> None:
+        if len(self.conv_filters) != 7:
+            raise ValueError(f"conv_filters needs 7 sizes, got {len(self.conv_filters)}")
+        if (self.height, self.width) != (32, 100):
+            # The pooling plan collapses exactly 32 rows to one; other widths would change the time axis.
+            raise ValueError(f"input must be 32 x 100, got {self.height} x {self.width}")
+
+    @property
+    def num_classes(self) -> int:
+        return Charset(self.charset).num_classes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. The learning rate is per ``base_batch_size`` samples and scales linearly with the
+    global batch (Goyal et al. 2017), so a recipe keeps its meaning across device counts."""
+
+    batch_size: int = 64
+    steps: int = 240_000
+    learning_rate: float = 0.01
+    base_batch_size: int = 64
+    warmup_steps: int = 8000
+    momentum: float = 0.9
+    nesterov: bool = False
+    clip_norm: float = 5.0
+    weight_decay: float = 1e-4
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    log_every: int = 100
+    shuffle_buffer: int = 10_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.learning_rate <= 0:
+            raise ValueError("warmup_steps must be >= 0 and learning_rate > 0")
+
+    def scaled_learning_rate(self, global_batch: int) -> float:
+        return self.learning_rate * global_batch / self.base_batch_size
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A complete experiment: saved beside the checkpoints it produced."""
+
+    preset: str = "paper"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat_params(self) -> dict[str, Any]:
+        """``model.lstm_units``-style keys, for MLflow params."""
+        flat: dict[str, Any] = {"preset": self.preset}
+        for section in ("model", "train"):
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                flat[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        return flat
+
+    def save(self, path: Path) -> None:
+        write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        model = dict(data.get("model", {}))
+        if "conv_filters" in model:
+            model["conv_filters"] = tuple(model["conv_filters"])
+        return cls(
+            preset=data.get("preset", "custom"),
+            model=ModelConfig(**model),
+            train=TrainConfig(**data.get("train", {})),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Recipe:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+PRESETS: dict[str, Recipe] = {
+    "paper": Recipe(),
+    "quick": Recipe(
+        preset="quick",
+        model=ModelConfig(conv_filters=(32, 64, 128, 128, 192, 192, 192), lstm_units=128),
+        train=TrainConfig(
+            batch_size=64, steps=2000, learning_rate=0.03, warmup_steps=100, nesterov=True,
+            checkpoint_every=500, log_every=25, shuffle_buffer=5000,
+        ),
+    ),
+    "tiny": Recipe(
+        preset="tiny",
+        model=ModelConfig(conv_filters=(8, 16, 16, 16, 32, 32, 32), lstm_units=16),
+        train=TrainConfig(
+            batch_size=8, steps=6, learning_rate=0.01, warmup_steps=2,
+            checkpoint_every=3, log_every=2, shuffle_buffer=64,
+        ),
+    ),
+}
+
+
+def recipe_for(preset: str, **train_overrides: Any) -> Recipe:
+    """A named preset with training settings overridden (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(base, train=dataclasses.replace(base.train, **overrides))

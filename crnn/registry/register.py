@@ -1,0 +1,56 @@
+"""Logs the exported model to MLflow as a pyfunc and registers it as a new version of ``crnn``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from crnn.tracking import StepRun
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "crnn"
+
+
+def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
+                   name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None) -> str:
+    """Logs ``export_dir`` in ``run`` and registers it under ``name``; returns the new version number.
+
+    The version carries each benchmark's accuracy (``accuracy/<benchmark>``), the average and ``tags``.
+    """
+    if not run.enabled:
+        raise ValueError("registering a model needs MLflow: set --tracking-uri or MLFLOW_TRACKING_URI")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    import crnn
+    from crnn.registry.pyfunc import EXPORT_ARTIFACT, CrnnTextReader
+
+    mlflow.set_tracking_uri(run.tracking_uri)
+    with mlflow.start_run(run_id=run.run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CrnnTextReader(),
+            artifacts={EXPORT_ARTIFACT: str(export_dir)},
+            # The package travels with the model, so that it loads where crnn is not installed.
+            code_paths=[str(Path(crnn.__file__).parent)],
+            pip_requirements=_requirements(),
+        )
+    version = mlflow.register_model(info.model_uri, name).version
+    client = MlflowClient(run.tracking_uri)
+    version_tags = {f"accuracy/{bench}": f"{entry['accuracy']:.4f}" for bench, entry in report["benchmarks"].items()}
+    version_tags["accuracy/average"] = f"{report['average']:.4f}"
+    version_tags.update(tags or {})
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    log.info("registered %s version %s (average accuracy %.4f)", name, version, report["average"])
+    return str(version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in
+            ("tensorflow", "keras", "numpy", "opencv-python-headless", "mlflow", "pandas")]

@@ -1,0 +1,177 @@
+"""The one place that talks to MLflow about runs: a parent run per pipeline run, a child run per step.
+
+Steps receive a ``StepRun``. With no tracking URI it records nothing, so every step also runs on its own
+(from the CLI or a test) without a server; with one, it is a child of the pipeline's parent run and logs the
+step's wall time as ``step_time_s`` when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+STEP_TAG = "crnn.step"
+PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
+DEFAULT_EXPERIMENT = "crnn"
+_MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(uri: str | None) -> str | None:
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else None (tracking off)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def sqlite_uri(db_file: Path) -> str:
+    return f"sqlite:///{Path(db_file).resolve()}"
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+class StepRun:
+    """Logging into one MLflow run, or into nothing when ``run_id`` is None."""
+
+    def __init__(self, run_id: str | None = None, tracking_uri: str | None = None,
+                 parent_run_id: str | None = None):
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self._mlflow = _client(tracking_uri) if run_id else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._mlflow is not None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.enabled:
+            from mlflow.entities import Param
+
+            self._mlflow.log_batch(self.run_id, params=[
+                Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in params.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.enabled:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._mlflow.log_batch(self.run_id, metrics=[
+                Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.enabled:
+            from mlflow.entities import RunTag
+
+            self._mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self._mlflow.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
+                      artifact_location: str | None = None) -> str:
+    """The experiment's id, creating it (with its artifact location) on first use."""
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location or None)
+    except Exception:  # another process created it first
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def start_pipeline_run(tracking_uri: str, run_name: str, pipeline_run_id: str = "",
+                       experiment: str = DEFAULT_EXPERIMENT, artifact_location: str | None = None) -> str:
+    """Creates the parent run of one pipeline run and returns its id."""
+    client = _client(tracking_uri)
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={PIPELINE_RUN_TAG: pipeline_run_id or run_name, STEP_TAG: "pipeline"})
+    log.info("MLflow parent run %s in experiment %s", run.info.run_id, experiment)
+    return run.info.run_id
+
+
+def find_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str = DEFAULT_EXPERIMENT) -> str | None:
+    """The parent run of a pipeline run, found by its tag (tasks cannot all be handed the id: see below)."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}'",
+                              max_results=1) if found else []
+    return runs[0].info.run_id if runs else None
+
+
+def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, status: str,
+                     experiment: str = DEFAULT_EXPERIMENT) -> str | None:
+    """Ends the parent run of a pipeline run; returns its id, None if there is none."""
+    run_id = find_pipeline_run(tracking_uri, pipeline_run_id, experiment)
+    if run_id is None:
+        log.warning("no MLflow run is tagged %s=%s; nothing to end", PIPELINE_RUN_TAG, pipeline_run_id)
+        return None
+    _client(tracking_uri).set_terminated(run_id, status)
+    return run_id
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a step logs: a tracking URI and the parent run, given by id or by the pipeline run's id.
+
+    Inside the pipeline, tasks find the parent by the pipeline job's id: kfp.local (2.17) replaces a task
+    output handed into a ParallelFor with the loop item, so the parent's id cannot travel as a value.
+    """
+
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    pipeline_run_id: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+
+    def resolved(self) -> tuple[str | None, str | None]:
+        """(tracking URI or None, parent run id or None)."""
+        uri = resolve_tracking_uri(self.tracking_uri)
+        if not uri or self.parent_run_id or not self.pipeline_run_id:
+            return uri, self.parent_run_id
+        parent = find_pipeline_run(uri, self.pipeline_run_id, self.experiment)
+        if parent is None:
+            raise ValueError(f"no MLflow parent run tagged {PIPELINE_RUN_TAG}={self.pipeline_run_id} "
+                             f"in experiment {self.experiment!r} at {uri}")
+        return uri, parent
+
+
+@contextlib.contextmanager
+def step_run(step: str, tracking: Tracking | None = None) -> Iterator[StepRun]:
+    """A child run named ``step`` under the parent run (or a top-level run without one)."""
+    tracking = tracking or Tracking()
+    tracking_uri, parent_run_id = tracking.resolved()
+    if not tracking_uri:
+        yield StepRun()
+        return
+    client = _client(tracking_uri)
+    if parent_run_id:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        tags = {PARENT_TAG: parent_run_id, STEP_TAG: step}
+    else:
+        experiment_id, tags = ensure_experiment(tracking_uri, tracking.experiment), {STEP_TAG: step}
+    run_id = client.create_run(experiment_id, run_name=step, tags=tags).info.run_id
+    started = time.monotonic()
+    status = "FAILED"
+    try:
+        yield StepRun(run_id, tracking_uri, parent_run_id)
+        status = "FINISHED"
+    finally:
+        client.log_metric(run_id, "step_time_s", time.monotonic() - started)
+        client.set_terminated(run_id, status)

@@ -1,0 +1,1 @@
+"""The pipeline DSL (wiring only), its compiler entry point and the local runner."""

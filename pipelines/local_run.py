@@ -1,0 +1,71 @@
+"""``make run``: the whole pipeline through kfp.local's SubprocessRunner on an embedded MLflow store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from crnn.tracking import sqlite_uri
+
+log = logging.getLogger(__name__)
+
+
+def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
+    """Runs the pipeline with everything under ``out``; prints and returns the summary.
+
+    ``params`` are pipeline parameters (``preset``, ``steps``, ``train_size``...); the rest keep their defaults.
+    """
+    from kfp import local
+
+    from pipelines.crnn_pipeline import crnn_pipeline
+
+    out = Path(out).resolve()
+    store = out / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or sqlite_uri(store / "mlflow.db")
+    # The local runner runs each task as a subprocess of this Python (its virtualenv has the library).
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"))
+    run_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+    started = time.monotonic()
+    crnn_pipeline(tracking_uri=tracking_uri, artifact_location=(store / "artifacts").as_uri(), run_name=run_name,
+                  **params)
+    summary = pipeline_summary(tracking_uri, run_name)
+    summary["pipeline_seconds"] = time.monotonic() - started
+    print(format_summary(summary, store))
+    return summary
+
+
+def pipeline_summary(tracking_uri: str, run_name: str, experiment: str = "crnn") -> dict:
+    """The parent run's per-benchmark accuracy and the registered version, read back from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], f"attributes.run_name = '{run_name}'")
+    if not runs:
+        raise RuntimeError(f"no MLflow run named {run_name!r} in experiment {experiment!r}")
+    parent = runs[0]
+    accuracy = {k.split("/", 1)[1]: v for k, v in parent.data.metrics.items() if k.startswith("accuracy/")}
+    return {
+        "run_id": parent.info.run_id,
+        "status": parent.info.status,
+        "accuracy": accuracy,
+        "model_name": parent.data.tags.get("crnn.model_name"),
+        "model_version": parent.data.tags.get("crnn.model_version"),
+        "tracking_uri": tracking_uri,
+    }
+
+
+def format_summary(summary: dict, store: Path) -> str:
+    accuracy = dict(summary["accuracy"])
+    average = accuracy.pop("average", float("nan"))
+    accuracy.pop("weighted_average", None)
+    lines = ["", f"{'benchmark':<12} {'accuracy %':>10}", "-" * 23]
+    lines += [f"{name:<12} {100 * value:>10.2f}" for name, value in sorted(accuracy.items())]
+    lines += ["-" * 23, f"{'average':<12} {100 * average:>10.2f}", ""]
+    lines.append(f"registered model: {summary['model_name']} version {summary['model_version']}")
+    lines.append(f"MLflow run: {summary['run_id']} ({summary['status']}), "
+                 f"pipeline time {summary['pipeline_seconds']:.0f} s")
+    lines.append(f"open the UI: make ui   (mlflow ui --backend-store-uri {summary['tracking_uri']})")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny datasets made by the real download and convert code, and a tiny trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from crnn.data.synthetic import SyntheticSpec  # noqa: E402
+
+TINY_SPEC = SyntheticSpec(seed=3, train_size=96, val_size=16, test_size=12)
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory) -> Path:
+    from crnn.data.download import download_synthetic
+
+    out = tmp_path_factory.mktemp("raw")
+    download_synthetic(out, TINY_SPEC)
+    return out
+
+
+@pytest.fixture(scope="session")
+def converted_dir(raw_dir, tmp_path_factory) -> Path:
+    from crnn.data.convert import convert_all
+
+    out = tmp_path_factory.mktemp("converted")
+    convert_all(raw_dir, out, shard_size=40)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_dir(converted_dir, tmp_path_factory) -> Path:
+    """A model trained for a few real steps with the tiny preset; ``export/`` holds the exported model."""
+    from crnn.config import recipe_for
+    from crnn.train.loop import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(recipe_for("tiny"), converted_dir / "mjsynth" / "train", out, val_dir=converted_dir / "mjsynth" / "val")
+    return out
+
+
+@pytest.fixture
+def sqlite_tracking(tmp_path) -> str:
+    from crnn.tracking import sqlite_uri
+
+    return sqlite_uri(tmp_path / "mlflow.db")

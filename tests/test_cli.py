@@ -1,0 +1,79 @@
+"""The CLI is the container's contract: each step runs on its own, in a fresh process, from its flags."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CRNN = [sys.executable, "-m", "crnn.cli"]
+
+
+def crnn(*args, check=True, env=None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
+    result = subprocess.run([*CRNN, *map(str, args)], capture_output=True, text=True, env=environment,
+                            timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"crnn {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
+    raw, data, trained, scores = (tmp_path / name for name in ("raw", "data", "trained", "scores"))
+    out = crnn("download", "synthetic", "--out", raw, "--train-size", 40, "--val-size", 8, "--test-size", 6).stdout
+    assert "IIIT5K" in out and "sha256" in out
+    assert {d["name"] for d in json.loads((raw / "datasets.json").read_text())["datasets"]} == {
+        "mjsynth", "IIIT5K", "SVT", "IC13"}
+
+    out = crnn("convert", "--raw", raw, "--out", data, "--shard-size", 16).stdout
+    assert "mjsynth/train" in out
+    assert json.loads((data / "mjsynth" / "train" / "manifest.json").read_text())["num_samples"] == 40
+
+    out = crnn("train", "--train", data / "mjsynth" / "train", "--out", trained, "--preset", "tiny",
+               "--steps", 3, "--batch-size", 4, "--checkpoint-every", 2).stdout
+    assert "trained 3 steps" in out
+    assert (trained / "export" / "model.keras").is_file()
+
+    out = crnn("evaluate", "--model", trained / "export", "--benchmark", f"IC13={data / 'IC13' / 'test'}",
+               "--benchmark", f"SVT={data / 'SVT' / 'test'}", "--out", scores).stdout
+    report = json.loads((scores / "report.json").read_text())
+    assert set(report["benchmarks"]) == {"IC13", "SVT"}
+    assert report["benchmarks"]["IC13"]["num_samples"] == 6
+    assert 0 <= report["average"] <= 1
+    assert "IC13" in out and (scores / "test_result.txt").read_text() == out
+
+    out = crnn("register", "--model", trained / "export", "--report", scores / "report.json",
+               "--tracking-uri", sqlite_tracking).stdout
+    assert "registered crnn version 1" in out
+
+    images = raw / "IC13" / "Challenge2_Test_Task3_Images"
+    out = crnn("predict", "--model", trained / "export", images / "word_1.png", images / "word_2.png").stdout
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(images / "word_1.png"),
+                                                                   str(images / "word_2.png")]
+
+
+def test_bad_input_gets_a_clear_error(tmp_path):
+    result = crnn("convert", "--raw", tmp_path / "nowhere", "--out", tmp_path / "out", check=False)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nowhere'}: no datasets.json" in result.stderr
+    result = crnn("evaluate", "--model", tmp_path, "--benchmark", "IC13", "--out", tmp_path, check=False)
+    assert result.returncode == 2 and "expected NAME=DIR" in result.stderr
+    (tmp_path / "r.json").write_text('{"benchmarks": {}, "average": 0}')
+    result = crnn("register", "--model", tmp_path, "--report", tmp_path / "r.json", check=False)
+    assert result.returncode == 2 and "needs MLflow" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["download", "convert", "train", "evaluate", "register", "predict"])
+def test_help_names_each_step(command):
+    assert crnn(command, "--help").stdout.startswith("usage: crnn " + command)
+
+
+def test_pipeline_compile_writes_yaml(tmp_path):
+    out = Path(tmp_path) / "p.yaml"
+    crnn("pipeline", "compile", "--out", out)
+    text = out.read_text()
+    assert "pipelineInfo:\n  name: crnn-training" in text
+    for step in ("download", "convert", "train", "evaluate", "register", "start-run", "finish-run"):
+        assert f"comp-{step}:" in text

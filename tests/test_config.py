@@ -1,0 +1,44 @@
+import pytest
+
+from crnn.config import PRESETS, ModelConfig, Recipe, recipe_for
+
+
+def test_paper_preset_is_the_default_recipe():
+    paper = PRESETS["paper"]
+    assert paper == Recipe()
+    assert paper.model.conv_filters == (64, 128, 256, 256, 512, 512, 512)
+    assert paper.model.lstm_units == 256
+    assert paper.model.num_classes == 37
+    assert paper.train.momentum == 0.9
+
+
+def test_overrides_replace_only_what_is_given():
+    recipe = recipe_for("quick", steps=7, batch_size=None)
+    assert recipe.train.steps == 7
+    assert recipe.train.batch_size == PRESETS["quick"].train.batch_size
+
+
+def test_unknown_preset_and_setting_are_named():
+    with pytest.raises(ValueError, match="'huge'"):
+        recipe_for("huge")
+    with pytest.raises(ValueError, match="momentun"):
+        recipe_for("tiny", momentun=0.5)
+
+
+def test_invalid_values_are_refused():
+    with pytest.raises(ValueError, match="steps"):
+        recipe_for("tiny", steps=0)
+    with pytest.raises(ValueError, match="32 x 100"):
+        ModelConfig(width=128)
+
+
+def test_learning_rate_scales_linearly_with_global_batch():
+    train = PRESETS["paper"].train
+    assert train.scaled_learning_rate(512) == pytest.approx(train.learning_rate * 8)
+
+
+def test_recipe_round_trips_through_json(tmp_path):
+    recipe = recipe_for("tiny", steps=11)
+    recipe.save(tmp_path / "recipe.json")
+    assert Recipe.load(tmp_path / "recipe.json") == recipe
+    assert recipe.flat_params()["model.conv_filters"] == "8,16,16,16,32,32,32"

@@ -1,0 +1,127 @@
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+import zipfile
+from functools import partial
+
+import pytest
+
+from crnn.data.extract import UnsafeArchiveError, extract
+from crnn.data.fetch import ChecksumError, fetch
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A real HTTP server on loopback serving ``tmp_path/www``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_file_url_verifies_and_keeps_a_good_copy(tmp_path):
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"payload")
+    dest = fetch(source.as_uri(), tmp_path / "out" / "data.bin", sha256=_sha256(b"payload"))
+    assert dest.read_bytes() == b"payload"
+    source.unlink()  # already present and verified: not fetched again
+    assert fetch(source.as_uri(), dest, sha256=_sha256(b"payload")) == dest
+
+
+def test_fetch_over_http(http_root, tmp_path):
+    root, base = http_root
+    (root / "a.tar").write_bytes(b"x" * 5000)
+    dest = fetch(f"{base}/a.tar", tmp_path / "a.tar", md5=hashlib.md5(b"x" * 5000).hexdigest())
+    assert dest.read_bytes() == b"x" * 5000
+
+
+def test_checksum_mismatch_names_both_digests_and_leaves_nothing(tmp_path):
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"corrupt")
+    dest = tmp_path / "out" / "data.bin"
+    with pytest.raises(ChecksumError) as err:
+        fetch(str(source), dest, sha256="0" * 64)
+    assert "0" * 64 in str(err.value) and _sha256(b"corrupt") in str(err.value)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_missing_source_and_unknown_scheme(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        fetch((tmp_path / "nope").as_uri(), tmp_path / "x")
+    with pytest.raises(ValueError, match="unsupported scheme 'gopher'"):
+        fetch("gopher://example/x", tmp_path / "x")
+
+
+def _tar(tmp_path, members: dict[str, bytes], name="a.tar.gz"):
+    path = tmp_path / name
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_extract_tar_and_zip(tmp_path):
+    target = extract(_tar(tmp_path, {"d/a.txt": b"a"}), tmp_path / "t1")
+    assert (target / "d" / "a.txt").read_bytes() == b"a"
+    zpath = tmp_path / "z.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("d/b.txt", b"b")
+    assert (extract(zpath, tmp_path / "t2") / "d" / "b.txt").read_bytes() == b"b"
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil.txt", "d/../../evil.txt"])
+def test_extract_refuses_traversal_and_leaves_no_partial_tree(tmp_path, member):
+    archive = _tar(tmp_path, {"good.txt": b"g", member: b"evil"})
+    with pytest.raises(UnsafeArchiveError, match="outside the target"):
+        extract(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+    assert not (tmp_path / "evil.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [archive.name]
+
+
+def test_extract_refuses_links_out_and_devices(tmp_path):
+    path = tmp_path / "links.tar"
+    with tarfile.open(path, "w") as tar:
+        link = tarfile.TarInfo("escape")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(UnsafeArchiveError):
+        extract(path, tmp_path / "t")
+    dev = tmp_path / "dev.tar"
+    with tarfile.open(dev, "w") as tar:
+        node = tarfile.TarInfo("null")
+        node.type = tarfile.CHRTYPE
+        tar.addfile(node)
+    with pytest.raises(UnsafeArchiveError, match="device"):
+        extract(dev, tmp_path / "t")
+
+
+def test_extract_caps_total_size(tmp_path):
+    archive = _tar(tmp_path, {"big.bin": b"\0" * 10_000})
+    with pytest.raises(UnsafeArchiveError, match="10000 bytes, over the 1000-byte cap"):
+        extract(archive, tmp_path / "target", max_bytes=1000)
+    assert not (tmp_path / "target").exists()
+
+
+def test_extract_replaces_an_old_tree_only_on_success(tmp_path):
+    target = tmp_path / "target"
+    extract(_tar(tmp_path, {"v1.txt": b"1"}), target)
+    with pytest.raises(UnsafeArchiveError):
+        extract(_tar(tmp_path, {"../x": b"x"}, "bad.tar.gz"), target)
+    assert (target / "v1.txt").exists()
+    extract(_tar(tmp_path, {"v2.txt": b"2"}, "v2.tar.gz"), target)
+    assert sorted(p.name for p in target.iterdir()) == ["v2.txt"]

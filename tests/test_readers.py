@@ -1,0 +1,95 @@
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+
+from crnn.data.readers import read_ic13, read_iiit5k, read_mjsynth, read_svt, reader_for
+
+
+def _png(path, height=20, width=50):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((height, width, 3), 200, np.uint8))
+
+
+def test_synthetic_download_reads_back_in_every_format(raw_dir):
+    from crnn.data.download import read_datasets
+
+    for dataset in read_datasets(raw_dir):
+        for entry in dataset["splits"].values():
+            skipped = Counter()
+            samples = list(reader_for(dataset["format"])(raw_dir / entry, skipped))
+            assert samples, dataset["name"]
+            assert skipped == Counter(), dataset["name"]
+            assert all(s.image.ndim == 3 and s.image.size and s.label for s in samples)
+
+
+def test_mjsynth_label_from_file_name_and_bad_images_counted(tmp_path):
+    _png(tmp_path / "1" / "1" / "3_Hello_7.jpg")
+    (tmp_path / "1" / "1" / "4_empty_8.jpg").write_bytes(b"")
+    (tmp_path / "1" / "1" / "5_trunc_9.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (tmp_path / "annotation_train.txt").write_bytes(
+        b"./1/1/3_Hello_7.jpg 7\n./1/1/4_empty_8.jpg 8\n./1/1/5_trunc_9.jpg 9\n"
+        b"./1/1/6_gone_1.jpg 1\n./1/1/noword.jpg 2\n\xff\xfe bad\n")
+    skipped = Counter()
+    samples = list(read_mjsynth(tmp_path / "annotation_train.txt", skipped))
+    assert [(s.label, s.source_id) for s in samples] == [("Hello", "./1/1/3_Hello_7.jpg")]
+    assert skipped == Counter(undecodable_image=2, missing_image=1, malformed_line=1, label_not_utf8=1)
+
+
+def test_iiit5k_mat(tmp_path):
+    records = np.zeros((1, 2), dtype=[("ImgName", object), ("GroundTruth", object)])
+    records[0, 0] = ("test/1_1.png", "PRIVATE")
+    records[0, 1] = ("test/missing.png", "X")
+    scipy.io.savemat(tmp_path / "testdata.mat", {"testdata": records})
+    _png(tmp_path / "test" / "1_1.png")
+    skipped = Counter()
+    samples = list(read_iiit5k(tmp_path / "testdata.mat", skipped))
+    assert [s.label for s in samples] == ["PRIVATE"]
+    assert skipped == Counter(missing_image=1)
+
+
+def test_iiit5k_wrong_structure_is_a_clear_error(tmp_path):
+    scipy.io.savemat(tmp_path / "testdata.mat", {"something": np.zeros(3)})
+    with pytest.raises(ValueError, match="testdata.mat: no 'testdata'"):
+        list(read_iiit5k(tmp_path / "testdata.mat", Counter()))
+
+
+def test_svt_crops_and_clamps_boxes(tmp_path):
+    _png(tmp_path / "img" / "a.jpg", height=100, width=200)
+    (tmp_path / "test.xml").write_text(
+        "<tagset><image><imageName>img/a.jpg</imageName><taggedRectangles>"
+        '<taggedRectangle x="-10" y="90" width="50" height="30"><tag>EDGE</tag></taggedRectangle>'
+        '<taggedRectangle x="10" y="10" width="40" height="20"><tag>INSIDE</tag></taggedRectangle>'
+        '<taggedRectangle x="500" y="500" width="40" height="20"><tag>OUT</tag></taggedRectangle>'
+        '<taggedRectangle x="a" y="1" width="4" height="2"><tag>BAD</tag></taggedRectangle>'
+        "</taggedRectangles></image></tagset>")
+    skipped = Counter()
+    samples = list(read_svt(tmp_path / "test.xml", skipped))
+    assert [(s.label, s.image.shape[:2]) for s in samples] == [("EDGE", (10, 40)), ("INSIDE", (20, 40))]
+    assert skipped == Counter(box_outside_image=1, malformed_box=1)
+
+
+def test_svt_refuses_external_entities(tmp_path):
+    (tmp_path / "test.xml").write_text(
+        '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        "<tagset><image><imageName>&x;</imageName></image></tagset>")
+    with pytest.raises(Exception, match="(?i)entit"):
+        list(read_svt(tmp_path / "test.xml", Counter()))
+
+
+def test_ic13_quoted_labels_with_bom(tmp_path):
+    _png(tmp_path / "word_1.png")
+    _png(tmp_path / "word_2.png")
+    (tmp_path / "gt.txt").write_bytes(
+        '\ufeffword_1.png, "Tiredness"\r\nword_2.png, "say \\"hi\\", ok"\r\nno comma here\r\n'.encode())
+    skipped = Counter()
+    samples = list(read_ic13(tmp_path / "gt.txt", skipped))
+    assert [(s.source_id, s.label) for s in samples] == [("word_1.png", "Tiredness"), ("word_2.png", 'say "hi", ok')]
+    assert skipped == Counter(malformed_line=1)
+
+
+def test_unknown_format_is_named():
+    with pytest.raises(ValueError, match="'lmdbx'"):
+        reader_for("lmdbx")

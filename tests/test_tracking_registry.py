@@ -1,0 +1,75 @@
+"""Steps against a real MLflow store (SQLite): child runs, metrics, the registered pyfunc model."""
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from crnn import steps
+from crnn.tracking import PIPELINE_RUN_TAG, Tracking, end_pipeline_run, start_pipeline_run
+
+
+@pytest.fixture
+def parent(sqlite_tracking):
+    return start_pipeline_run(sqlite_tracking, "unit", pipeline_run_id="job-1")
+
+
+def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, trained_dir, converted_dir):
+    tracking = Tracking(sqlite_tracking, pipeline_run_id="job-1")
+    benchmarks = {name: steps.benchmark_dir(converted_dir, name) for name in ("IC13", "SVT")}
+    report = steps.evaluate(steps.export_dir(trained_dir), benchmarks, trained_dir / "scores", tracking)
+    version = steps.register(steps.export_dir(trained_dir), [report], tracking, tags={"origin": "test"})
+    assert end_pipeline_run(sqlite_tracking, "job-1", "FINISHED") == parent
+
+    client = MlflowClient(sqlite_tracking)
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.tags[PIPELINE_RUN_TAG] == "job-1"
+    assert parent_run.data.metrics["accuracy/average"] == pytest.approx(report["average"])
+    assert parent_run.data.tags["crnn.model_version"] == version == "1"
+
+    children = client.search_runs([parent_run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    by_name = {run.info.run_name: run for run in children}
+    assert set(by_name) == {"evaluate-IC13-SVT", "register"}
+    evaluate_run = by_name["evaluate-IC13-SVT"]
+    assert {"accuracy/IC13", "ned/IC13", "accuracy/SVT", "ned/SVT", "step_time_s"} <= set(evaluate_run.data.metrics)
+    assert all(run.info.status == "FINISHED" for run in children)
+
+    model_version = client.get_model_version("crnn", version)
+    assert model_version.tags["accuracy/IC13"] == f"{report['benchmarks']['IC13']['accuracy']:.4f}"
+    assert model_version.tags["origin"] == "test"
+
+
+def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, trained_dir, converted_dir, raw_dir):
+    import cv2
+    import mlflow.pyfunc
+
+    from crnn.model.export import Recognizer
+
+    report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": steps.benchmark_dir(converted_dir, "IC13")},
+                            trained_dir / "scores2")
+    version = steps.register(steps.export_dir(trained_dir), [report], Tracking(sqlite_tracking))
+    mlflow.set_tracking_uri(sqlite_tracking)
+    model = mlflow.pyfunc.load_model(f"models:/crnn/{version}")
+
+    folder = raw_dir / "IC13" / "Challenge2_Test_Task3_Images"
+    files = [folder / "word_1.png", folder / "word_2.png"]
+    expected = Recognizer(steps.export_dir(trained_dir)).read([cv2.imread(str(f)) for f in files])
+    from_bytes = model.predict([f.read_bytes() for f in files])
+    assert list(from_bytes) == expected
+    batch = np.stack([cv2.resize(cv2.imread(str(f)), (100, 32)) for f in files])
+    assert len(model.predict(batch)) == 2
+    with pytest.raises(Exception, match="not a decodable image"):
+        model.predict([b"not an image"])
+
+
+def test_step_without_tracking_records_nothing_and_still_works(monkeypatch, trained_dir, converted_dir):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": steps.benchmark_dir(converted_dir, "IC13")},
+                            trained_dir / "untracked")
+    assert (trained_dir / "untracked" / "report.json").is_file()
+    assert report["benchmarks"]["IC13"]["num_samples"] == 12
+
+
+def test_unknown_pipeline_run_is_a_clear_error(sqlite_tracking):
+    with pytest.raises(ValueError, match="no MLflow parent run tagged crnn.pipeline_run_id=nope"):
+        Tracking(sqlite_tracking, pipeline_run_id="nope").resolved()

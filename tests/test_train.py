@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from crnn.config import recipe_for
+from crnn.evaluate.benchmark import evaluate_dataset
+from crnn.model.export import Recognizer
+from crnn.tracking import StepRun
+from crnn.train.loop import train
+from crnn.train.schedule import WarmupCosine
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero():
+    schedule = WarmupCosine(peak=0.1, warmup_steps=10, total_steps=110)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(9)) == pytest.approx(0.1)
+    assert float(schedule(60)) == pytest.approx(0.05, abs=1e-6)
+    assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_tiny_training_checkpoints_exports_and_reads(trained_dir, converted_dir):
+    recipe = recipe_for("tiny")
+    checkpoints = sorted(p.name for p in (trained_dir / "checkpoints").glob("ckpt-*.index"))
+    assert checkpoints == ["ckpt-3.index", "ckpt-6.index"]
+    assert json.loads((trained_dir / "recipe.json").read_text())["preset"] == "tiny"
+    recognizer = Recognizer(trained_dir / "export")
+    assert recognizer.recipe == recipe
+    result = evaluate_dataset(recognizer.model, converted_dir / "IC13" / "test", recipe.model)
+    assert result.score.num_samples == 12
+    assert len(result.predictions) == 12 and result.images_per_sec > 0
+
+
+def test_resume_continues_the_step_counter(converted_dir, tmp_path):
+    data = converted_dir / "mjsynth" / "train"
+    first = train(recipe_for("tiny", steps=4, checkpoint_every=2), data, tmp_path)
+    assert first.steps == 4
+    resumed = train(recipe_for("tiny", steps=6, checkpoint_every=2), data, tmp_path)
+    assert resumed.steps == 6
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == [
+        "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
+    fresh = train(recipe_for("tiny", steps=2, checkpoint_every=2), data, tmp_path / "fresh", resume=False)
+    assert fresh.steps == 2
+
+
+class RecordingRun(StepRun):
+    """Keeps what training logs, as MLflow would receive it."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics: list[tuple[int, dict]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, dict(metrics)))
+
+
+def test_training_reduces_the_loss_and_logs_every_n_steps(converted_dir, tmp_path):
+    recipe = recipe_for("tiny", steps=60, learning_rate=0.05, log_every=10, warmup_steps=5)
+    run = RecordingRun()
+    train(recipe, converted_dir / "mjsynth" / "train", tmp_path, run=run)
+    assert [step for step, _ in run.metrics] == [10, 20, 30, 40, 50, 60]
+    assert set(run.metrics[0][1]) == {"loss", "learning_rate", "step_time_ms", "images_per_sec"}
+    first, last = run.metrics[0][1]["loss"], run.metrics[-1][1]["loss"]
+    assert last < 0.8 * first

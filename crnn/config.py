@@ -117,7 +117,7 @@ PRESETS: dict[str, Recipe] = {
         preset="quick",
         model=ModelConfig(conv_filters=(32, 64, 128, 128, 192, 192, 192), lstm_units=128),
         train=TrainConfig(
-            batch_size=64, steps=2000, learning_rate=0.03, warmup_steps=100, nesterov=True,
+            batch_size=64, steps=1800, learning_rate=0.03, warmup_steps=100, nesterov=True,
             checkpoint_every=500, log_every=25, shuffle_buffer=5000,
         ),
     ),

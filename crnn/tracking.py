@@ -82,18 +82,28 @@ class StepRun:
 
 def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
                       artifact_location: str | None = None) -> str:
-    """The experiment's id, creating it (with its artifact location) on first use."""
+    """The experiment's id, creating it (with its artifact location) on first use.
+
+    For an embedded SQLite store the artifacts default to ``artifacts/`` beside the database, not MLflow's
+    ``./mlruns`` under whatever the working directory happens to be.
+    """
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location or None)
+        return client.create_experiment(name, artifact_location=artifact_location or _default_artifacts(tracking_uri))
     except Exception:  # another process created it first
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def _default_artifacts(tracking_uri: str) -> str | None:
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return None
 
 
 def start_pipeline_run(tracking_uri: str, run_name: str, pipeline_run_id: str = "",

@@ -28,8 +28,7 @@ def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"))
     run_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     started = time.monotonic()
-    crnn_pipeline(tracking_uri=tracking_uri, artifact_location=(store / "artifacts").as_uri(), run_name=run_name,
-                  **params)
+    crnn_pipeline(tracking_uri=tracking_uri, run_name=run_name, **params)
     summary = pipeline_summary(tracking_uri, run_name)
     summary["pipeline_seconds"] = time.monotonic() - started
     print(format_summary(summary, store))

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from components import BASE_IMAGE
 
 CRNN = [sys.executable, "-m", "crnn.cli"]
 
@@ -73,7 +76,9 @@ def test_help_names_each_step(command):
 def test_pipeline_compile_writes_yaml(tmp_path):
     out = Path(tmp_path) / "p.yaml"
     crnn("pipeline", "compile", "--out", out)
-    text = out.read_text()
-    assert "pipelineInfo:\n  name: crnn-training" in text
-    for step in ("download", "convert", "train", "evaluate", "register", "start-run", "finish-run"):
-        assert f"comp-{step}:" in text
+    spec = yaml.safe_load(out.read_text())
+    assert spec["pipelineInfo"]["name"] == "crnn-training"
+    assert {f"comp-{step}" for step in ("download", "convert", "train", "evaluate", "register", "start-run",
+                                        "finish-run")} <= set(spec["components"])
+    images = {executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()}
+    assert images == {BASE_IMAGE}

@@ -20,7 +20,8 @@ class CrnnTextReader(mlflow.pyfunc.PythonModel):
 
         self.recognizer = Recognizer(context.artifacts[EXPORT_ARTIFACT])
 
-    def predict(self, context, model_input: Any, params: dict | None = None) -> list[str]:
+    # No type hints here: MLflow would read them as an input schema it cannot express.
+    def predict(self, context, model_input, params=None):
         return self.recognizer.read(_images(model_input))
 
 

@@ -43,10 +43,12 @@ def crnn_pipeline(
         raw = download(seed=seed, train_size=train_size, val_size=val_size, test_size=test_size,
                        **mlflow).after(parent)
         data = convert(raw=raw.outputs["raw"], shard_size=shard_size, **mlflow)
-        model = train(data=data.outputs["data"], preset=preset, steps=steps, batch_size=batch_size, **mlflow)
+        # Only download and convert may come from the cache: the later steps must log under this run.
+        model = train(data=data.outputs["data"], preset=preset, steps=steps, batch_size=batch_size,
+                      **mlflow).set_caching_options(False)
         with dsl.ParallelFor(benchmarks, parallelism=2) as benchmark:
             scores = evaluate(model=model.outputs["model"], data=data.outputs["data"], benchmark=benchmark,
-                              **mlflow)
+                              **mlflow).set_caching_options(False)
         register(model=model.outputs["model"], reports=dsl.Collected(scores.outputs["report"]),
                  model_name=model_name, **mlflow).set_caching_options(False)
 

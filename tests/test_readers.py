@@ -71,6 +71,17 @@ def test_svt_crops_and_clamps_boxes(tmp_path):
     assert skipped == Counter(box_outside_image=1, malformed_box=1)
 
 
+def test_svt_missing_scene_counts_every_word_in_it(tmp_path):
+    (tmp_path / "test.xml").write_text(
+        "<tagset><image><imageName>img/gone.jpg</imageName><taggedRectangles>"
+        '<taggedRectangle x="1" y="1" width="5" height="5"><tag>A</tag></taggedRectangle>'
+        '<taggedRectangle x="1" y="1" width="5" height="5"><tag>B</tag></taggedRectangle>'
+        "</taggedRectangles></image></tagset>")
+    skipped = Counter()
+    assert list(read_svt(tmp_path / "test.xml", skipped)) == []
+    assert skipped == Counter(missing_image=2)
+
+
 def test_svt_refuses_external_entities(tmp_path):
     (tmp_path / "test.xml").write_text(
         '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>'

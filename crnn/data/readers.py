@@ -41,17 +41,18 @@ def decode_image(data: bytes) -> np.ndarray | None:
     return image
 
 
-def _load(path: Path, skipped: Counter) -> np.ndarray | None:
+def _load(path: Path, skipped: Counter, samples: int = 1) -> np.ndarray | None:
+    """The decoded image, or None with ``samples`` (the words it holds) counted under the reason."""
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        skipped["missing_image"] += 1
-        log.warning("skipped %s: file not found", path)
+    except (FileNotFoundError, IsADirectoryError):
+        skipped["missing_image"] += samples
+        log.warning("skipped %d sample(s) of %s: file not found", samples, path)
         return None
     image = decode_image(data)
     if image is None:
-        skipped["undecodable_image"] += 1
-        log.warning("skipped %s: not a decodable image", path)
+        skipped["undecodable_image"] += samples
+        log.warning("skipped %d sample(s) of %s: not a decodable image", samples, path)
     return image
 
 
@@ -109,8 +110,8 @@ def read_svt(xml_file: Path, skipped: Counter) -> Iterator[Sample]:
     tree = ElementTree.parse(xml_file)
     for image_node in tree.getroot().iter("image"):
         name = (image_node.findtext("imageName") or "").strip()
-        scene = _load(xml_file.parent / name, skipped)
-        rects = image_node.iter("taggedRectangle")
+        rects = list(image_node.iter("taggedRectangle"))
+        scene = _load(xml_file.parent / name, skipped, samples=len(rects))
         if scene is None:
             continue
         height, width = scene.shape[:2]

@@ -10,9 +10,10 @@ def register(model: Input[Model], reports: Input[list[Artifact]], model_name: st
              experiment: str, job_id: str) -> str:
     """Registers a new version of the model with every benchmark's accuracy; returns the version."""
     from crnn import steps
+    from crnn.evaluate.report import read_report
     from crnn.tracking import Tracking
 
     tracking = Tracking(tracking_uri or None, pipeline_run_id=job_id, experiment=experiment)
-    loaded = [steps.read_report(r.path) for r in reports]
+    loaded = [read_report(r.path) for r in reports]
     return steps.register(steps.export_dir(model.path), loaded, tracking, name=model_name,
                           tags={"pipeline_run_id": job_id})

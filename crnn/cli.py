@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> None:
 
         print(format_table(steps.evaluate(args.model, dict(args.benchmark), args.out, **tracking)), end="")
     elif args.command == "register":
-        reports = [json.loads(path.read_text()) for path in args.report]
+        reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
         print(f"registered {args.name} version {steps.register(args.model, reports, name=args.name, **tracking)}")
     elif args.command == "predict":
         _predict(args.model, args.images)

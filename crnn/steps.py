@@ -6,7 +6,6 @@ same wherever it runs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from crnn.data.convert import convert_all
 from crnn.data.download import download_synthetic
 from crnn.data.synthetic import SyntheticSpec
 from crnn.data.tfrecord import manifest_sha256
-from crnn.evaluate.report import REPORT_FILE, benchmark_entry, format_table, summarise, write_report
+from crnn.evaluate.report import benchmark_entry, format_table, summarise, write_report
 from crnn.model.export import EXPORT_DIR
 from crnn.registry.register import DEFAULT_MODEL_NAME, register_model
 from crnn.tracking import StepRun, Tracking, step_run
@@ -36,10 +35,6 @@ def benchmark_dir(converted: Path, name: str) -> Path:
 def export_dir(trained: Path) -> Path:
     """Where the train step puts the exported model."""
     return Path(trained) / EXPORT_DIR
-
-
-def read_report(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / REPORT_FILE).read_text())
 
 
 def download(out_dir: Path, spec: SyntheticSpec, tracking: Tracking | None = None) -> list[dict]:

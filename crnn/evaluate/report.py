@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ def format_table(report: Mapping[str, Any]) -> str:
     lines.append(f"{'average':<12} {report['num_samples']:>8} {100 * report['average']:>11.2f}")
     lines.append(f"{'weighted':<12} {report['num_samples']:>8} {100 * report['weighted_average']:>11.2f}")
     return "\n".join(lines) + "\n"
+
+
+def read_report(folder: Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / REPORT_FILE).read_text())
 
 
 def write_report(report: Mapping[str, Any], out_dir: Path) -> Path:

@@ -7,14 +7,18 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(model: Input[Model], data: Input[Dataset], benchmark: str, metrics: Output[Metrics],
              report: Output[Artifact], tracking_uri: str, experiment: str, job_id: str):
-    """One benchmark: word accuracy and NED into report.json, the Metrics artifact and MLflow."""
+    """One benchmark split (``<dataset>/<split>``): word accuracy and NED into report.json, the Metrics
+    artifact and MLflow."""
+    from pathlib import Path
+
     from crnn import steps
+    from crnn.data.splits import benchmark_name
     from crnn.tracking import Tracking
 
-    tracking = Tracking(tracking_uri or None, pipeline_run_id=job_id, experiment=experiment)
-    result = steps.evaluate(steps.export_dir(model.path), {benchmark: steps.benchmark_dir(data.path, benchmark)},
-                            report.path, tracking)
-    entry = result["benchmarks"][benchmark]
-    metrics.log_metric(f"accuracy/{benchmark}", entry["accuracy"])
-    metrics.log_metric(f"ned/{benchmark}", entry["ned"])
-    metrics.log_metric(f"num_samples/{benchmark}", entry["num_samples"])
+    name = benchmark_name(benchmark)
+    result = steps.evaluate(steps.export_dir(model.path), {name: Path(data.path) / benchmark}, report.path,
+                            Tracking.for_pipeline(tracking_uri, experiment, job_id))
+    entry = result["benchmarks"][name]
+    metrics.log_metric(f"accuracy/{name}", entry["accuracy"])
+    metrics.log_metric(f"ned/{name}", entry["ned"])
+    metrics.log_metric(f"num_samples/{name}", entry["num_samples"])

@@ -1,4 +1,3 @@
-
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model
 
@@ -13,7 +12,6 @@ def register(model: Input[Model], reports: Input[list[Artifact]], model_name: st
     from crnn.evaluate.report import read_report
     from crnn.tracking import Tracking
 
-    tracking = Tracking(tracking_uri or None, pipeline_run_id=job_id, experiment=experiment)
-    loaded = [read_report(r.path) for r in reports]
-    return steps.register(steps.export_dir(model.path), loaded, tracking, name=model_name,
+    return steps.register(steps.export_dir(model.path), [read_report(r.path) for r in reports],
+                          Tracking.for_pipeline(tracking_uri, experiment, job_id), name=model_name,
                           tags={"pipeline_run_id": job_id})

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from crnn.config import PRESETS, recipe_for
+from crnn.data.catalog import FILTERS
+from crnn.data.readers import READERS
 from crnn.data.synthetic import SyntheticSpec
 
 
@@ -32,22 +34,41 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("download", help="fetch, verify and extract datasets")
-    p.add_argument("dataset", choices=["synthetic"], help="what to download")
+    p.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="catalog names (see `crnn catalog`), 'synthetic', or 'custom' with --source")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--source", help="fetch from this URL instead (https, http, s3, file or a path)")
+    p.add_argument("--mirror", help="fetch catalog files from BASE/<dataset>/<file> (HTTP or S3), same checksums")
+    p.add_argument("--format", dest="fmt", choices=sorted(READERS), help="format of custom data")
+    checksum = p.add_mutually_exclusive_group()
+    checksum.add_argument("--sha256", help="expected digest of custom data")
+    checksum.add_argument("--md5", help="expected digest of custom data")
     p.add_argument("--seed", type=int, default=SyntheticSpec.seed)
     p.add_argument("--train-size", type=int, default=SyntheticSpec.train_size)
     p.add_argument("--val-size", type=int, default=SyntheticSpec.val_size)
     p.add_argument("--test-size", type=int, default=SyntheticSpec.test_size)
     _tracking_args(p)
 
-    p = commands.add_parser("convert", help="downloaded datasets -> TFRecord shards + manifest.json")
-    p.add_argument("--raw", type=Path, required=True, help="the download step's output folder")
+    p = commands.add_parser("convert", help="dataset splits -> TFRecord shards + manifest.json")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--raw", type=Path, help="a download folder: convert its splits (see --split)")
+    source.add_argument("--input", type=Path, help="one split in --format: its index file, or a folder holding it")
+    p.add_argument("--split", action="append", metavar="DATASET/SPLIT", help="with --raw: only these (repeatable)")
+    p.add_argument("--format", dest="fmt", choices=sorted(READERS), help="with --input: the split's format")
+    p.add_argument("--images", type=Path, help="with --input: where image paths point (default: beside the index)")
+    p.add_argument("--filter", choices=FILTERS, help="with --input: a benchmark's subset rule")
+    p.add_argument("--unfiltered", action="store_true", help="with --input: keep every label")
+    p.add_argument("--role", choices=["train", "benchmark"], help="with --input: train data also drops labels "
+                   "CTC cannot align (default: train for mjsynth, else benchmark)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--shard-size", type=int, default=10_000)
     _tracking_args(p)
 
+    commands.add_parser("catalog", help="list the datasets the catalog knows")
+
     p = commands.add_parser("train", help="train the CRNN on converted shards")
-    p.add_argument("--train", type=Path, required=True, help="converted training split")
+    p.add_argument("--train", type=Path, required=True, action="append",
+                   help="a converted training split (repeatable: several sets train together)")
     p.add_argument("--val", type=Path, default=None, help="converted validation split")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
@@ -86,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-size", type=int, default=SyntheticSpec.train_size)
     p.add_argument("--test-size", type=int, default=SyntheticSpec.test_size)
+    p.add_argument("--dataset", action="append", help="catalog dataset to download (repeatable; default: synthetic)")
+    p.add_argument("--mirror", default="", help="fetch catalog files from this mirror")
+    p.add_argument("--train-set", action="append", help="DATASET/SPLIT to train on (repeatable)")
+    p.add_argument("--val-set", help="DATASET/SPLIT to validate on")
+    p.add_argument("--benchmark", action="append", help="DATASET/SPLIT to evaluate on (repeatable)")
     p.add_argument("--tracking-uri", default=None, help="default: a SQLite store under --out")
     p = pipeline.add_parser("compile", help="write the compiled pipeline YAML")
     p.add_argument("--out", type=Path, default=Path("pipelines/crnn_pipeline.yaml"))
@@ -96,17 +122,33 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "pipeline":
         _run_pipeline(args)
         return
+    if args.command == "catalog":
+        from crnn.data.catalog import load_catalog
+
+        for name, entry in load_catalog().items():
+            print(f"{name:<16} {entry.format:<8} {entry.role:<10} splits: {', '.join(entry.splits)}")
+        return
+    if getattr(args, "shard_size", 1) < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
     from crnn import steps
     from crnn.tracking import Tracking
 
     tracking = {"tracking": Tracking(getattr(args, "tracking_uri", None), getattr(args, "parent_run_id", None))}
     if args.command == "download":
         spec = SyntheticSpec(args.seed, args.train_size, args.val_size, args.test_size)
-        for dataset in steps.download(args.out, spec, **tracking):
-            print(f"{dataset['name']:<10} sha256 {dataset['sha256']}  {dataset['url']}")
+        records = steps.download(args.out, args.datasets, spec, mirror=args.mirror, source=args.source,
+                                 fmt=args.fmt, sha256=args.sha256, md5=args.md5, **tracking)
+        for record in records:
+            for file in record["files"]:
+                print(f"{record['name']:<16} {file['name']:<36} sha256 {file['sha256']}  {file['url']}")
     elif args.command == "convert":
-        for key, manifest in steps.convert(args.raw, args.out, args.shard_size, **tracking).items():
-            print(f"{key:<16} {manifest['num_samples']:>8} samples  skipped {manifest['skipped'] or 'none'}")
+        if args.input is not None:
+            manifests = {str(args.out): _convert_one(args)}
+        else:
+            manifests = steps.convert(args.raw, args.out, args.split, args.shard_size, **tracking)
+        for key, manifest in manifests.items():
+            print(f"{key:<24} {manifest['num_samples']:>8} samples  skipped {manifest['skipped'] or 'none'}")
+
     elif args.command == "train":
         recipe = recipe_for(args.preset, steps=args.steps, batch_size=args.batch_size,
                             learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
@@ -128,12 +170,27 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     if args.pipeline_command == "run":
         from pipelines.local_run import run_locally
 
+        data = {"datasets": args.dataset, "train_sets": args.train_set, "val_set": args.val_set,
+                "benchmarks": args.benchmark}
         run_locally(args.out, tracking_uri=args.tracking_uri, preset=args.preset, steps=args.steps, seed=args.seed,
-                    train_size=args.train_size, test_size=args.test_size)
+                    train_size=args.train_size, test_size=args.test_size, mirror=args.mirror,
+                    **{key: value for key, value in data.items() if value is not None})
     else:
         from pipelines.crnn_pipeline import compile_pipeline
 
         print(f"wrote {compile_pipeline(args.out)}")
+
+
+def _convert_one(args: argparse.Namespace) -> dict:
+    from crnn.data.convert import convert_split
+    from crnn.data.tfrecord import LabelPolicy
+
+    if args.fmt is None:
+        raise ValueError("--input needs --format")
+    role = args.role or ("train" if args.fmt == "mjsynth" else "benchmark")
+    policy = LabelPolicy(args.filter, args.unfiltered, for_training=role == "train")
+    return convert_split(args.fmt, args.input, args.out, images=args.images, policy=policy,
+                         shard_size=args.shard_size)
 
 
 def _predict(model_dir: Path, paths: list[Path]) -> None:
@@ -160,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         _run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
+        if args.verbose:
+            raise
         print(f"crnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -36,6 +36,17 @@ class ModelConfig:
         if (self.height, self.width) != (32, 100):
             # The pooling plan collapses exactly 32 rows to one; other widths would change the time axis.
             raise ValueError(f"input must be 32 x 100, got {self.height} x {self.width}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (colour), got {self.channels}")
+        if not 1 <= self.max_label_length <= self.time_steps:
+            raise ValueError(f"max_label_length must be 1 to {self.time_steps} (the time steps), "
+                             f"got {self.max_label_length}")
+
+    @property
+    def time_steps(self) -> int:
+        """Width / 4 after two 2x2 poolings, +1 from each of the two padded 2x1 poolings, -1 from the last
+        2x2 valid convolution: 26 for a width of 100."""
+        return self.width // 4 + 1
 
     @property
     def num_classes(self) -> int:
@@ -63,11 +74,18 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "steps", "checkpoint_every", "log_every", "keep_checkpoints"):
+        for name in ("batch_size", "steps", "checkpoint_every", "log_every", "keep_checkpoints",
+                     "base_batch_size", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.learning_rate <= 0:
-            raise ValueError("warmup_steps must be >= 0 and learning_rate > 0")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must be 0 to steps ({self.steps}), got {self.warmup_steps}")
+        for name in ("learning_rate", "clip_norm"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ValueError(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum}, "
+                             f"{self.weight_decay}")
 
     def scaled_learning_rate(self, global_batch: int) -> float:
         return self.learning_rate * global_batch / self.base_batch_size
@@ -97,6 +115,10 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        for section, config in (("model", ModelConfig), ("train", TrainConfig)):
+            unknown = set(data.get(section, {})) - {f.name for f in dataclasses.fields(config)}
+            if unknown:
+                raise ValueError(f"unknown {section} setting(s): {', '.join(sorted(unknown))}")
         model = dict(data.get("model", {}))
         if "conv_filters" in model:
             model["conv_filters"] = tuple(model["conv_filters"])
@@ -108,7 +130,10 @@ class Recipe:
 
     @classmethod
     def load(cls, path: Path) -> Recipe:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from err
 
 
 PRESETS: dict[str, Recipe] = {

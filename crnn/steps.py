@@ -1,7 +1,8 @@
 """The pipeline's steps as plain functions: library work plus its MLflow child run.
 
 The CLI (the container's contract), the KFP components and the tests all call these, so a step behaves the
-same wherever it runs.
+same wherever it runs. Converted data is addressed by split keys, ``<dataset>/<split>`` (``mjsynth/train``,
+``IC13/test_857``), which are also the folders the convert step writes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from crnn.config import Recipe
+from crnn.data.catalog import DatasetEntry, catalog_entry, custom_entry
 from crnn.data.convert import convert_all
-from crnn.data.download import download_synthetic
+from crnn.data.download import download_all, download_synthetic
+from crnn.data.splits import SYNTHETIC
 from crnn.data.synthetic import SyntheticSpec
 from crnn.data.tfrecord import manifest_sha256
 from crnn.evaluate.report import benchmark_entry, format_table, summarise, write_report
@@ -23,13 +26,6 @@ from crnn.tracking import StepRun, Tracking, step_run
 
 log = logging.getLogger(__name__)
 
-TRAIN_SPLIT = "mjsynth/train"
-VAL_SPLIT = "mjsynth/val"
-
-
-def benchmark_dir(converted: Path, name: str) -> Path:
-    """Where the convert step puts a benchmark's test split."""
-    return Path(converted) / name / "test"
 
 
 def export_dir(trained: Path) -> Path:
@@ -37,20 +33,42 @@ def export_dir(trained: Path) -> Path:
     return Path(trained) / EXPORT_DIR
 
 
-def download(out_dir: Path, spec: SyntheticSpec, tracking: Tracking | None = None) -> list[dict]:
+def download(out_dir: Path, datasets: Sequence[str] = (SYNTHETIC,), spec: SyntheticSpec | None = None,
+             mirror: str | None = None, source: str | None = None, fmt: str | None = None,
+             sha256: str | None = None, md5: str | None = None,
+             tracking: Tracking | None = None) -> list[dict[str, Any]]:
+    """Fetches catalog datasets (through ``mirror`` if given), ``custom`` data from ``source``, or renders
+    the ``synthetic`` ones; returns their ``datasets.json`` records."""
+    spec = spec or SyntheticSpec()
     with step_run("download", tracking) as run:
-        run.log_params({"source": "synthetic", "seed": spec.seed, "train_size": spec.train_size,
-                        "val_size": spec.val_size, "test_size": spec.test_size})
-        datasets = download_synthetic(out_dir, spec)
-        run.set_tags({f"sha256/{d['name']}": d["sha256"] for d in datasets})
-        return datasets
+        run.log_params({"datasets": ",".join(datasets), "mirror": mirror or "", "source": source or ""})
+        records = []
+        if SYNTHETIC in datasets:
+            run.log_params({f"synthetic.{k}": v for k, v in vars(spec).items()})
+            records += download_synthetic(out_dir, spec)
+        entries = [_entry(name, source, fmt, sha256, md5) for name in datasets if name != SYNTHETIC]
+        if entries:
+            records += download_all(entries, out_dir, mirror=mirror, source=source)
+        run.set_tags({f"sha256/{r['name']}/{f['name']}": f["sha256"] for r in records for f in r["files"]})
+        return records
 
 
-def convert(raw_dir: Path, out_dir: Path, shard_size: int = 10_000,
+def _entry(name: str, source: str | None, fmt: str | None, sha256: str | None, md5: str | None) -> DatasetEntry:
+    if name != "custom":
+        return catalog_entry(name)
+    if not source or not fmt:
+        raise ValueError("custom data needs --source URL and --format")
+    if not (sha256 or md5):
+        raise ValueError("custom data needs --sha256 HEX or --md5 HEX, so that what is fetched can be verified")
+    return custom_entry(source, fmt, sha256=sha256, md5=md5)
+
+
+def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, shard_size: int = 10_000,
             tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
+    """Converts the downloaded splits (those in ``only``, when given)."""
     with step_run("convert", tracking) as run:
-        run.log_params({"shard_size": shard_size})
-        manifests = convert_all(raw_dir, out_dir, shard_size=shard_size)
+        run.log_params({"shard_size": shard_size, "splits": ",".join(only) if only else "all"})
+        manifests = convert_all(raw_dir, out_dir, shard_size=shard_size, only=only)
         for key, manifest in manifests.items():
             run.log_metrics({f"samples/{key}": manifest["num_samples"],
                              f"skipped/{key}": sum(manifest["skipped"].values())})
@@ -58,20 +76,12 @@ def convert(raw_dir: Path, out_dir: Path, shard_size: int = 10_000,
         return manifests
 
 
-def train(recipe: Recipe, train_dir: Path, out_dir: Path, val_dir: Path | None = None,
+def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Path | None = None,
           tracking: Tracking | None = None, resume: bool = True):
-    from crnn.train.loop import train as train_loop
+    from crnn.train.loop import train_model
 
     with step_run("train", tracking) as run:
-        result = train_loop(recipe, train_dir, out_dir, val_dir=val_dir, run=run, resume=resume)
-        run.log_metrics({"final_loss": result.final_loss})
-        return result
-
-
-def train_on_converted(recipe: Recipe, converted: Path, out_dir: Path, tracking: Tracking | None = None):
-    """Trains on the convert step's training split, validating on its validation split."""
-    converted = Path(converted)
-    return train(recipe, converted / TRAIN_SPLIT, out_dir, val_dir=converted / VAL_SPLIT, tracking=tracking)
+        return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume)
 
 
 def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
@@ -80,8 +90,7 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
     from crnn.evaluate.benchmark import evaluate_dataset
     from crnn.model.export import Recognizer
 
-    name = "evaluate-" + "-".join(benchmarks)
-    with step_run(name, tracking) as run:
+    with step_run("evaluate-" + "-".join(benchmarks), tracking) as run:
         recognizer = Recognizer(model_dir)
         entries = {}
         for bench, data_dir in benchmarks.items():
@@ -98,16 +107,18 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
 
 
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One report from the per-benchmark reports of a fan-out."""
+    """One report from the per-benchmark reports of a fan-out; a benchmark reported twice is an error."""
     entries: dict[str, Any] = {}
     for report in reports:
-        entries.update(report["benchmarks"])
+        for name, entry in report["benchmarks"].items():
+            if name in entries:
+                raise ValueError(f"benchmark {name!r} is reported twice")
+            entries[name] = entry
     return summarise(dict(sorted(entries.items())))
 
 
 def register(model_dir: Path, reports: Sequence[Mapping[str, Any]], tracking: Tracking | None = None,
-             name: str = DEFAULT_MODEL_NAME,
-             tags: Mapping[str, str] | None = None) -> str:
+             name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None) -> str:
     """Registers the model with the merged accuracies; the parent run gets the per-benchmark summary."""
     report = merge_reports(reports)
     with step_run("register", tracking) as run:

@@ -106,13 +106,13 @@ def _default_artifacts(tracking_uri: str) -> str | None:
     return None
 
 
-def start_pipeline_run(tracking_uri: str, run_name: str, pipeline_run_id: str = "",
+def start_pipeline_run(tracking_uri: str, run_name: str, pipeline_run_id: str,
                        experiment: str = DEFAULT_EXPERIMENT, artifact_location: str | None = None) -> str:
     """Creates the parent run of one pipeline run and returns its id."""
     client = _client(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     run = client.create_run(experiment_id, run_name=run_name,
-                            tags={PIPELINE_RUN_TAG: pipeline_run_id or run_name, STEP_TAG: "pipeline"})
+                            tags={PIPELINE_RUN_TAG: pipeline_run_id, STEP_TAG: "pipeline"})
     log.info("MLflow parent run %s in experiment %s", run.info.run_id, experiment)
     return run.info.run_id
 
@@ -149,6 +149,11 @@ class Tracking:
     parent_run_id: str | None = None
     pipeline_run_id: str | None = None
     experiment: str = DEFAULT_EXPERIMENT
+
+    @classmethod
+    def for_pipeline(cls, tracking_uri: str, experiment: str, job_id: str) -> Tracking:
+        """What a pipeline task passes: empty strings stand for "not set"."""
+        return cls(tracking_uri or None, pipeline_run_id=job_id or None, experiment=experiment or DEFAULT_EXPERIMENT)
 
     def resolved(self) -> tuple[str | None, str | None]:
         """(tracking URI or None, parent run id or None)."""

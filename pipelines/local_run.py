@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
-from crnn.tracking import sqlite_uri
+from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
     tracking_uri = tracking_uri or sqlite_uri(store / "mlflow.db")
     # The local runner runs each task as a subprocess of this Python (its virtualenv has the library).
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"))
-    run_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     started = time.monotonic()
     crnn_pipeline(tracking_uri=tracking_uri, run_name=run_name, **params)
     summary = pipeline_summary(tracking_uri, run_name)
@@ -35,13 +36,13 @@ def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
     return summary
 
 
-def pipeline_summary(tracking_uri: str, run_name: str, experiment: str = "crnn") -> dict:
+def pipeline_summary(tracking_uri: str, run_name: str, experiment: str = DEFAULT_EXPERIMENT) -> dict:
     """The parent run's per-benchmark accuracy and the registered version, read back from MLflow."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], f"attributes.run_name = '{run_name}'")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"attributes.run_name = '{run_name}'") if found else []
     if not runs:
         raise RuntimeError(f"no MLflow run named {run_name!r} in experiment {experiment!r}")
     parent = runs[0]

@@ -36,10 +36,11 @@ def converted_dir(raw_dir, tmp_path_factory) -> Path:
 def trained_dir(converted_dir, tmp_path_factory) -> Path:
     """A model trained for a few real steps with the tiny preset; ``export/`` holds the exported model."""
     from crnn.config import recipe_for
-    from crnn.train.loop import train
+    from crnn.train.loop import train_model
 
     out = tmp_path_factory.mktemp("trained")
-    train(recipe_for("tiny"), converted_dir / "mjsynth" / "train", out, val_dir=converted_dir / "mjsynth" / "val")
+    train_model(recipe_for("tiny"), converted_dir / "mjsynth" / "train", out,
+                val_dir=converted_dir / "mjsynth" / "val")
     return out
 
 

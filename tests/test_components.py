@@ -16,6 +16,7 @@ from components.download import download
 from components.evaluate import evaluate
 from components.register import register
 from components.train import train
+from crnn.config import Recipe, recipe_for
 
 pytestmark = pytest.mark.component
 NO_TRACKING = {"tracking_uri": "", "experiment": "crnn", "job_id": ""}
@@ -28,11 +29,14 @@ def local_runner(tmp_path, monkeypatch):
 
 
 def test_download_fetches_verifies_and_extracts():
-    task = download(seed=5, train_size=12, val_size=4, test_size=5, **NO_TRACKING)
+    task = download(datasets=["synthetic"], mirror="", seed=5, train_size=12, val_size=4, test_size=5,
+                    **NO_TRACKING)
     raw = task.outputs["raw"]
     listing = json.loads(Path(raw.path, "datasets.json").read_text())
     assert [d["name"] for d in listing["datasets"]] == ["mjsynth", "IIIT5K", "SVT", "IC13"]
-    assert all(d["url"].startswith("file://") and len(d["sha256"]) == 64 for d in listing["datasets"])
+    files = [f for d in listing["datasets"] for f in d["files"]]
+    assert all(f["url"].startswith("file://") and len(f["sha256"]) == 64 for f in files)
+    assert (Path(raw.path) / "IC13" / "Challenge2_Test_Task3_Images" / "gt.txt").is_file()
     assert raw.metadata["datasets"] == ["mjsynth", "IIIT5K", "SVT", "IC13"]
 
 
@@ -40,22 +44,25 @@ def test_convert_writes_shards_and_manifests(raw_dir):
     @dsl.pipeline
     def convert_only() -> Dataset:
         raw = dsl.importer(artifact_uri=str(raw_dir), artifact_class=Dataset)
-        return convert(raw=raw.output, shard_size=50, **NO_TRACKING).outputs["data"]
+        return convert(raw=raw.output, train_sets=["mjsynth/train"], val_set="", benchmarks=["IC13/test"],
+                       shard_size=50, **NO_TRACKING).outputs["data"]
 
     data = convert_only().output
     manifest = json.loads(Path(data.path, "mjsynth/train/manifest.json").read_text())
     assert manifest["num_samples"] == 96 and [s["count"] for s in manifest["shards"]] == [50, 46]
-    assert data.metadata["num_samples"]["IC13/test"] == 12
+    assert data.metadata["num_samples"] == {"IC13/test": 12, "mjsynth/train": 96}
+    assert not Path(data.path, "SVT").exists()  # only the splits the run needs
 
 
 def test_train_exports_a_model(converted_dir):
     @dsl.pipeline
     def train_only() -> Model:
         data = dsl.importer(artifact_uri=str(converted_dir), artifact_class=Dataset)
-        return train(data=data.output, preset="tiny", steps=4, batch_size=4, **NO_TRACKING).outputs["model"]
+        return train(data=data.output, train_sets=["mjsynth/train", "IIIT5K/test"], val_set="mjsynth/val",
+                     preset="tiny", steps=4, batch_size=4, **NO_TRACKING).outputs["model"]
 
     model = train_only().output
-    assert Path(model.path, "export", "recipe.json").read_text().count('"preset": "tiny"') == 1
+    assert Recipe.load(Path(model.path, "export", "recipe.json")) == recipe_for("tiny", steps=4, batch_size=4)
     assert model.metadata["steps"] == 4
     assert 0 <= model.metadata["val_accuracy"] <= 1
 
@@ -65,7 +72,8 @@ def test_evaluate_reports_one_benchmark(trained_dir, converted_dir):
     def evaluate_only() -> Artifact:
         model = dsl.importer(artifact_uri=str(trained_dir), artifact_class=Model)
         data = dsl.importer(artifact_uri=str(converted_dir), artifact_class=Dataset)
-        return evaluate(model=model.output, data=data.output, benchmark="SVT", **NO_TRACKING).outputs["report"]
+        return evaluate(model=model.output, data=data.output, benchmark="SVT/test",
+                        **NO_TRACKING).outputs["report"]
 
     report = json.loads(Path(evaluate_only().output.path, "report.json").read_text())
     assert list(report["benchmarks"]) == ["SVT"]
@@ -78,7 +86,7 @@ def test_register_creates_a_model_version(trained_dir, converted_dir, sqlite_tra
     from crnn import steps
 
     report_dir = tmp_path / "report"
-    steps.evaluate(steps.export_dir(trained_dir), {"IC13": steps.benchmark_dir(converted_dir, "IC13")}, report_dir)
+    steps.evaluate(steps.export_dir(trained_dir), {"IC13": converted_dir / "IC13" / "test"}, report_dir)
 
     @dsl.pipeline
     def register_only() -> str:

@@ -13,8 +13,8 @@ def test_paper_preset_is_the_default_recipe():
 
 
 def test_overrides_replace_only_what_is_given():
-    recipe = recipe_for("quick", steps=7, batch_size=None)
-    assert recipe.train.steps == 7
+    recipe = recipe_for("quick", steps=700, batch_size=None)
+    assert recipe.train.steps == 700
     assert recipe.train.batch_size == PRESETS["quick"].train.batch_size
 
 
@@ -30,6 +30,19 @@ def test_invalid_values_are_refused():
         recipe_for("tiny", steps=0)
     with pytest.raises(ValueError, match="32 x 100"):
         ModelConfig(width=128)
+    with pytest.raises(ValueError, match="warmup_steps must be 0 to steps"):
+        recipe_for("quick", steps=50)
+    with pytest.raises(ValueError, match="channels must be 1"):
+        ModelConfig(channels=4)
+    with pytest.raises(ValueError, match="max_label_length must be 1 to 26"):
+        ModelConfig(max_label_length=40)
+
+
+def test_recipe_file_with_an_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "recipe.json"
+    path.write_text('{"model": {"lstm_unit": 3}}')
+    with pytest.raises(ValueError, match=r"recipe.json: unknown model setting\(s\): lstm_unit"):
+        Recipe.load(path)
 
 
 def test_learning_rate_scales_linearly_with_global_batch():

@@ -4,7 +4,9 @@ import tensorflow as tf
 
 from crnn.config import PRESETS
 from crnn.model.ctc import ctc_loss
-from crnn.model.network import TIME_STEPS, build_crnn
+from crnn.model.network import build_crnn
+
+TIME_STEPS = PRESETS["paper"].model.time_steps
 
 
 def test_paper_network_shape_and_size():

@@ -19,7 +19,7 @@ def test_synthetic_download_reads_back_in_every_format(raw_dir):
     for dataset in read_datasets(raw_dir):
         for entry in dataset["splits"].values():
             skipped = Counter()
-            samples = list(reader_for(dataset["format"])(raw_dir / entry, skipped))
+            samples = list(reader_for(dataset["format"])(raw_dir / entry["index"], skipped))
             assert samples, dataset["name"]
             assert skipped == Counter(), dataset["name"]
             assert all(s.image.ndim == 3 and s.image.size and s.label for s in samples)

@@ -15,7 +15,7 @@ def parent(sqlite_tracking):
 
 def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, trained_dir, converted_dir):
     tracking = Tracking(sqlite_tracking, pipeline_run_id="job-1")
-    benchmarks = {name: steps.benchmark_dir(converted_dir, name) for name in ("IC13", "SVT")}
+    benchmarks = {name: converted_dir / name / "test" for name in ("IC13", "SVT")}
     report = steps.evaluate(steps.export_dir(trained_dir), benchmarks, trained_dir / "scores", tracking)
     version = steps.register(steps.export_dir(trained_dir), [report], tracking, tags={"origin": "test"})
     assert end_pipeline_run(sqlite_tracking, "job-1", "FINISHED") == parent
@@ -45,7 +45,7 @@ def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, train
 
     from crnn.model.export import Recognizer
 
-    report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": steps.benchmark_dir(converted_dir, "IC13")},
+    report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": converted_dir / "IC13" / "test"},
                             trained_dir / "scores2")
     version = steps.register(steps.export_dir(trained_dir), [report], Tracking(sqlite_tracking))
     mlflow.set_tracking_uri(sqlite_tracking)
@@ -64,7 +64,7 @@ def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, train
 
 def test_step_without_tracking_records_nothing_and_still_works(monkeypatch, trained_dir, converted_dir):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": steps.benchmark_dir(converted_dir, "IC13")},
+    report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": converted_dir / "IC13" / "test"},
                             trained_dir / "untracked")
     assert (trained_dir / "untracked" / "report.json").is_file()
     assert report["benchmarks"]["IC13"]["num_samples"] == 12

@@ -6,7 +6,7 @@ from crnn.config import recipe_for
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.model.export import Recognizer
 from crnn.tracking import StepRun
-from crnn.train.loop import train
+from crnn.train.loop import train_model
 from crnn.train.schedule import WarmupCosine
 
 
@@ -30,16 +30,30 @@ def test_tiny_training_checkpoints_exports_and_reads(trained_dir, converted_dir)
     assert len(result.predictions) == 12 and result.images_per_sec > 0
 
 
-def test_resume_continues_the_step_counter(converted_dir, tmp_path):
+def test_resume_continues_the_step_counter_and_schedule(converted_dir, tmp_path):
     data = converted_dir / "mjsynth" / "train"
-    first = train(recipe_for("tiny", steps=4, checkpoint_every=2), data, tmp_path)
+    first = train_model(recipe_for("tiny", steps=4, checkpoint_every=2, log_every=1), data, tmp_path)
     assert first.steps == 4
-    resumed = train(recipe_for("tiny", steps=6, checkpoint_every=2), data, tmp_path)
+    run = RecordingRun()
+    resumed = train_model(recipe_for("tiny", steps=6, checkpoint_every=2, log_every=1), data, tmp_path, run=run)
     assert resumed.steps == 6
+    assert [step for step, _ in run.metrics] == [5, 6]  # only the missing steps ran
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == [
         "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
-    fresh = train(recipe_for("tiny", steps=2, checkpoint_every=2), data, tmp_path / "fresh", resume=False)
-    assert fresh.steps == 2
+
+    run = RecordingRun()
+    fresh = train_model(recipe_for("tiny", steps=2, checkpoint_every=2, log_every=1), data, tmp_path, run=run,
+                        resume=False)
+    assert fresh.steps == 2 and [step for step, _ in run.metrics] == [1, 2]
+
+
+def test_resume_refuses_another_recipe_or_a_finished_run(converted_dir, tmp_path):
+    data = converted_dir / "mjsynth" / "train"
+    train_model(recipe_for("tiny", steps=4, checkpoint_every=2), data, tmp_path)
+    with pytest.raises(ValueError, match="different recipe.*train.learning_rate"):
+        train_model(recipe_for("tiny", steps=6, learning_rate=0.5), data, tmp_path)
+    with pytest.raises(ValueError, match="ckpt-4 is at step 4, past the 3 steps"):
+        train_model(recipe_for("tiny", steps=3, checkpoint_every=2), data, tmp_path)
 
 
 class RecordingRun(StepRun):
@@ -56,7 +70,7 @@ class RecordingRun(StepRun):
 def test_training_reduces_the_loss_and_logs_every_n_steps(converted_dir, tmp_path):
     recipe = recipe_for("tiny", steps=60, learning_rate=0.05, log_every=10, warmup_steps=5)
     run = RecordingRun()
-    train(recipe, converted_dir / "mjsynth" / "train", tmp_path, run=run)
+    train_model(recipe, converted_dir / "mjsynth" / "train", tmp_path, run=run)
     assert [step for step, _ in run.metrics] == [10, 20, 30, 40, 50, 60]
     assert set(run.metrics[0][1]) == {"loss", "learning_rate", "step_time_ms", "images_per_sec"}
     first, last = run.metrics[0][1]["loss"], run.metrics[-1][1]["loss"]

@@ -1,45 +1,107 @@
-"""The download step: sources -> verified archives -> extracted trees, listed in ``datasets.json``.
+"""The download step: catalog entries -> verified files -> extracted trees, listed in ``datasets.json``.
 
-``datasets.json`` is the contract with the convert step: for each dataset its name, format, role
-(``train`` or ``benchmark``), the URL and digest it was fetched and verified with, and, per split, the file
-its reader starts from (relative to the output folder).
+``datasets.json`` is the contract with the convert step: for each dataset its name, format and role, every
+file with the URL it came from and its sha256, and per split the file its reader starts from (relative to
+the output folder) with the split's filter.
+
+A dataset whose folder holds a completion marker matching the verified files is neither fetched nor
+extracted again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
+from crnn.data.catalog import DatasetEntry, RemoteFile
 from crnn.data.extract import DEFAULT_MAX_BYTES, extract
 from crnn.data.fetch import fetch
-from crnn.data.files import write_json
+from crnn.data.files import sha256_of, write_json
 from crnn.data.synthetic import SyntheticSpec, build_mirror
 
 log = logging.getLogger(__name__)
 
 DATASETS_FILE = "datasets.json"
+ARCHIVES_DIR = "archives"
+MARKER = ".crnn-complete.json"
+
+
+def _source_url(entry: DatasetEntry, file: RemoteFile, mirror: str | None, source: str | None) -> str:
+    if source:
+        return source
+    return entry.mirrored(file, mirror) if mirror else file.url
+
+
+def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None, source: str | None = None,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """Fetches, verifies and extracts one dataset into ``out_dir/<name>``; returns its datasets.json record."""
+    out_dir = Path(out_dir).resolve()
+    if source and len(entry.files) != 1:
+        raise ValueError(f"{entry.name}: --source names one file but the dataset has {len(entry.files)}; "
+                         "use --mirror")
+    target = out_dir / entry.name
+    files = []
+    # Archives first: one extracted into the dataset's own folder replaces that folder.
+    for file in sorted(entry.files, key=lambda f: (not f.is_archive, f.into)):
+        url = _source_url(entry, file, mirror, source)
+        local = fetch(url, out_dir / ARCHIVES_DIR / entry.name / file.name, sha256=file.sha256, md5=file.md5)
+        files.append({"name": file.name, "url": url, "sha256": sha256_of(local), "into": file.into,
+                      "archive": file.is_archive})
+    marker = target / MARKER
+    digests = {file["name"]: file["sha256"] for file in files}
+    if marker.is_file() and json.loads(marker.read_text()) == digests:
+        log.info("%s: already downloaded, verified and extracted", entry.name)
+    else:
+        marker.unlink(missing_ok=True)
+        for file in files:
+            local = out_dir / ARCHIVES_DIR / entry.name / file["name"]
+            if file["archive"]:
+                extract(local, target / file["into"], max_bytes=max_bytes)
+            else:
+                (target / file["into"]).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local, target / file["into"] / file["name"])
+        write_json(marker, digests)
+        log.info("%s: fetched, verified and extracted %d file(s)", entry.name, len(files))
+    return {
+        "name": entry.name, "format": entry.format, "role": entry.role, "files": files,
+        "splits": {split: _split_record(entry.name, spec) for split, spec in entry.splits.items()},
+    }
+
+
+def _split_record(name: str, split) -> dict[str, Any]:
+    record = dataclasses.asdict(split)
+    record["index"] = f"{name}/{split.index}" if split.index else name
+    record["images"] = f"{name}/{split.images}" if split.images else None
+    return record
+
+
+def download_all(entries: list[DatasetEntry], out_dir: Path, mirror: str | None = None,
+                 source: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 origin: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Downloads every entry and writes ``datasets.json`` (merged with what the folder already lists)."""
+    out_dir = Path(out_dir)
+    records = {r["name"]: r for r in _existing(out_dir)}
+    for entry in entries:
+        records[entry.name] = download_entry(entry, out_dir, mirror, source, max_bytes)
+    write_json(out_dir / DATASETS_FILE, {"origin": origin or {}, "datasets": list(records.values())})
+    return [records[entry.name] for entry in entries]
 
 
 def download_synthetic(out_dir: Path, spec: SyntheticSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> list[dict]:
     """Renders the synthetic datasets into a local mirror, then fetches them from it like any URL."""
     out_dir = Path(out_dir).resolve()
-    mirror = out_dir / "mirror"
-    datasets = []
-    for entry in build_mirror(spec, mirror):
-        url = (mirror / entry.file).as_uri()
-        archive = fetch(url, out_dir / "archives" / entry.file, sha256=entry.sha256)
-        extract(archive, out_dir / entry.name, max_bytes=max_bytes)
-        splits = {"test": entry.entry} if entry.role == "benchmark" else {
-            "train": entry.entry, "val": entry.entry.replace("annotation_train", "annotation_val")}
-        datasets.append({
-            "name": entry.name, "format": entry.format, "role": entry.role, "url": url,
-            "sha256": entry.sha256, "splits": {split: f"{entry.name}/{rel}" for split, rel in splits.items()},
-        })
-        log.info("%s: fetched %s, sha256 %s verified, extracted", entry.name, url, entry.sha256)
-    write_json(out_dir / DATASETS_FILE, {"source": "synthetic", "seed": spec.seed, "datasets": datasets})
-    return datasets
+    entries = build_mirror(spec, out_dir / "mirror")
+    return download_all(entries, out_dir, max_bytes=max_bytes,
+                        origin={"source": "synthetic", **dataclasses.asdict(spec)})
+
+
+def _existing(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / DATASETS_FILE
+    return json.loads(path.read_text())["datasets"] if path.is_file() else []
 
 
 def read_datasets(raw_dir: Path) -> list[dict[str, Any]]:

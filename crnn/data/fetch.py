@@ -1,74 +1,168 @@
-"""Fetches a file from a URL (``file://``, a plain path, ``http(s)://``) to a verified local copy.
+"""Fetches a file from ``https://``, ``http://``, ``s3://``, ``file://`` or a plain path to a verified copy.
 
-The bytes go to a temporary name and are renamed only when complete and matching the expected digest, so a
-later run never trusts a partial or corrupt download.
+Bytes go to ``.<name>.part`` beside the destination and are renamed onto it only when complete and matching
+the expected digest, so no later run trusts a partial or corrupt download. Over HTTP a dropped connection is
+resumed with a ``Range`` request (also across runs: the ``.part`` file stays until it is complete), with
+retries and exponential back-off. ``s3://`` goes through boto3, which reads the endpoint, region and
+credentials from the environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``...), so
+MinIO or any S3-compatible store works.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from crnn.data.files import atomic_path, file_digest
+from crnn.data.files import file_digest
 
 log = logging.getLogger(__name__)
 
-_HTTP_ATTEMPTS = 4
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    first_delay_s: float = 1.0
+    timeout_s: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return self.first_delay_s * 2 ** (attempt - 1)
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 class ChecksumError(ValueError):
     """The fetched bytes are not the ones the catalog promises."""
 
 
-def fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = None) -> Path:
-    """Copies ``url`` to ``dest`` unless ``dest`` already holds the verified bytes."""
+@dataclass(frozen=True)
+class Checksum:
+    algorithm: str  # "sha256" or "md5"
+    hexdigest: str
+
+    @classmethod
+    def of(cls, sha256: str | None = None, md5: str | None = None) -> Checksum | None:
+        if sha256:
+            return cls("sha256", sha256.lower())
+        return cls("md5", md5.lower()) if md5 else None
+
+    def actual(self, path: Path) -> str:
+        return file_digest(path, self.algorithm)
+
+
+def fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = None,
+          retry: RetryPolicy = DEFAULT_RETRY) -> Path:
+    """Copies ``url`` to ``dest`` unless ``dest`` already holds verified bytes; returns ``dest``."""
     dest = Path(dest)
-    algorithm, expected = ("sha256", sha256) if sha256 else ("md5", md5)
-    if dest.exists() and expected and file_digest(dest, algorithm) == expected.lower():
-        log.info("%s already present and verified", dest)
-        return dest
-    with atomic_path(dest) as tmp:
-        _copy(url, tmp)
-        if expected:
-            actual = file_digest(tmp, algorithm)
-            if actual != expected.lower():
-                raise ChecksumError(
-                    f"{url}: {algorithm} mismatch: expected {expected.lower()}, got {actual}; "
-                    "the download was discarded")
+    expected = Checksum.of(sha256, md5)
+    if dest.exists():
+        if expected is None or expected.actual(dest) == expected.hexdigest:
+            log.info("%s already present%s; not fetched again", dest, " and verified" if expected else "")
+            return dest
+        log.warning("%s does not match its %s; fetching it again", dest, expected.algorithm)
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme in ("http", "https"):
+        _http_download(url, part, retry)
+    else:
+        part.unlink(missing_ok=True)  # only HTTP resumes; anything else starts over
+        try:
+            _s3_download(url, part) if scheme == "s3" else _copy_local(url, part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+    if expected is not None:
+        actual = expected.actual(part)
+        if actual != expected.hexdigest:
+            part.unlink()
+            raise ChecksumError(f"{url}: {expected.algorithm} mismatch: expected {expected.hexdigest}, "
+                                f"got {actual}; the download was discarded")
+    os.replace(part, dest)
     return dest
 
 
-def _copy(url: str, dest: Path) -> None:
+def _copy_local(url: str, dest: Path) -> None:
     parsed = urllib.parse.urlparse(url)
-    if parsed.scheme in ("", "file"):
-        source = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme else Path(url)
-        if not source.is_file():
-            raise FileNotFoundError(f"{url}: no such file")
-        shutil.copyfile(source, dest)
-    elif parsed.scheme in ("http", "https"):
-        _http_download(url, dest)
-    else:
-        raise ValueError(f"{url}: unsupported scheme {parsed.scheme!r} (use file://, http:// or https://)")
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"{url}: unsupported scheme {parsed.scheme!r} (use https://, http://, s3://, file:// "
+                         "or a path)")
+    source = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme else Path(url)
+    if not source.is_file():
+        raise FileNotFoundError(f"{url}: no such file")
+    shutil.copyfile(source, dest)
 
 
-def _http_download(url: str, dest: Path) -> None:
+def _progress(total: int | None, initial: int, name: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                mininterval=2.0, leave=False)
+
+
+def _http_download(url: str, part: Path, retry: RetryPolicy) -> None:
+    """Streams ``url`` into ``part``, resuming from its current size after a drop."""
     import requests
 
-    for attempt in range(1, _HTTP_ATTEMPTS + 1):
+    for attempt in range(1, retry.attempts + 1):
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            with requests.get(url, stream=True, timeout=60) as response:
+            with requests.get(url, stream=True, timeout=retry.timeout_s, headers=headers) as response:
+                if response.status_code == 416 and have:  # nothing left to send: the part is whole
+                    return
                 response.raise_for_status()
-                with open(dest, "wb") as out:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
+                resumed = response.status_code == 206
+                if have and not resumed:
+                    log.info("%s: the server ignored the range request; starting over", url)
+                total = _expected_length(response, have if resumed else 0)
+                with open(part, "ab" if resumed else "wb") as out, \
+                        _progress(total, have if resumed else 0, part.name[1:-5]) as bar:
+                    for chunk in response.iter_content(chunk_size=_CHUNK):
                         out.write(chunk)
-            return
-        except (requests.ConnectionError, requests.Timeout) as err:
-            if attempt == _HTTP_ATTEMPTS:
+                        bar.update(len(chunk))
+                if total is not None and part.stat().st_size < total:
+                    raise requests.ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
+                return
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+            if attempt == retry.attempts:
                 raise ConnectionError(f"{url}: failed after {attempt} attempts: {err}") from err
-            delay = 2 ** attempt
-            log.warning("%s: %s; retrying in %ss", url, err, delay)
+            delay = retry.delay(attempt)
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, err, attempt, retry.attempts - 1, delay)
             time.sleep(delay)
+        except requests.HTTPError as err:
+            status = err.response.status_code
+            if status < 500 or attempt == retry.attempts:
+                raise ConnectionError(f"{url}: HTTP {status}") from err
+            time.sleep(retry.delay(attempt))
+
+
+def _expected_length(response, offset: int) -> int | None:
+    length = response.headers.get("Content-Length")
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _s3_download(url: str, dest: Path) -> None:
+    import boto3
+    from botocore.config import Config
+
+    parsed = urllib.parse.urlparse(url)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise ValueError(f"{url}: expected s3://BUCKET/KEY")
+    # boto3 reads AWS_ENDPOINT_URL itself; MLFLOW_S3_ENDPOINT_URL is what MLflow deployments already set.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    client = boto3.client("s3", endpoint_url=endpoint or None,
+                          config=Config(retries={"max_attempts": 8, "mode": "standard"}))
+    size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    with _progress(size, 0, Path(key).name) as bar:
+        client.download_file(bucket, key, str(dest), Callback=bar.update)

@@ -1,8 +1,9 @@
 """One reader per dataset format. Each yields ``Sample``s and counts what it skips, by reason.
 
 A reader starts from the file the format is indexed by (an annotation list, a ``.mat``, an ``.xml``, a
-``gt.txt``); image paths in it are relative to that file's folder. A missing or undecodable image, a
-non-UTF-8 label or a malformed line is counted in ``skipped`` and passed over: never fatal, never silent.
+``gt.txt``, an LMDB folder); image paths in it are relative to ``images`` (by default that file's folder).
+A missing or undecodable image, a non-UTF-8 label, a missing LMDB key or a malformed line is counted in
+``skipped`` and passed over: never fatal, never silent. A file that is not of its format at all is an error.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Sample:
     source_id: str
 
 
-Reader = Callable[[Path, Counter], Iterator[Sample]]
+Reader = Callable[..., Iterator[Sample]]  # (index, skipped, images=None) -> samples
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
@@ -69,9 +70,9 @@ def _text_lines(path: Path, skipped: Counter) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
-def read_mjsynth(annotation: Path, skipped: Counter) -> Iterator[Sample]:
+def read_mjsynth(annotation: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
     """``annotation_*.txt`` lines ``./3000/7/182_slinking_71711.jpg 71711``; the label is in the file name."""
-    root = annotation.parent
+    root = images or annotation.parent
     for number, line in _text_lines(annotation, skipped):
         rel = line.split(" ")[0]
         parts = Path(rel).stem.split("_")
@@ -84,11 +85,14 @@ def read_mjsynth(annotation: Path, skipped: Counter) -> Iterator[Sample]:
             yield Sample(image, parts[1], rel)
 
 
-def read_iiit5k(mat_file: Path, skipped: Counter) -> Iterator[Sample]:
+def read_iiit5k(mat_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
     """``testdata.mat`` or ``traindata.mat``: a 1 x N struct array with ``ImgName`` and ``GroundTruth``."""
     import scipy.io
 
-    data = scipy.io.loadmat(mat_file, squeeze_me=True, struct_as_record=True)
+    try:
+        data = scipy.io.loadmat(mat_file, squeeze_me=True, struct_as_record=True)
+    except (ValueError, TypeError, OSError) as err:
+        raise ValueError(f"{mat_file}: not a readable MATLAB file: {err}") from err
     key = next((k for k in ("testdata", "traindata") if k in data), None)
     if key is None:
         raise ValueError(f"{mat_file}: no 'testdata' or 'traindata' struct array")
@@ -98,12 +102,12 @@ def read_iiit5k(mat_file: Path, skipped: Counter) -> Iterator[Sample]:
         raise ValueError(f"{mat_file}: struct array lacks field(s) {', '.join(sorted(missing))}")
     for record in records:
         name, label = str(record["ImgName"]), str(record["GroundTruth"])
-        image = _load(mat_file.parent / name, skipped)
+        image = _load((images or mat_file.parent) / name, skipped)
         if image is not None:
             yield Sample(image, label, name)
 
 
-def read_svt(xml_file: Path, skipped: Counter) -> Iterator[Sample]:
+def read_svt(xml_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
     """``test.xml``: word boxes on scene images; each box is cropped, clamped to the image."""
     from defusedxml import ElementTree
 
@@ -111,7 +115,7 @@ def read_svt(xml_file: Path, skipped: Counter) -> Iterator[Sample]:
     for image_node in tree.getroot().iter("image"):
         name = (image_node.findtext("imageName") or "").strip()
         rects = list(image_node.iter("taggedRectangle"))
-        scene = _load(xml_file.parent / name, skipped, samples=len(rects))
+        scene = _load((images or xml_file.parent) / name, skipped, samples=len(rects))
         if scene is None:
             continue
         height, width = scene.shape[:2]
@@ -131,7 +135,7 @@ def read_svt(xml_file: Path, skipped: Counter) -> Iterator[Sample]:
             yield Sample(scene[y0:y1, x0:x1].copy(), label, f"{name}#{index}")
 
 
-def read_ic13(gt_file: Path, skipped: Counter) -> Iterator[Sample]:
+def read_ic13(gt_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
     """ICDAR 2013/2015 task 3 ``gt.txt``: ``word_1.png, "Tiredness"`` (quoted, may start with a BOM)."""
     for number, line in _text_lines(gt_file, skipped):
         name, sep, label = line.partition(",")
@@ -142,17 +146,120 @@ def read_ic13(gt_file: Path, skipped: Counter) -> Iterator[Sample]:
         label = label.strip()
         if len(label) >= 2 and label[0] == label[-1] == '"':
             label = label[1:-1].replace('\\"', '"')
-        image = _load(gt_file.parent / name.strip(), skipped)
+        image = _load((images or gt_file.parent) / name.strip(), skipped)
         if image is not None:
             yield Sample(image, label, name.strip())
+
+
+def read_ic03(xml_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+    """ICDAR 2003 ``word.xml``: ``<image file="word/1/1.jpg" tag="311" />``."""
+    from defusedxml import ElementTree
+
+    for index, node in enumerate(ElementTree.parse(xml_file).getroot().iter("image")):
+        name, label = node.get("file"), node.get("tag")
+        if not name or label is None:
+            skipped["malformed_entry"] += 1
+            log.warning("skipped %s: image entry %d lacks file= or tag=", xml_file, index)
+            continue
+        image = _load((images or xml_file.parent) / name, skipped)
+        if image is not None:
+            yield Sample(image, label, name)
+
+
+def read_image_label_list(list_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+    """SVTP ``13_15_0_par.jpg WYNDHAM`` and CUTE80 ``timage/001.jpg RONALDO ...`` lines: image, label, rest."""
+    for number, line in _text_lines(list_file, skipped):
+        parts = line.split()
+        if len(parts) < 2:
+            skipped["malformed_line"] += 1
+            log.warning("skipped %s:%d: expected '<image> <label>', got %r", list_file, number, line)
+            continue
+        image = _load((images or list_file.parent) / parts[0], skipped)
+        if image is not None:
+            yield Sample(image, parts[1], parts[0])
+
+
+def read_lmdb(folder: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+    """The clovaai LMDB layout: ``num-samples``, ``image-%09d`` and ``label-%09d`` from 1, opened read-only."""
+    import lmdb
+
+    if not (Path(folder) / "data.mdb").is_file():
+        raise FileNotFoundError(f"{folder}: no data.mdb; is this an LMDB dataset folder?")
+    env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
+    try:
+        with env.begin() as txn:
+            raw = txn.get(b"num-samples")
+            try:
+                count = int(raw.decode())
+            except (AttributeError, UnicodeDecodeError, ValueError):
+                raise ValueError(f"{folder}: 'num-samples' is {raw!r}, not a count") from None
+            for index in range(1, count + 1):
+                source_id = f"{index:09d}"
+                image_bytes, label_bytes = txn.get(b"image-" + source_id.encode()), txn.get(
+                    b"label-" + source_id.encode())
+                if image_bytes is None or label_bytes is None:
+                    skipped["missing_key"] += 1
+                    log.warning("skipped %s sample %s: no %s key", folder, source_id,
+                                "image" if image_bytes is None else "label")
+                    continue
+                try:
+                    label = label_bytes.decode("utf-8")
+                except UnicodeDecodeError:
+                    skipped["label_not_utf8"] += 1
+                    log.warning("skipped %s sample %s: label is not UTF-8", folder, source_id)
+                    continue
+                image = decode_image(image_bytes)
+                if image is None:
+                    skipped["undecodable_image"] += 1
+                    log.warning("skipped %s sample %s: not a decodable image", folder, source_id)
+                    continue
+                yield Sample(image, label, source_id)
+    finally:
+        env.close()
 
 
 READERS: dict[str, Reader] = {
     "mjsynth": read_mjsynth,
     "iiit5k": read_iiit5k,
     "svt": read_svt,
+    "ic03": read_ic03,
     "ic13": read_ic13,
+    "ic15": read_ic13,  # the same gt.txt form; IC15's files often start with a BOM, which _text_lines drops
+    "svtp": read_image_label_list,
+    "cute80": read_image_label_list,
+    "lmdb": read_lmdb,
 }
+
+# The file names each format's index usually has, to find it in a folder (first pattern that matches wins).
+INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
+    "mjsynth": ("annotation_train.txt", "annotation*.txt"),
+    "iiit5k": ("testdata.mat", "*.mat"),
+    "svt": ("test.xml", "*.xml"),
+    "ic03": ("word.xml", "words.xml"),
+    "ic13": ("gt.txt", "*GT*.txt"),
+    "ic15": ("gt.txt", "*GT*.txt"),
+    "svtp": ("gt.txt", "*.txt"),
+    "cute80": ("gt.txt", "*.txt"),
+    "lmdb": ("data.mdb",),
+}
+
+
+def find_index(fmt: str, root: Path) -> Path:
+    """The index a reader of ``fmt`` starts from: ``root`` itself if a file, else found inside it."""
+    root = Path(root)
+    reader_for(fmt)
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    for pattern in INDEX_PATTERNS[fmt]:
+        found = sorted(p for p in root.rglob(pattern) if p.is_file())
+        if len(found) > 1:
+            listing = ", ".join(str(p.relative_to(root)) for p in found[:5])
+            raise ValueError(f"{root}: several {fmt} index files match {pattern!r} ({listing}); pass one of them")
+        if found:
+            return found[0].parent if fmt == "lmdb" else found[0]
+    raise FileNotFoundError(f"{root}: no {fmt} index file ({' or '.join(INDEX_PATTERNS[fmt])}) found in it")
 
 
 def reader_for(fmt: str) -> Reader:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import scipy.io
 
+from crnn.data.catalog import DatasetEntry, RemoteFile, Split
 from crnn.data.files import atomic_path, sha256_of
 from crnn.data.render import random_style, random_word, render_word
 
@@ -39,19 +40,6 @@ class SyntheticSpec:
     train_size: int = 40_000
     val_size: int = 500
     test_size: int = 300
-
-
-@dataclass(frozen=True)
-class MirrorEntry:
-    """One archive placed in the local mirror, as a catalog would describe it."""
-
-    name: str
-    format: str
-    role: str  # "train" or "benchmark"
-    file: str
-    sha256: str
-    # Where the reader starts, relative to the extracted tree.
-    entry: str
 
 
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -189,29 +177,33 @@ class _Layout:
     format: str
     role: str
     file: str
-    entry: str
+    splits: dict[str, str]  # split -> the file its reader starts from, inside the archive
     members: Callable[[SyntheticSpec], Members]
     pack: Callable[[Members, Path], None]
 
 
+_MJ = "mnt/ramdisk/max/90kDICT32px"
 LAYOUTS = (
     _Layout("mjsynth", "mjsynth", "train", "mjsynth.tar.gz",
-            "mnt/ramdisk/max/90kDICT32px/annotation_train.txt", mjsynth_members, write_tar_gz),
-    _Layout("IIIT5K", "iiit5k", "benchmark", "IIIT5K-Word_V3.0.tar.gz",
-            "IIIT5K/testdata.mat", iiit5k_members, write_tar_gz),
-    _Layout("SVT", "svt", "benchmark", "svt.zip", "svt1/test.xml", svt_members, write_zip),
+            {"train": f"{_MJ}/annotation_train.txt", "val": f"{_MJ}/annotation_val.txt"},
+            mjsynth_members, write_tar_gz),
+    _Layout("IIIT5K", "iiit5k", "benchmark", "IIIT5K-Word_V3.0.tar.gz", {"test": "IIIT5K/testdata.mat"},
+            iiit5k_members, write_tar_gz),
+    _Layout("SVT", "svt", "benchmark", "svt.zip", {"test": "svt1/test.xml"}, svt_members, write_zip),
     _Layout("IC13", "ic13", "benchmark", "Challenge2_Test_Task3_Images.zip",
-            "Challenge2_Test_Task3_Images/gt.txt", ic13_members, write_zip),
+            {"test": "Challenge2_Test_Task3_Images/gt.txt"}, ic13_members, write_zip),
 )
 
 
-def build_mirror(spec: SyntheticSpec, mirror: Path) -> list[MirrorEntry]:
-    """Renders every dataset and packs it into ``mirror``; returns what a catalog would list."""
+def build_mirror(spec: SyntheticSpec, mirror: Path) -> list[DatasetEntry]:
+    """Renders every dataset and packs it into ``mirror``; returns catalog entries that point there."""
     mirror.mkdir(parents=True, exist_ok=True)
     entries = []
     for layout in LAYOUTS:
         dest = mirror / layout.file
         layout.pack(layout.members(spec), dest)
-        entries.append(MirrorEntry(layout.name, layout.format, layout.role, layout.file,
-                                   sha256_of(dest), layout.entry))
+        file = RemoteFile(layout.file, dest.resolve().as_uri(), sha256=sha256_of(dest))
+        entries.append(DatasetEntry(layout.name, layout.format, layout.role, (file,),
+                                    {split: Split(index) for split, index in layout.splits.items()},
+                                    description=f"synthetic {layout.name}, seed {spec.seed}"))
     return entries

@@ -14,15 +14,22 @@ source_id      bytes    where the sample came from (file name, or image name and
 
 Label policy: a label is normalised (lowercased, characters outside the charset removed) and kept; the
 ones that become empty or longer than ``max_label_length`` are dropped and counted (``empty_label``,
-``label_too_long``), as the evaluation protocol filters them; the manifest's ``labels_normalised`` counts
-kept labels that normalisation changed.
+``label_too_long``), as the evaluation protocol filters them, except in a split marked ``unfiltered``
+(IC15_2077, CUTE80: benchmarks defined on every word; never train on one). A split may first apply its
+benchmark's subset rule to the label as written: ``alnum`` drops words with characters other than letters and
+digits (``filtered_not_alnum``), ``alnum_min3`` also words under 3 characters (``filtered_short``). Data for
+training also drops labels CTC cannot align in the model's time steps (length plus repeated neighbours over
+``time_steps``: ``label_unalignable``). The manifest's ``labels_normalised`` counts kept labels that
+normalisation changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +56,44 @@ def _example(sample: Sample, ids: list[int], pixels: bytes) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _keep(sample: Sample, charset: Charset, model: ModelConfig, skipped: Counter,
+@dataclass(frozen=True)
+class LabelPolicy:
+    filter: str | None = None  # "alnum" or "alnum_min3"
+    unfiltered: bool = False
+    for_training: bool = False
+
+
+def ctc_alignable(text: str, time_steps: int) -> bool:
+    """CTC needs a blank between repeated characters: length + repeats must fit in the time steps."""
+    repeats = sum(a == b for a, b in zip(text, text[1:], strict=False))
+    return len(text) + repeats <= time_steps
+
+
+def _filtered_out(label: str, rule: str | None) -> str | None:
+    """The skip reason under a benchmark's subset rule, or None if the word belongs to the subset."""
+    if rule is None:
+        return None
+    if not label.isascii() or not label.isalnum():
+        return "filtered_not_alnum"
+    if rule == "alnum_min3" and len(label) < 3:
+        return "filtered_short"
+    return None
+
+
+def _keep(sample: Sample, charset: Charset, model: ModelConfig, policy: LabelPolicy, skipped: Counter,
           normalised: Counter) -> list[int] | None:
     """Class ids under the label policy, or None when the sample is dropped."""
+    reason = _filtered_out(sample.label, policy.filter)
     text = charset.normalize(sample.label)
-    if not text:
-        skipped["empty_label"] += 1
-        return None
-    if len(text) > model.max_label_length:
-        skipped["label_too_long"] += 1
+    if reason is None and not policy.unfiltered:
+        if not text:
+            reason = "empty_label"
+        elif len(text) > model.max_label_length:
+            reason = "label_too_long"
+        elif policy.for_training and not ctc_alignable(text, model.time_steps):
+            reason = "label_unalignable"
+    if reason:
+        skipped[reason] += 1
         return None
     if text != sample.label:
         normalised["labels"] += 1
@@ -65,7 +101,8 @@ def _keep(sample: Sample, charset: Charset, model: ModelConfig, skipped: Counter
 
 
 def write_shards(samples: Iterable[Sample], out_dir: Path, model: ModelConfig, skipped: Counter,
-                 shard_size: int = 10_000, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+                 shard_size: int = 10_000, inputs: dict[str, Any] | None = None,
+                 policy: LabelPolicy | None = None) -> dict[str, Any]:
     """Writes ``out_dir/shard-NNNNN.tfrecord`` files and ``manifest.json``; returns the manifest.
 
     ``skipped`` arrives with the reader's counts and leaves with the label policy's added.
@@ -73,6 +110,7 @@ def write_shards(samples: Iterable[Sample], out_dir: Path, model: ModelConfig, s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charset = Charset(model.charset)
+    policy = policy or LabelPolicy()
     shards: list[dict[str, Any]] = []
     buffer: list[bytes] = []
     normalised: Counter = Counter()
@@ -86,7 +124,7 @@ def write_shards(samples: Iterable[Sample], out_dir: Path, model: ModelConfig, s
         buffer.clear()
 
     for sample in samples:
-        ids = _keep(sample, charset, model, skipped, normalised)
+        ids = _keep(sample, charset, model, policy, skipped, normalised)
         if ids is None:
             continue
         buffer.append(_example(sample, ids, to_model_input(sample.image, model).tobytes()))
@@ -104,6 +142,7 @@ def write_shards(samples: Iterable[Sample], out_dir: Path, model: ModelConfig, s
         "shards": shards,
         "skipped": dict(sorted(skipped.items())),
         "labels_normalised": normalised["labels"],
+        "label_policy": dataclasses.asdict(policy),
         "inputs": inputs or {},
     }
     write_json(out_dir / MANIFEST, manifest)
@@ -135,18 +174,20 @@ def check_compatible(manifest: dict[str, Any], model: ModelConfig, where: Path) 
                          f"{model.charset!r}; convert the data again for this model")
 
 
-def make_dataset(data_dir: Path, model: ModelConfig, batch_size: int, training: bool, seed: int = 0,
-                 shuffle_buffer: int = 10_000,
+def make_dataset(data_dirs: Path | Sequence[Path], model: ModelConfig, batch_size: int, training: bool,
+                 seed: int = 0, shuffle_buffer: int = 10_000,
                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Batches of ``({"image": uint8[B,H,W,C], "label": int64[B,L], "label_length": int64[B]}, text)``.
 
-    Training: shards split across input pipelines, shuffled, repeated forever, fixed-shape batches (static
-    shapes for NPUs). Evaluation: every sample once, in order, the last batch possibly short.
+    Several folders (training on several sets) are read as one. Training: shards split across input
+    pipelines, shuffled, repeated forever, fixed-shape batches (static shapes for NPUs). Evaluation: every
+    sample once, in order, the last batch possibly short.
     """
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
-    check_compatible(manifest, model, data_dir)
-    files = [str(data_dir / shard["file"]) for shard in manifest["shards"]]
+    files = []
+    for data_dir in [data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs:
+        manifest = read_manifest(data_dir)
+        check_compatible(manifest, model, Path(data_dir))
+        files += [str(Path(data_dir) / shard["file"]) for shard in manifest["shards"]]
     shape = (model.height, model.width, model.channels)
     features = {
         "image": tf.io.FixedLenFeature([], tf.string),
@@ -159,8 +200,6 @@ def make_dataset(data_dir: Path, model: ModelConfig, batch_size: int, training: 
         parsed = tf.io.parse_single_example(record, features)
         image = tf.reshape(tf.io.decode_raw(parsed["image"], tf.uint8), shape)
         label = tf.sparse.to_dense(parsed["label"])
-        label = tf.pad(label, [[0, model.max_label_length - tf.shape(label)[0]]])
-        label = tf.ensure_shape(label, [model.max_label_length])
         return {"image": image, "label": label, "label_length": parsed["label_length"]}, parsed["text"]
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -174,5 +213,10 @@ def make_dataset(data_dir: Path, model: ModelConfig, batch_size: int, training: 
     else:
         dataset = tf.data.TFRecordDataset(dataset)
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    # Training batches have static shapes (labels padded to max_label_length); evaluation pads per batch,
+    # so that unfiltered benchmarks may hold longer labels.
+    label_shape = [model.max_label_length] if training else [None]
+    dataset = dataset.padded_batch(batch_size, padded_shapes=({"image": shape, "label": label_shape,
+                                                               "label_length": []}, []),
+                                   drop_remainder=training)
     return dataset.prefetch(tf.data.AUTOTUNE)

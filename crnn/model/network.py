@@ -19,8 +19,6 @@ from keras import layers
 
 from crnn.config import ModelConfig
 
-TIME_STEPS = 26
-
 
 def _conv(x, filters: int, kernel: int = 3, padding: str = "same", name: str = ""):
     x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False, name=f"{name}_conv")(x)
@@ -50,7 +48,7 @@ def build_crnn(config: ModelConfig) -> keras.Model:
     x = _conv(x, f[5], name="c5")
     x = _pool_keep_width(x, "p3")
     x = _conv(x, f[6], kernel=2, padding="valid", name="c6")
-    x = layers.Reshape((TIME_STEPS, f[6]), name="to_sequence")(x)
+    x = layers.Reshape((config.time_steps, f[6]), name="to_sequence")(x)
     for i in range(2):
         x = layers.Bidirectional(layers.LSTM(config.lstm_units, return_sequences=True), name=f"bilstm{i}")(x)
     logits = layers.Dense(config.num_classes, name="logits")(x)

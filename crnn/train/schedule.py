@@ -8,7 +8,6 @@ import keras
 import tensorflow as tf
 
 
-@keras.saving.register_keras_serializable(package="crnn")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak: float, warmup_steps: int, total_steps: int):
         self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)

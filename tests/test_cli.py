@@ -82,3 +82,34 @@ def test_pipeline_compile_writes_yaml(tmp_path):
                                         "finish-run")} <= set(spec["components"])
     images = {executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()}
     assert images == {BASE_IMAGE}
+
+
+def test_download_custom_data_and_convert_one_split(http_root, tmp_path):
+    import hashlib
+    import tarfile
+
+    from tests.layouts import svtp
+
+    root, base = http_root
+    index, _, labels, _ = svtp(tmp_path / "svtp")
+    with tarfile.open(root / "svtp.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "svtp", arcname="svtp")
+    digest = hashlib.sha256((root / "svtp.tar.gz").read_bytes()).hexdigest()
+
+    result = crnn("download", "custom", "--source", f"{base}/svtp.tar.gz", "--format", "svtp", "--sha256", "0" * 64,
+                  "--out", tmp_path / "raw", check=False)
+    assert result.returncode == 2 and "sha256 mismatch" in result.stderr
+    out = crnn("download", "custom", "--source", f"{base}/svtp.tar.gz", "--format", "svtp", "--sha256", digest,
+               "--out", tmp_path / "raw").stdout
+    assert digest in out
+    out = crnn("convert", "--raw", tmp_path / "raw", "--out", tmp_path / "data").stdout
+    assert "custom/test" in out
+    manifest = json.loads((tmp_path / "data" / "custom" / "test" / "manifest.json").read_text())
+    assert manifest["num_samples"] == len(labels) and manifest["skipped"] == {"malformed_line": 1}
+
+    out = crnn("convert", "--format", "svtp", "--input", tmp_path / "svtp", "--out", tmp_path / "one").stdout
+    assert json.loads((tmp_path / "one" / "manifest.json").read_text())["num_samples"] == len(labels)
+    result = crnn("download", "custom", "--source", f"{base}/svtp.tar.gz", "--out", tmp_path / "x", check=False)
+    assert result.returncode == 2 and "--format" in result.stderr
+    result = crnn("download", "IC99", "--out", tmp_path / "x", check=False)
+    assert result.returncode == 2 and "'IC99' is not in the catalog" in result.stderr

@@ -1,10 +1,7 @@
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
-from functools import partial
 
 import pytest
 
@@ -14,20 +11,6 @@ from crnn.data.fetch import ChecksumError, fetch
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """A real HTTP server on loopback serving ``tmp_path/www``."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_fetch_file_url_verifies_and_keeps_a_good_copy(tmp_path):

@@ -40,7 +40,7 @@ def test_run_tree_metrics_and_params(pipeline_run):
     assert train.data.params["preset"] == "tiny"
     assert train.data.params["train.steps"] == "6"
     assert train.data.params["model.lstm_units"] == "16"
-    assert len(train.data.params["data.train_manifest_sha256"]) == 64
+    assert len(train.data.params["data.manifest_sha256/mjsynth/train"]) == 64
     for bench in ("IIIT5K", "SVT", "IC13"):
         assert {f"accuracy/{bench}", f"ned/{bench}"} <= set(by_step[f"evaluate-{bench}"].data.metrics)
 

@@ -1,0 +1,193 @@
+"""Every source against a real server on loopback: HTTP (dropped connections, 5xx, wrong bytes), S3 (moto in
+server mode), a mirror, and the catalog's download path end to end."""
+
+import hashlib
+import http.server
+import io
+import json
+import tarfile
+import threading
+
+import pytest
+
+from crnn.data.catalog import DatasetEntry, RemoteFile, Split, load_catalog
+from crnn.data.download import download_all
+from crnn.data.fetch import ChecksumError, RetryPolicy, fetch
+
+FAST_RETRY = RetryPolicy(attempts=4, first_delay_s=0.01, timeout_s=10)
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files``; the first ``server.drops`` responses stop halfway and close the connection,
+    the first ``server.failures`` answer 503. Honours ``Range: bytes=N-``."""
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        data = server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        if server.failures > 0:
+            server.failures -= 1
+            self.send_error(503)
+            return
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        body = data[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if server.drops > 0:
+            server.drops -= 1
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.files, server.requests, server.drops, server.failures = {}, [], 0, 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_dropped_connections_are_resumed_with_range_requests(http_server, tmp_path):
+    http_server.files["/data.bin"] = PAYLOAD
+    http_server.drops = 2
+    dest = fetch(f"{http_server.base}/data.bin", tmp_path / "data.bin",
+                 sha256=hashlib.sha256(PAYLOAD).hexdigest(), retry=FAST_RETRY)
+    assert dest.read_bytes() == PAYLOAD
+    ranges = [r for _, r in http_server.requests]
+    assert ranges[0] is None
+    assert ranges[1] == f"bytes={len(PAYLOAD) // 2}-"  # resumed where the first response stopped
+    assert len(ranges) == 3
+    assert list(tmp_path.iterdir()) == [dest]
+
+
+def test_server_errors_are_retried(http_server, tmp_path):
+    http_server.files["/data.bin"] = PAYLOAD
+    http_server.failures = 2
+    fetch(f"{http_server.base}/data.bin", tmp_path / "data.bin", md5=hashlib.md5(PAYLOAD).hexdigest(),
+          retry=FAST_RETRY)
+    assert len(http_server.requests) == 3
+
+
+def test_wrong_checksum_fails_cleanly_and_leaves_nothing_to_trust(http_server, tmp_path):
+    http_server.files["/data.bin"] = PAYLOAD
+    with pytest.raises(ChecksumError) as err:
+        fetch(f"{http_server.base}/data.bin", tmp_path / "data.bin", sha256="ab" * 32, retry=FAST_RETRY)
+    assert "ab" * 32 in str(err.value) and hashlib.sha256(PAYLOAD).hexdigest() in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_file_and_exhausted_retries_are_clear_errors(http_server, tmp_path):
+    with pytest.raises(ConnectionError, match="HTTP 404"):
+        fetch(f"{http_server.base}/nope.bin", tmp_path / "x", retry=FAST_RETRY)
+    http_server.files["/data.bin"] = PAYLOAD
+    http_server.failures = 10
+    with pytest.raises(ConnectionError, match="HTTP 503"):
+        fetch(f"{http_server.base}/data.bin", tmp_path / "x", retry=FAST_RETRY)
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3-compatible server (moto in server mode) on loopback, and a client configured like a user's."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="datasets")
+    yield client
+    server.stop()
+
+
+def test_s3_source_fetches_with_endpoint_and_credentials_from_the_environment(s3, tmp_path):
+    s3.put_object(Bucket="datasets", Key="raw/data.bin", Body=PAYLOAD)
+    dest = fetch("s3://datasets/raw/data.bin", tmp_path / "data.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    assert dest.read_bytes() == PAYLOAD
+    with pytest.raises(Exception, match="404|Not Found|NoSuchKey"):
+        fetch("s3://datasets/raw/absent.bin", tmp_path / "absent.bin")
+    assert not (tmp_path / "absent.bin").exists()
+
+
+def _svtp_archive() -> bytes:
+    from tests.layouts import word_png
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in {"svtp/gt.txt": b"1.jpg WYNDHAM\n", "svtp/1.jpg": word_png("WYNDHAM")}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _entry(archive: bytes) -> DatasetEntry:
+    return DatasetEntry("SVTP", "svtp", "benchmark",
+                        (RemoteFile("svtp.tar.gz", "https://example.invalid/svtp.tar.gz",
+                                    sha256=hashlib.sha256(archive).hexdigest()),),
+                        {"test": Split("svtp/gt.txt")})
+
+
+def test_mirror_over_http_keeps_checksums_and_is_not_fetched_twice(http_server, tmp_path):
+    archive = _svtp_archive()
+    http_server.files["/mirror/SVTP/svtp.tar.gz"] = archive
+    records = download_all([_entry(archive)], tmp_path, mirror=f"{http_server.base}/mirror")
+    assert records[0]["files"][0]["url"] == f"{http_server.base}/mirror/SVTP/svtp.tar.gz"
+    assert (tmp_path / "SVTP" / "svtp" / "gt.txt").read_text() == "1.jpg WYNDHAM\n"
+    listing = json.loads((tmp_path / "datasets.json").read_text())["datasets"]
+    assert listing[0]["splits"]["test"]["index"] == "SVTP/svtp/gt.txt"
+
+    download_all([_entry(archive)], tmp_path, mirror=f"{http_server.base}/mirror")
+    assert len(http_server.requests) == 1  # present and verified: not fetched again
+
+    http_server.files["/mirror/SVTP/svtp.tar.gz"] = archive[:-10] + b"0123456789"
+    (tmp_path / "archives" / "SVTP" / "svtp.tar.gz").write_bytes(b"tampered")
+    with pytest.raises(ChecksumError):
+        download_all([_entry(archive)], tmp_path, mirror=f"{http_server.base}/mirror")
+    assert not (tmp_path / "archives" / "SVTP" / "svtp.tar.gz").exists()
+    assert (tmp_path / "SVTP" / "svtp" / "gt.txt").is_file()  # what was good stays
+
+
+def test_mirror_on_s3(s3, tmp_path):
+    archive = _svtp_archive()
+    s3.put_object(Bucket="datasets", Key="mirror/SVTP/svtp.tar.gz", Body=archive)
+    records = download_all([_entry(archive)], tmp_path, mirror="s3://datasets/mirror")
+    assert records[0]["files"][0]["url"] == "s3://datasets/mirror/SVTP/svtp.tar.gz"
+    assert (tmp_path / "SVTP" / "svtp" / "1.jpg").is_file()
+
+
+def test_catalog_lists_every_standard_dataset_with_its_splits():
+    catalog = load_catalog()
+    assert {"mjsynth", "IIIT5K", "SVT", "IC03", "IC13", "IC15", "SVTP", "CUTE80", "lmdb-evaluation",
+            "lmdb-training"} <= set(catalog)
+    assert catalog["mjsynth"].files[0].md5 == "7bf2b60ad935eaf64e5b606f782d68e5"
+    assert catalog["IIIT5K"].files[0].md5 == "56781bc327d22066aa1c239ee788fd46"
+    assert catalog["SVT"].files[0].md5 == "42d19160010d990ae6223b14f45eff88"
+    assert set(catalog["IC13"].splits) == {"test_857", "test_1015"}
+    assert catalog["IC15"].splits["test_2077"].unfiltered
+    assert set(catalog["lmdb-evaluation"].splits) == {
+        "IIIT5k_3000", "SVT", "IC03_860", "IC03_867", "IC13_857", "IC13_1015", "IC15_1811", "IC15_2077",
+        "SVTP", "CUTE80"}
+    assert set(catalog["lmdb-training"].splits) == {"MJ_train", "MJ_valid", "MJ_test", "ST"}
+    for entry in catalog.values():
+        assert entry.files and entry.splits and entry.page

@@ -102,7 +102,7 @@ def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
 
 def _default_artifacts(tracking_uri: str) -> str | None:
     if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
     return None
 
 

@@ -51,10 +51,16 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
                "--tracking-uri", sqlite_tracking).stdout
     assert "registered crnn version 1" in out
 
+    import cv2
+
+    from crnn.model.export import Recognizer
+
     images = raw / "IC13" / "Challenge2_Test_Task3_Images"
-    out = crnn("predict", "--model", trained / "export", images / "word_1.png", images / "word_2.png").stdout
-    assert [line.split("\t")[0] for line in out.splitlines()] == [str(images / "word_1.png"),
-                                                                   str(images / "word_2.png")]
+    files = [images / "word_1.png", images / "word_2.png"]
+    out = crnn("predict", "--model", trained / "export", *files).stdout
+    expected = Recognizer(trained / "export").read([cv2.imread(str(f)) for f in files])
+    assert [line.split("\t") for line in out.splitlines()] == [[str(f), t] for f, t in zip(files, expected,
+                                                                                           strict=True)]
 
 
 def test_bad_input_gets_a_clear_error(tmp_path):

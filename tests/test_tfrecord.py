@@ -52,3 +52,19 @@ def test_incompatible_model_is_a_clear_error(tmp_path):
         make_dataset(tmp_path, ModelConfig(charset="abc"), batch_size=1, training=False)
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         read_manifest(tmp_path / "elsewhere")
+
+
+def test_empty_data_and_longer_labels_are_clear_errors(tmp_path):
+    write_shards(_samples(["", "!!"]), tmp_path / "empty", ModelConfig(), Counter())
+    with pytest.raises(ValueError, match="no samples to read"):
+        make_dataset(tmp_path / "empty", ModelConfig(), batch_size=2, training=True)
+    write_shards(_samples(["ab"]), tmp_path / "long", ModelConfig(max_label_length=26), Counter())
+    with pytest.raises(ValueError, match="labels may be 26 long, over the model's 25"):
+        make_dataset(tmp_path / "long", ModelConfig(), batch_size=1, training=False)
+
+
+def test_converting_again_leaves_no_stale_shards(tmp_path):
+    write_shards(_samples(["ab"] * 5), tmp_path, ModelConfig(), Counter(), shard_size=2)
+    assert len(list(tmp_path.glob("shard-*"))) == 3
+    write_shards(_samples(["ab"] * 2), tmp_path, ModelConfig(), Counter(), shard_size=2)
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.tfrecord"]

@@ -13,10 +13,10 @@ def parent(sqlite_tracking):
     return start_pipeline_run(sqlite_tracking, "unit", pipeline_run_id="job-1")
 
 
-def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, trained_dir, converted_dir):
+def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, trained_dir, converted_dir, tmp_path):
     tracking = Tracking(sqlite_tracking, pipeline_run_id="job-1")
     benchmarks = {name: converted_dir / name / "test" for name in ("IC13", "SVT")}
-    report = steps.evaluate(steps.export_dir(trained_dir), benchmarks, trained_dir / "scores", tracking)
+    report = steps.evaluate(steps.export_dir(trained_dir), benchmarks, tmp_path / "scores", tracking)
     version = steps.register(steps.export_dir(trained_dir), [report], tracking, tags={"origin": "test"})
     assert end_pipeline_run(sqlite_tracking, "job-1", "FINISHED") == parent
 
@@ -39,14 +39,15 @@ def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, train
     assert model_version.tags["origin"] == "test"
 
 
-def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, trained_dir, converted_dir, raw_dir):
+def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, trained_dir, converted_dir, raw_dir,
+                                                          tmp_path):
     import cv2
     import mlflow.pyfunc
 
     from crnn.model.export import Recognizer
 
     report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": converted_dir / "IC13" / "test"},
-                            trained_dir / "scores2")
+                            tmp_path / "scores")
     version = steps.register(steps.export_dir(trained_dir), [report], Tracking(sqlite_tracking))
     mlflow.set_tracking_uri(sqlite_tracking)
     model = mlflow.pyfunc.load_model(f"models:/crnn/{version}")
@@ -57,17 +58,32 @@ def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, train
     from_bytes = model.predict([f.read_bytes() for f in files])
     assert list(from_bytes) == expected
     batch = np.stack([cv2.resize(cv2.imread(str(f)), (100, 32)) for f in files])
-    assert len(model.predict(batch)) == 2
-    with pytest.raises(Exception, match="not a decodable image"):
+    assert list(model.predict(batch)) == Recognizer(steps.export_dir(trained_dir)).read(list(batch))
+    with pytest.raises(ValueError, match="input 0: not a decodable image"):
         model.predict([b"not an image"])
+    with pytest.raises(ValueError, match="images must be uint8, got float32"):
+        model.predict(batch.astype(np.float32))
+    with pytest.raises(ValueError, match=r"got shape \(32, 100, 3\)"):
+        model.predict(batch[0])
 
 
-def test_step_without_tracking_records_nothing_and_still_works(monkeypatch, trained_dir, converted_dir):
+def test_step_without_tracking_records_nothing_and_still_works(monkeypatch, trained_dir, converted_dir, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": converted_dir / "IC13" / "test"},
-                            trained_dir / "untracked")
-    assert (trained_dir / "untracked" / "report.json").is_file()
+                            tmp_path / "untracked")
+    assert (tmp_path / "untracked" / "report.json").is_file()
+    assert not list(tmp_path.rglob("*.db"))
     assert report["benchmarks"]["IC13"]["num_samples"] == 12
+
+
+def test_relative_sqlite_store_keeps_artifacts_beside_it(tmp_path, monkeypatch):
+    from crnn.tracking import ensure_experiment
+
+    monkeypatch.chdir(tmp_path)
+    uri = "sqlite:///store/mlflow.db"
+    (tmp_path / "store").mkdir()
+    experiment = MlflowClient(uri).get_experiment(ensure_experiment(uri, "relative"))
+    assert experiment.artifact_location == (tmp_path / "store" / "artifacts").as_uri()
 
 
 def test_unknown_pipeline_run_is_a_clear_error(sqlite_tracking):

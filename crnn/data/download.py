@@ -108,4 +108,12 @@ def read_datasets(raw_dir: Path) -> list[dict[str, Any]]:
     path = Path(raw_dir) / DATASETS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{raw_dir}: no {DATASETS_FILE}; run the download step into this folder first")
-    return json.loads(path.read_text())["datasets"]
+    try:
+        datasets = json.loads(path.read_text())["datasets"]
+        problems = [f"{record.get('name', '?')} lacks {key!r}" for record in datasets
+                    for key in ("name", "format", "role", "files", "splits") if key not in record]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a datasets listing ({type(err).__name__}: {err})") from None
+    if problems:
+        raise ValueError(f"{path}: {'; '.join(problems)}")
+    return datasets

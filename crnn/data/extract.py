@@ -7,7 +7,6 @@ target only when complete, so a failure leaves no partial tree.
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -31,9 +30,7 @@ def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         elif tarfile.is_tarfile(archive):
             _extract_tar(archive, tmp, max_bytes)
         else:
-            raise UnsafeArchiveError(f"{archive}: neither a tar nor a zip archive")
-        if target.exists():
-            shutil.rmtree(target)
+            raise ValueError(f"{archive}: neither a tar nor a zip archive")
     return target
 
 

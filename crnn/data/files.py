@@ -16,22 +16,38 @@ _CHUNK = 1 << 20
 
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yields a temporary sibling of ``dest``; renames it onto ``dest`` only if the block succeeds.
+    """Yields a temporary sibling of ``dest`` (to fill as a file or a folder); puts it in place of ``dest``
+    only if the block succeeds.
 
     A crash or an exception leaves ``dest`` as it was (absent or the previous good version) and no
-    half-written file under its name.
+    half-written file under its name. A file is flushed to disk before the rename. A folder replaces an old
+    one by two renames (the old one moved aside first), so ``dest`` is never missing for longer than that.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     try:
         yield tmp
+        if tmp.is_dir() and dest.is_dir():
+            os.replace(dest, aside)
+        elif tmp.is_file():
+            _fsync(tmp)
         os.replace(tmp, dest)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        for leftover in (tmp, aside):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover.exists():
+                leftover.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(dest: Path, data: Any) -> None:

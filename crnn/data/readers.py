@@ -50,6 +50,10 @@ def _load(path: Path, skipped: Counter, samples: int = 1) -> np.ndarray | None:
         skipped["missing_image"] += samples
         log.warning("skipped %d sample(s) of %s: file not found", samples, path)
         return None
+    except OSError as err:
+        skipped["unreadable_image"] += samples
+        log.warning("skipped %d sample(s) of %s: %s", samples, path, err)
+        return None
     image = decode_image(data)
     if image is None:
         skipped["undecodable_image"] += samples

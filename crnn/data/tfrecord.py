@@ -146,6 +146,9 @@ def write_shards(samples: Iterable[Sample], out_dir: Path, model: ModelConfig, s
         "inputs": inputs or {},
     }
     write_json(out_dir / MANIFEST, manifest)
+    # Shards of an earlier, larger conversion into the same folder are not part of this one.
+    for stale in set(out_dir.glob("shard-*.tfrecord")) - {out_dir / shard["file"] for shard in shards}:
+        stale.unlink()
     return manifest
 
 
@@ -168,6 +171,9 @@ def manifest_sha256(data_dir: Path) -> str:
 def check_compatible(manifest: dict[str, Any], model: ModelConfig, where: Path) -> None:
     image = manifest["image"]
     expected = (model.height, model.width, model.channels)
+    if manifest["max_label_length"] > model.max_label_length:
+        raise ValueError(f"{where}: labels may be {manifest['max_label_length']} long, over the model's "
+                         f"{model.max_label_length}; convert the data again for this model")
     if (image["height"], image["width"], image["channels"]) != expected or manifest["charset"] != model.charset:
         raise ValueError(f"{where}: shards hold {image['height']}x{image['width']}x{image['channels']} images "
                          f"over charset {manifest['charset']!r}; the model expects {expected} over "
@@ -183,11 +189,15 @@ def make_dataset(data_dirs: Path | Sequence[Path], model: ModelConfig, batch_siz
     pipelines, shuffled, repeated forever, fixed-shape batches (static shapes for NPUs). Evaluation: every
     sample once, in order, the last batch possibly short.
     """
-    files = []
-    for data_dir in [data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs:
+    folders = [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
+    files, total = [], 0
+    for data_dir in folders:
         manifest = read_manifest(data_dir)
-        check_compatible(manifest, model, Path(data_dir))
-        files += [str(Path(data_dir) / shard["file"]) for shard in manifest["shards"]]
+        check_compatible(manifest, model, data_dir)
+        files += [str(data_dir / shard["file"]) for shard in manifest["shards"] if shard["count"]]
+        total += manifest["num_samples"]
+    if total == 0:
+        raise ValueError(f"{', '.join(map(str, folders))}: no samples to read (see the manifests' 'skipped')")
     shape = (model.height, model.width, model.channels)
     features = {
         "image": tf.io.FixedLenFeature([], tf.string),

@@ -24,10 +24,6 @@ def export_model(model: keras.Model, recipe: Recipe, dest: Path) -> Path:
         tmp.mkdir()
         model.save(tmp / MODEL_FILE)
         recipe.save(tmp / RECIPE_FILE)
-        if Path(dest).exists():
-            import shutil
-
-            shutil.rmtree(dest)
     return Path(dest)
 
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from crnn.data.readers import read_ic13, read_iiit5k, read_mjsynth, read_svt, reader_for
+from crnn.data.readers import reader_for
+
+read_mjsynth, read_iiit5k, read_svt, read_ic13 = (reader_for(f) for f in ("mjsynth", "iiit5k", "svt", "ic13"))
 
 
 def _png(path, height=20, width=50):

@@ -191,3 +191,47 @@ def test_catalog_lists_every_standard_dataset_with_its_splits():
     assert set(catalog["lmdb-training"].splits) == {"MJ_train", "MJ_valid", "MJ_test", "ST"}
     for entry in catalog.values():
         assert entry.files and entry.splits and entry.page
+
+
+@pytest.fixture
+def https_server(http_server, tmp_path, monkeypatch):
+    """The same loopback server behind TLS, with a certificate made for the test and trusted through
+    ``REQUESTS_CA_BUNDLE`` (as a user would trust an internal CA)."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    http_server.socket = context.wrap_socket(http_server.socket, server_side=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_file))
+    http_server.base = http_server.base.replace("http://", "https://")
+    return http_server
+
+
+def test_https_source_with_a_dropped_connection(https_server, tmp_path):
+    https_server.files["/data.bin"] = PAYLOAD
+    https_server.drops = 1
+    dest = fetch(f"{https_server.base}/data.bin", tmp_path / "out" / "data.bin",
+                 sha256=hashlib.sha256(PAYLOAD).hexdigest(), retry=FAST_RETRY)
+    assert dest.read_bytes() == PAYLOAD
+    assert [r for _, r in https_server.requests] == [None, f"bytes={len(PAYLOAD) // 2}-"]

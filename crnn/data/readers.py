@@ -1,9 +1,12 @@
-"""One reader per dataset format. Each yields ``Sample``s and counts what it skips, by reason.
+"""One reader per dataset format, in two phases: list the samples an index names, then load each one.
+
+Listing is cheap and done once; loading (reading and decoding the image) is the work, and any contiguous
+range of the list can be loaded in another process, which is how conversion runs in parallel and resumes.
 
 A reader starts from the file the format is indexed by (an annotation list, a ``.mat``, an ``.xml``, a
 ``gt.txt``, an LMDB folder); image paths in it are relative to ``images`` (by default that file's folder).
-A missing or undecodable image, a non-UTF-8 label, a missing LMDB key or a malformed line is counted in
-``skipped`` and passed over: never fatal, never silent. A file that is not of its format at all is an error.
+A missing or undecodable image, a non-UTF-8 label, a missing LMDB key or a malformed line or box is counted
+in ``skipped`` and passed over: never fatal, never silent. A file that is not of its format is an error.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -22,43 +26,114 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Sample:
-    """A decoded word image (H x W x 3, BGR, uint8), its ground truth as written, and where it came from."""
+    """A decoded word image (H x W x 3 BGR, or H x W grayscale; uint8), its ground truth as written, and
+    where it came from."""
 
     image: np.ndarray
     label: str
     source_id: str
 
 
-Reader = Callable[..., Iterator[Sample]]  # (index, skipped, images=None) -> samples
+@dataclass(frozen=True)
+class Entry:
+    """One sample as its index lists it, before its image is read."""
+
+    image: str  # a path relative to the image root; for LMDB, the sample's number
+    label: str | None  # None: stored beside the image (LMDB)
+    source_id: str
+    box: tuple[int, int, int, int] | None = None  # (x, y, width, height) of a word on a scene image
 
 
-def decode_image(data: bytes) -> np.ndarray | None:
-    """BGR image, or None when the bytes do not decode to a non-empty image."""
+def decode_image(data: bytes, grayscale: bool = False) -> np.ndarray | None:
+    """BGR (or grayscale) image, or None when the bytes do not decode to a non-empty image."""
     if not data:
         return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
         return None
     return image
 
 
-def _load(path: Path, skipped: Counter, samples: int = 1) -> np.ndarray | None:
-    """The decoded image, or None with ``samples`` (the words it holds) counted under the reason."""
+@dataclass
+class Source:
+    """The listed samples of one split and how to load them. Picklable: worker processes load from it."""
+
+    fmt: str
+    root: Path  # image root, or the LMDB folder
+    entries: list[Entry]
+    skipped: Counter = field(default_factory=Counter)  # what listing passed over
+
+    def load(self, entry: Entry, skipped: Counter, grayscale: bool = False) -> Sample | None:
+        """The sample, or None with the reason counted in ``skipped``."""
+        if self.fmt == "lmdb":
+            return _load_lmdb(self.root, entry, skipped, grayscale)
+        try:
+            data = (self.root / entry.image).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return _skip(skipped, "missing_image", self.root / entry.image)
+        except OSError as err:
+            return _skip(skipped, "unreadable_image", self.root / entry.image, str(err))
+        image = decode_image(data, grayscale)
+        if image is None:
+            return _skip(skipped, "undecodable_image", self.root / entry.image)
+        if entry.box is not None:
+            image = _crop(image, entry.box)
+            if image is None:
+                return _skip(skipped, "box_outside_image", f"{self.root / entry.image} {entry.source_id}")
+        return Sample(image, entry.label, entry.source_id)
+
+    def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
+        skipped.update(self.skipped)
+        for entry in self.entries:
+            sample = self.load(entry, skipped, grayscale)
+            if sample is not None:
+                yield sample
+
+
+def _skip(skipped: Counter, reason: str, where, detail: str = "") -> None:
+    skipped[reason] += 1
+    log.warning("skipped %s: %s%s", where, reason.replace("_", " "), f" ({detail})" if detail else "")
+    return None
+
+
+def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The box clamped to the image, or None when too little of it is inside."""
+    x, y, w, h = box
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return image[y0:y1, x0:x1].copy()
+
+
+_LMDB_ENVS: dict[Path, object] = {}
+
+
+def _lmdb_env(folder: Path):
+    """One read-only environment per folder and process (environments do not survive a fork or pickling)."""
+    import lmdb
+
+    if folder not in _LMDB_ENVS:
+        _LMDB_ENVS[folder] = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False,
+                                       max_readers=8)
+    return _LMDB_ENVS[folder]
+
+
+def _load_lmdb(folder: Path, entry: Entry, skipped: Counter, grayscale: bool) -> Sample | None:
+    with _lmdb_env(folder).begin() as txn:
+        image_bytes = txn.get(f"image-{entry.image}".encode())
+        label_bytes = txn.get(f"label-{entry.image}".encode())
+    if image_bytes is None or label_bytes is None:
+        return _skip(skipped, "missing_key", f"{folder} sample {entry.image}")
     try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        skipped["missing_image"] += samples
-        log.warning("skipped %d sample(s) of %s: file not found", samples, path)
-        return None
-    except OSError as err:
-        skipped["unreadable_image"] += samples
-        log.warning("skipped %d sample(s) of %s: %s", samples, path, err)
-        return None
-    image = decode_image(data)
+        label = label_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return _skip(skipped, "label_not_utf8", f"{folder} sample {entry.image}")
+    image = decode_image(image_bytes, grayscale)
     if image is None:
-        skipped["undecodable_image"] += samples
-        log.warning("skipped %d sample(s) of %s: not a decodable image", samples, path)
-    return image
+        return _skip(skipped, "undecodable_image", f"{folder} sample {entry.image}")
+    return Sample(image, label, entry.source_id)
 
 
 def _text_lines(path: Path, skipped: Counter) -> Iterator[tuple[int, str]]:
@@ -67,29 +142,26 @@ def _text_lines(path: Path, skipped: Counter) -> Iterator[tuple[int, str]]:
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError:
-            skipped["label_not_utf8"] += 1
-            log.warning("skipped %s:%d: not UTF-8", path, number)
+            _skip(skipped, "label_not_utf8", f"{path}:{number}")
             continue
         if line:
             yield number, line
 
 
-def read_mjsynth(annotation: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+def list_mjsynth(annotation: Path, skipped: Counter) -> list[Entry]:
     """``annotation_*.txt`` lines ``./3000/7/182_slinking_71711.jpg 71711``; the label is in the file name."""
-    root = images or annotation.parent
+    entries = []
     for number, line in _text_lines(annotation, skipped):
         rel = line.split(" ")[0]
         parts = Path(rel).stem.split("_")
         if len(parts) < 3 or not parts[1]:
-            skipped["malformed_line"] += 1
-            log.warning("skipped %s:%d: %r does not name <n>_<word>_<index>", annotation, number, rel)
+            _skip(skipped, "malformed_line", f"{annotation}:{number}", f"{rel!r} is not <n>_<word>_<index>")
             continue
-        image = _load(root / rel, skipped)
-        if image is not None:
-            yield Sample(image, parts[1], rel)
+        entries.append(Entry(rel, parts[1], rel))
+    return entries
 
 
-def read_iiit5k(mat_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+def list_iiit5k(mat_file: Path, skipped: Counter) -> list[Entry]:
     """``testdata.mat`` or ``traindata.mat``: a 1 x N struct array with ``ImgName`` and ``GroundTruth``."""
     import scipy.io
 
@@ -104,135 +176,93 @@ def read_iiit5k(mat_file: Path, skipped: Counter, images: Path | None = None) ->
     missing = {"ImgName", "GroundTruth"} - set(records.dtype.names or ())
     if missing:
         raise ValueError(f"{mat_file}: struct array lacks field(s) {', '.join(sorted(missing))}")
-    for record in records:
-        name, label = str(record["ImgName"]), str(record["GroundTruth"])
-        image = _load((images or mat_file.parent) / name, skipped)
-        if image is not None:
-            yield Sample(image, label, name)
+    return [Entry(str(r["ImgName"]), str(r["GroundTruth"]), str(r["ImgName"])) for r in records]
 
 
-def read_svt(xml_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
-    """``test.xml``: word boxes on scene images; each box is cropped, clamped to the image."""
+def list_svt(xml_file: Path, skipped: Counter) -> list[Entry]:
+    """``test.xml``: word boxes on scene images; each box is cropped, clamped to the image, when loaded."""
     from defusedxml import ElementTree
 
-    tree = ElementTree.parse(xml_file)
-    for image_node in tree.getroot().iter("image"):
+    entries = []
+    for image_node in ElementTree.parse(xml_file).getroot().iter("image"):
         name = (image_node.findtext("imageName") or "").strip()
-        rects = list(image_node.iter("taggedRectangle"))
-        scene = _load((images or xml_file.parent) / name, skipped, samples=len(rects))
-        if scene is None:
-            continue
-        height, width = scene.shape[:2]
-        for index, rect in enumerate(rects):
+        for index, rect in enumerate(image_node.iter("taggedRectangle")):
             try:
-                x, y = int(rect.get("x")), int(rect.get("y"))
-                w, h = int(rect.get("width")), int(rect.get("height"))
+                box = tuple(int(rect.get(k)) for k in ("x", "y", "width", "height"))
             except (TypeError, ValueError):
-                skipped["malformed_box"] += 1
-                log.warning("skipped %s: box %d of %s has no integer x, y, width, height", xml_file, index, name)
+                _skip(skipped, "malformed_box", f"{xml_file} {name}#{index}", "x, y, width, height not integers")
                 continue
-            x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                skipped["box_outside_image"] += 1
-                continue
-            label = (rect.findtext("tag") or "").strip()
-            yield Sample(scene[y0:y1, x0:x1].copy(), label, f"{name}#{index}")
+            entries.append(Entry(name, (rect.findtext("tag") or "").strip(), f"{name}#{index}", box))
+    return entries
 
 
-def read_ic13(gt_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+def list_ic03(xml_file: Path, skipped: Counter) -> list[Entry]:
+    """ICDAR 2003 ``word.xml``: ``<image file="word/1/1.jpg" tag="311" />``."""
+    from defusedxml import ElementTree
+
+    entries = []
+    for index, node in enumerate(ElementTree.parse(xml_file).getroot().iter("image")):
+        name, label = node.get("file"), node.get("tag")
+        if not name or label is None:
+            _skip(skipped, "malformed_entry", f"{xml_file} image {index}", "no file= or tag=")
+            continue
+        entries.append(Entry(name, label, name))
+    return entries
+
+
+def list_ic13(gt_file: Path, skipped: Counter) -> list[Entry]:
     """ICDAR 2013/2015 task 3 ``gt.txt``: ``word_1.png, "Tiredness"`` (quoted, may start with a BOM)."""
+    entries = []
     for number, line in _text_lines(gt_file, skipped):
         name, sep, label = line.partition(",")
         if not sep:
-            skipped["malformed_line"] += 1
-            log.warning("skipped %s:%d: no comma in %r", gt_file, number, line)
+            _skip(skipped, "malformed_line", f"{gt_file}:{number}", "no comma")
             continue
         label = label.strip()
         if len(label) >= 2 and label[0] == label[-1] == '"':
             label = label[1:-1].replace('\\"', '"')
-        image = _load((images or gt_file.parent) / name.strip(), skipped)
-        if image is not None:
-            yield Sample(image, label, name.strip())
+        entries.append(Entry(name.strip(), label, name.strip()))
+    return entries
 
 
-def read_ic03(xml_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
-    """ICDAR 2003 ``word.xml``: ``<image file="word/1/1.jpg" tag="311" />``."""
-    from defusedxml import ElementTree
-
-    for index, node in enumerate(ElementTree.parse(xml_file).getroot().iter("image")):
-        name, label = node.get("file"), node.get("tag")
-        if not name or label is None:
-            skipped["malformed_entry"] += 1
-            log.warning("skipped %s: image entry %d lacks file= or tag=", xml_file, index)
-            continue
-        image = _load((images or xml_file.parent) / name, skipped)
-        if image is not None:
-            yield Sample(image, label, name)
-
-
-def read_image_label_list(list_file: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+def list_image_label(list_file: Path, skipped: Counter) -> list[Entry]:
     """SVTP ``13_15_0_par.jpg WYNDHAM`` and CUTE80 ``timage/001.jpg RONALDO ...`` lines: image, label, rest."""
+    entries = []
     for number, line in _text_lines(list_file, skipped):
         parts = line.split()
         if len(parts) < 2:
-            skipped["malformed_line"] += 1
-            log.warning("skipped %s:%d: expected '<image> <label>', got %r", list_file, number, line)
+            _skip(skipped, "malformed_line", f"{list_file}:{number}", "expected '<image> <label>'")
             continue
-        image = _load((images or list_file.parent) / parts[0], skipped)
-        if image is not None:
-            yield Sample(image, parts[1], parts[0])
+        entries.append(Entry(parts[0], parts[1], parts[0]))
+    return entries
 
 
-def read_lmdb(folder: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
-    """The clovaai LMDB layout: ``num-samples``, ``image-%09d`` and ``label-%09d`` from 1, opened read-only."""
-    import lmdb
-
+def list_lmdb(folder: Path, skipped: Counter) -> list[Entry]:
+    """The clovaai LMDB layout: ``num-samples``, then ``image-%09d`` and ``label-%09d`` from 1."""
     if not (Path(folder) / "data.mdb").is_file():
         raise FileNotFoundError(f"{folder}: no data.mdb; is this an LMDB dataset folder?")
-    env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
+    with _lmdb_env(Path(folder)).begin() as txn:
+        raw = txn.get(b"num-samples")
     try:
-        with env.begin() as txn:
-            raw = txn.get(b"num-samples")
-            try:
-                count = int(raw.decode())
-            except (AttributeError, UnicodeDecodeError, ValueError):
-                raise ValueError(f"{folder}: 'num-samples' is {raw!r}, not a count") from None
-            for index in range(1, count + 1):
-                source_id = f"{index:09d}"
-                image_bytes, label_bytes = txn.get(b"image-" + source_id.encode()), txn.get(
-                    b"label-" + source_id.encode())
-                if image_bytes is None or label_bytes is None:
-                    skipped["missing_key"] += 1
-                    log.warning("skipped %s sample %s: no %s key", folder, source_id,
-                                "image" if image_bytes is None else "label")
-                    continue
-                try:
-                    label = label_bytes.decode("utf-8")
-                except UnicodeDecodeError:
-                    skipped["label_not_utf8"] += 1
-                    log.warning("skipped %s sample %s: label is not UTF-8", folder, source_id)
-                    continue
-                image = decode_image(image_bytes)
-                if image is None:
-                    skipped["undecodable_image"] += 1
-                    log.warning("skipped %s sample %s: not a decodable image", folder, source_id)
-                    continue
-                yield Sample(image, label, source_id)
-    finally:
-        env.close()
+        count = int(raw.decode())
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        raise ValueError(f"{folder}: 'num-samples' is {raw!r}, not a count") from None
+    return [Entry(f"{i:09d}", None, f"{i:09d}") for i in range(1, count + 1)]
 
 
-READERS: dict[str, Reader] = {
-    "mjsynth": read_mjsynth,
-    "iiit5k": read_iiit5k,
-    "svt": read_svt,
-    "ic03": read_ic03,
-    "ic13": read_ic13,
-    "ic15": read_ic13,  # the same gt.txt form; IC15's files often start with a BOM, which _text_lines drops
-    "svtp": read_image_label_list,
-    "cute80": read_image_label_list,
-    "lmdb": read_lmdb,
+Lister = Callable[[Path, Counter], list[Entry]]
+LISTERS: dict[str, Lister] = {
+    "mjsynth": list_mjsynth,
+    "iiit5k": list_iiit5k,
+    "svt": list_svt,
+    "ic03": list_ic03,
+    "ic13": list_ic13,
+    "ic15": list_ic13,  # the same gt.txt form; IC15's files often start with a BOM, which _text_lines drops
+    "svtp": list_image_label,
+    "cute80": list_image_label,
+    "lmdb": list_lmdb,
 }
+READERS = LISTERS  # the formats there are readers for
 
 # The file names each format's index usually has, to find it in a folder (first pattern that matches wins).
 INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
@@ -248,10 +278,36 @@ INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in LISTERS:
+        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(LISTERS)}")
+
+
+def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
+    """Lists the samples of the split whose index is ``index``."""
+    _check_format(fmt)
+    index = Path(index)
+    skipped: Counter = Counter()
+    entries = LISTERS[fmt](index, skipped)
+    root = index if fmt == "lmdb" else Path(images) if images else index.parent
+    return Source(fmt, root, entries, skipped)
+
+
+def read(fmt: str, index: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:
+    """Every sample of a split, in order, counting what is skipped."""
+    yield from open_source(fmt, index, images).samples(skipped)
+
+
+def reader_for(fmt: str) -> Callable[..., Iterator[Sample]]:
+    """``reader(index, skipped, images=None)`` for ``fmt``."""
+    _check_format(fmt)
+    return partial(read, fmt)
+
+
 def find_index(fmt: str, root: Path) -> Path:
     """The index a reader of ``fmt`` starts from: ``root`` itself if a file, else found inside it."""
     root = Path(root)
-    reader_for(fmt)
+    _check_format(fmt)
     if root.is_file():
         return root
     if not root.is_dir():
@@ -264,10 +320,3 @@ def find_index(fmt: str, root: Path) -> Path:
         if found:
             return found[0].parent if fmt == "lmdb" else found[0]
     raise FileNotFoundError(f"{root}: no {fmt} index file ({' or '.join(INDEX_PATTERNS[fmt])}) found in it")
-
-
-def reader_for(fmt: str) -> Reader:
-    try:
-        return READERS[fmt]
-    except KeyError:
-        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(READERS)}") from None

@@ -13,5 +13,5 @@ def convert(raw: Input[Dataset], data: Output[Dataset], train_sets: list, val_se
 
     needed = sorted({*train_sets, *benchmarks, *([val_set] if val_set else [])})
     manifests = steps.convert(raw.path, data.path, needed, shard_size,
-                              Tracking.for_pipeline(tracking_uri, experiment, job_id))
+                              tracking=Tracking.for_pipeline(tracking_uri, experiment, job_id))
     data.metadata["num_samples"] = {key: m["num_samples"] for key, m in manifests.items()}

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["train", "benchmark"], help="with --input: train data also drops labels "
                    "CTC cannot align (default: train for mjsynth, else benchmark)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--shard-size", type=int, default=10_000, help="samples listed per shard")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
     _tracking_args(p)
 
     commands.add_parser("catalog", help="list the datasets the catalog knows")
@@ -145,7 +146,7 @@ def _run(args: argparse.Namespace) -> None:
         if args.input is not None:
             manifests = {str(args.out): _convert_one(args)}
         else:
-            manifests = steps.convert(args.raw, args.out, args.split, args.shard_size, **tracking)
+            manifests = steps.convert(args.raw, args.out, args.split, args.shard_size, args.workers, **tracking)
         for key, manifest in manifests.items():
             print(f"{key:<24} {manifest['num_samples']:>8} samples  skipped {manifest['skipped'] or 'none'}")
 
@@ -182,15 +183,15 @@ def _run_pipeline(args: argparse.Namespace) -> None:
 
 
 def _convert_one(args: argparse.Namespace) -> dict:
-    from crnn.data.convert import convert_split
-    from crnn.data.tfrecord import LabelPolicy
+    from crnn.data.convert import convert_split, default_workers
+    from crnn.data.shards import LabelPolicy
 
     if args.fmt is None:
         raise ValueError("--input needs --format")
     role = args.role or ("train" if args.fmt == "mjsynth" else "benchmark")
     policy = LabelPolicy(args.filter, args.unfiltered, for_training=role == "train")
     return convert_split(args.fmt, args.input, args.out, images=args.images, policy=policy,
-                         shard_size=args.shard_size)
+                         shard_size=args.shard_size, workers=args.workers or default_workers())
 
 
 def _predict(model_dir: Path, paths: list[Path]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from crnn.config import Recipe
 from crnn.data.catalog import DatasetEntry, catalog_entry, custom_entry
-from crnn.data.convert import convert_all
+from crnn.data.convert import convert_all, default_workers
 from crnn.data.download import download_all, download_synthetic
 from crnn.data.splits import SYNTHETIC
 from crnn.data.synthetic import SyntheticSpec
@@ -64,11 +64,13 @@ def _entry(name: str, source: str | None, fmt: str | None, sha256: str | None, m
 
 
 def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, shard_size: int = 10_000,
-            tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
-    """Converts the downloaded splits (those in ``only``, when given)."""
+            workers: int = 0, tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
+    """Converts the downloaded splits (those in ``only``, when given) with ``workers`` processes (0: one per
+    core)."""
+    workers = workers or default_workers()
     with step_run("convert", tracking) as run:
-        run.log_params({"shard_size": shard_size, "splits": ",".join(only) if only else "all"})
-        manifests = convert_all(raw_dir, out_dir, shard_size=shard_size, only=only)
+        run.log_params({"shard_size": shard_size, "workers": workers, "splits": ",".join(only) if only else "all"})
+        manifests = convert_all(raw_dir, out_dir, shard_size=shard_size, only=only, workers=workers)
         for key, manifest in manifests.items():
             run.log_metrics({f"samples/{key}": manifest["num_samples"],
                              f"skipped/{key}": sum(manifest["skipped"].values())})

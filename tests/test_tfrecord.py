@@ -1,70 +1,87 @@
-import json
-from collections import Counter
+"""Converted data: the label policy, the manifest, and tf.data batches read back from the shards."""
 
+import json
+
+import cv2
 import numpy as np
 import pytest
 
 from crnn.config import ModelConfig
-from crnn.data.readers import Sample
-from crnn.data.tfrecord import make_dataset, read_manifest, write_shards
+from crnn.data.convert import convert_split
+from crnn.data.shards import LabelPolicy
+from crnn.data.tfrecord import make_dataset, read_manifest
 
 
-def _samples(labels):
+def _list_layout(root, labels):
+    """An image-label list (SVTP's layout) of random images, one per label."""
     rng = np.random.default_rng(0)
-    for i, label in enumerate(labels):
-        yield Sample(rng.integers(0, 255, (30, 80, 3), dtype=np.uint8), label, f"img{i}")
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(len(labels)):
+        cv2.imwrite(str(root / f"{i}.png"), rng.integers(0, 255, (30, 80, 3), dtype=np.uint8))
+    (root / "gt.txt").write_text("".join(f"{i}.png {label}\n" for i, label in enumerate(labels)))
+    return root / "gt.txt"
+
+
+def _convert(tmp_path, labels, model=None, **kwargs):
+    return convert_split("svtp", _list_layout(tmp_path / "in", labels), tmp_path / "out", model=model, **kwargs)
 
 
 def test_label_policy_and_manifest(tmp_path):
-    labels = ["Hello", "a-b", "", "!!!", "x" * 26, "ok"]
-    skipped = Counter(undecodable_image=2)
-    manifest = write_shards(_samples(labels), tmp_path, ModelConfig(), skipped, shard_size=2)
+    manifest = _convert(tmp_path, ["Hello", "a-b", "!!!", "x" * 26, "ok", "aaaaaaaaaaaaaaaaaaaa"], shard_size=2,
+                        policy=LabelPolicy(for_training=True))
     assert manifest["num_samples"] == 3
-    assert [s["count"] for s in manifest["shards"]] == [2, 1]
-    assert manifest["skipped"] == {"empty_label": 2, "label_too_long": 1, "undecodable_image": 2}
+    assert [s["count"] for s in manifest["shards"]] == [2, 0, 1]
+    assert manifest["skipped"] == {"empty_label": 1, "label_too_long": 1, "label_unalignable": 1}
     assert manifest["labels_normalised"] == 2
+    assert manifest["num_listed"] == 6
     assert manifest["schema_version"] == 1 and manifest["charset"] == ModelConfig().charset
-    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
-    assert not list(tmp_path.glob(".*tmp*"))
+    assert len(manifest["inputs"]["index_sha256"]) == 64
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "manifest.json", "shard-00000.tfrecord", "shard-00001.tfrecord", "shard-00002.tfrecord"]
 
 
 def test_dataset_round_trip(tmp_path):
     model = ModelConfig()
-    write_shards(_samples(["Hello", "a-b", "ok"]), tmp_path, model, Counter(), shard_size=2)
-    features, texts = next(iter(make_dataset(tmp_path, model, batch_size=8, training=False)))
+    _convert(tmp_path, ["Hello", "a-b", "ok"], shard_size=2)
+    features, texts = next(iter(make_dataset(tmp_path / "out", model, batch_size=8, training=False)))
     assert features["image"].shape == (3, 32, 100, 1)
     assert features["label"].shape == (3, 5)  # evaluation pads to the batch's longest label
     assert features["label_length"].numpy().tolist() == [5, 2, 2]
     assert features["label"].numpy()[0, :5].tolist() == [17, 14, 21, 21, 24]  # "hello"
     assert [t.decode() for t in texts.numpy()] == ["Hello", "a-b", "ok"]
+    stored = cv2.resize(cv2.imread(str(tmp_path / "in" / "0.png"), cv2.IMREAD_GRAYSCALE), (100, 32),
+                        interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(features["image"].numpy()[0, ..., 0], stored)
 
 
 def test_training_batches_have_a_fixed_shape(tmp_path):
     model = ModelConfig()
-    write_shards(_samples(["ab"] * 5), tmp_path, model, Counter(), shard_size=2)
-    batches = make_dataset(tmp_path, model, batch_size=4, training=True).take(3)
+    _convert(tmp_path, ["ab"] * 5, shard_size=2)
+    batches = make_dataset(tmp_path / "out", model, batch_size=4, training=True).take(3)
     assert [(f["image"].shape[0], f["label"].shape[1]) for f, _ in batches] == [(4, model.max_label_length)] * 3
 
 
 def test_incompatible_model_is_a_clear_error(tmp_path):
-    write_shards(_samples(["ab"]), tmp_path, ModelConfig(), Counter())
+    _convert(tmp_path, ["ab"])
     with pytest.raises(ValueError, match="convert the data again"):
-        make_dataset(tmp_path, ModelConfig(charset="abc"), batch_size=1, training=False)
+        make_dataset(tmp_path / "out", ModelConfig(charset="abc"), batch_size=1, training=False)
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         read_manifest(tmp_path / "elsewhere")
 
 
 def test_empty_data_and_longer_labels_are_clear_errors(tmp_path):
-    write_shards(_samples(["", "!!"]), tmp_path / "empty", ModelConfig(), Counter())
+    _convert(tmp_path / "e", ["!!", "??"])
     with pytest.raises(ValueError, match="no samples to read"):
-        make_dataset(tmp_path / "empty", ModelConfig(), batch_size=2, training=True)
-    write_shards(_samples(["ab"]), tmp_path / "long", ModelConfig(max_label_length=26), Counter())
+        make_dataset(tmp_path / "e" / "out", ModelConfig(), batch_size=2, training=True)
+    _convert(tmp_path / "l", ["ab"], model=ModelConfig(max_label_length=26))
     with pytest.raises(ValueError, match="labels may be 26 long, over the model's 25"):
-        make_dataset(tmp_path / "long", ModelConfig(), batch_size=1, training=False)
+        make_dataset(tmp_path / "l" / "out", ModelConfig(), batch_size=1, training=False)
 
 
-def test_converting_again_leaves_no_stale_shards(tmp_path):
-    write_shards(_samples(["ab"] * 5), tmp_path, ModelConfig(), Counter(), shard_size=2)
-    assert len(list(tmp_path.glob("shard-*"))) == 3
-    write_shards(_samples(["ab"] * 2), tmp_path, ModelConfig(), Counter(), shard_size=2)
-    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.tfrecord"]
+def test_converting_again_with_other_settings_leaves_no_stale_shards(tmp_path):
+    _convert(tmp_path, ["ab"] * 5, shard_size=2)
+    assert len(list((tmp_path / "out").glob("shard-*"))) == 3
+    _convert(tmp_path, ["ab"] * 5, shard_size=4)
+    assert sorted(p.name for p in (tmp_path / "out").glob("shard-*")) == ["shard-00000.tfrecord",
+                                                                         "shard-00001.tfrecord"]

@@ -1,60 +1,205 @@
-"""The convert step: downloaded dataset splits -> TFRecord shards and a manifest each."""
+"""The convert step: dataset splits -> TFRecord shards and a manifest, in parallel, resumable, deterministic.
+
+A split's listed samples are cut into shards of ``shard_size`` consecutive entries, by position in the list,
+so shard ``k`` holds the same samples whoever writes it: worker processes (``workers``), or KFP tasks that
+each take a contiguous range of shards (``convert_shards`` with ``shards=``, then ``merge_parts``). The
+shards and the manifest are byte-identical whatever the number of workers or slices.
+
+Each finished shard leaves its figures in ``.parts/shard-NNNNN.json``; a conversion started again over the
+same plan keeps the shards whose figures and bytes agree and writes only the rest. The manifest is written
+last, and ``.parts`` removed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import multiprocessing
+import os
+import shutil
 from collections import Counter
 from collections.abc import Collection
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
 from crnn.data.download import read_datasets
-from crnn.data.readers import find_index, reader_for
-from crnn.data.tfrecord import LabelPolicy, write_shards
+from crnn.data.files import sha256_of, write_json
+from crnn.data.readers import Source, find_index, open_source
+from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, shard_name, write_shard
 
 log = logging.getLogger(__name__)
+
+PARTS = ".parts"
+PLAN = "plan.json"
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def shard_ranges(num_entries: int, shard_size: int) -> list[range]:
+    """Entry positions of each shard; at least one (possibly empty) shard."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    return [range(start, min(start + shard_size, num_entries))
+            for start in range(0, max(num_entries, 1), shard_size)]
+
+
+def _plan(source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int) -> dict[str, Any]:
+    listing = hashlib.sha256()
+    for entry in source.entries:
+        listing.update(f"{entry.image}\t{entry.label}\t{entry.source_id}\t{entry.box}\n".encode())
+    return {"format": source.fmt, "entries": len(source.entries), "listing_sha256": listing.hexdigest(),
+            "shard_size": shard_size, "model": asdict(model), "policy": asdict(policy)}
+
+
+def _prepare(out_dir: Path, plan: dict[str, Any]) -> Path:
+    """The parts folder of ``plan``; what an earlier conversion of another plan left there is cleared."""
+    parts = out_dir / PARTS
+    plan_file = parts / PLAN
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != json.loads(json.dumps(plan)):
+        log.info("%s: an earlier conversion used other input or settings; starting over", out_dir)
+        shutil.rmtree(parts)
+        for shard in out_dir.glob("shard-*.tfrecord"):
+            shard.unlink()
+    # Half-written shards of a killed run (atomic_path's temporary names) are never resumed from.
+    for leftover in out_dir.glob(".shard-*.tmp-*"):
+        leftover.unlink()
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(plan_file, plan)
+    return parts
+
+
+def _done(out_dir: Path, number: int) -> dict[str, Any] | None:
+    """The figures of a shard already written whole, else None."""
+    part, shard = out_dir / PARTS / f"{shard_name(number)}.json", out_dir / shard_name(number)
+    if not (part.is_file() and shard.is_file()):
+        return None
+    figures = json.loads(part.read_text())
+    return figures if sha256_of(shard) == figures["sha256"] else None
+
+
+def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
+    out_dir, number, source, positions, model, policy = job
+    figures = write_shard(out_dir / shard_name(number), source, source.entries[positions.start:positions.stop],
+                          model, policy)
+    write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
+    return number, figures
+
+
+def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: LabelPolicy, shard_size: int,
+                   shards: range | None = None, workers: int = 1) -> dict[int, dict[str, Any]]:
+    """Writes the shards numbered ``shards`` (default: all) that are not already done; returns the figures
+    of every shard in ``shards``."""
+    out_dir = Path(out_dir)
+    ranges = shard_ranges(len(source.entries), shard_size)
+    shards = range(len(ranges)) if shards is None else shards
+    _prepare(out_dir, _plan(source, model, policy, shard_size))
+    figures = {n: f for n in shards if (f := _done(out_dir, n)) is not None}
+    jobs = [(out_dir, n, source, ranges[n], model, policy) for n in shards if n not in figures]
+    if figures:
+        log.info("%s: %d shard(s) already written, %d to go", out_dir, len(figures), len(jobs))
+    if workers > 1 and len(jobs) > 1:
+        # "spawn": workers must not inherit a parent's TensorFlow or open LMDB handles.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            figures.update(pool.map(_write_one, jobs))
+    else:
+        figures.update(map(_write_one, jobs))
+    return figures
+
+
+def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int,
+           inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Writes ``manifest.json`` from the figures of every shard (all must be done) and removes ``.parts``."""
+    out_dir = Path(out_dir)
+    count = len(shard_ranges(len(source.entries), shard_size))
+    shards = []
+    for number in range(count):
+        figures = _done(out_dir, number)
+        if figures is None:
+            raise ValueError(f"{out_dir}: {shard_name(number)} is missing or incomplete; convert it first")
+        shards.append(figures)
+    skipped = Counter(source.skipped)
+    for figures in shards:
+        skipped.update(figures["skipped"])
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "image": {"height": model.height, "width": model.width, "channels": model.channels,
+                  "encoding": "raw_uint8"},
+        "charset": model.charset,
+        "max_label_length": model.max_label_length,
+        "num_samples": sum(f["count"] for f in shards),
+        "num_listed": len(source.entries) + sum(source.skipped.values()),
+        "shards": [{"file": f["file"], "count": f["count"], "sha256": f["sha256"]} for f in shards],
+        "shard_size": shard_size,
+        "skipped": dict(sorted(skipped.items())),
+        "labels_normalised": sum(f["labels_normalised"] for f in shards),
+        "label_policy": asdict(policy),
+        "inputs": inputs or {},
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    listed = {f["file"] for f in shards}
+    for stale in out_dir.glob("shard-*.tfrecord"):
+        if stale.name not in listed:
+            stale.unlink()
+    shutil.rmtree(out_dir / PARTS)
+    log.info("%s: %d samples in %d shard(s), skipped %s", out_dir, manifest["num_samples"], len(shards),
+             manifest["skipped"] or "none")
+    return manifest
+
+
+def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
+    # An LMDB's data.mdb can be many gigabytes; its files' digests come from the download instead.
+    digest = {} if fmt == "lmdb" else {"index_sha256": sha256_of(index)}
+    return {"format": fmt, "index": str(index), **digest, **(extra or {})}
 
 
 def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | None = None,
                   images: Path | None = None, policy: LabelPolicy | None = None, shard_size: int = 10_000,
-                  inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+                  workers: int = 1, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One split of format ``fmt`` (its index file, or a folder holding it) -> ``out_dir``; the manifest."""
-    model = model or ModelConfig()
+    model, policy = model or ModelConfig(), policy or LabelPolicy()
     index = find_index(fmt, source)
-    skipped: Counter = Counter()
-    samples = reader_for(fmt)(index, skipped, images)
-    manifest = write_shards(samples, out_dir, model, skipped, shard_size=shard_size,
-                            inputs={"format": fmt, "index": str(index), **(inputs or {})},
-                            policy=policy or LabelPolicy())
-    log.info("%s: %d samples in %d shard(s), skipped %s", out_dir, manifest["num_samples"],
-             len(manifest["shards"]), manifest["skipped"] or "none")
-    return manifest
+    listed = open_source(fmt, index, images)
+    convert_shards(listed, out_dir, model, policy, shard_size, workers=workers)
+    return finish(out_dir, listed, model, policy, shard_size, _inputs(fmt, index, inputs))
 
 
-def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, shard_size: int = 10_000,
-                only: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Every split listed in ``raw_dir/datasets.json`` (or those named ``<dataset>/<split>`` in ``only``)
-    -> ``out_dir/<dataset>/<split>/``; returns the manifests keyed ``<dataset>/<split>``."""
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """What converting ``raw_dir`` means, per split: key, format, index, images, policy and inputs."""
+    raw_dir = Path(raw_dir)
     datasets = read_datasets(raw_dir)
     available = {f"{d['name']}/{split}" for d in datasets for split in d["splits"]}
     missing = set(only or ()) - available
     if missing:
         raise ValueError(f"{raw_dir}: no split {', '.join(sorted(missing))} was downloaded; "
                          f"available: {', '.join(sorted(available))}")
-    manifests = {}
+    jobs = []
     for dataset in datasets:
         for split, spec in dataset["splits"].items():
             key = f"{dataset['name']}/{split}"
             if only is not None and key not in only:
                 continue
-            images = raw_dir / spec["images"] if spec.get("images") else None
-            inputs = {"dataset": dataset["name"], "split": split, "role": dataset["role"],
-                      "files": {f["name"]: {"url": f["url"], "sha256": f["sha256"]} for f in dataset["files"]}}
-            manifests[key] = convert_split(
-                dataset["format"], raw_dir / spec["index"], out_dir / key, model, images=images,
-                policy=LabelPolicy(spec.get("filter"), spec.get("unfiltered", False), dataset["role"] == "train"),
-                shard_size=shard_size,
-                inputs=inputs)
-    return manifests
+            jobs.append({
+                "key": key, "format": dataset["format"], "index": raw_dir / spec["index"],
+                "images": raw_dir / spec["images"] if spec.get("images") else None,
+                "policy": LabelPolicy(spec.get("filter"), spec.get("unfiltered", False), dataset["role"] == "train"),
+                "inputs": {"dataset": dataset["name"], "split": split, "role": dataset["role"],
+                           "files": {f["name"]: {"url": f["url"], "sha256": f["sha256"]} for f in dataset["files"]}},
+            })
+    return jobs
+
+
+def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, shard_size: int = 10_000,
+                only: Collection[str] | None = None, workers: int = 1) -> dict[str, dict[str, Any]]:
+    """Every split listed in ``raw_dir/datasets.json`` (or those named ``<dataset>/<split>`` in ``only``)
+    -> ``out_dir/<dataset>/<split>/``; returns the manifests keyed ``<dataset>/<split>``."""
+    return {job["key"]: convert_split(job["format"], job["index"], Path(out_dir) / job["key"], model,
+                                      images=job["images"], policy=job["policy"], shard_size=shard_size,
+                                      workers=workers, inputs=job["inputs"])
+            for job in split_jobs(raw_dir, only)}

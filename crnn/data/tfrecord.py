@@ -1,155 +1,20 @@
-"""TFRecord shards plus ``manifest.json``: writing them, and reading them back with tf.data.
+"""Reading converted data back: the manifest, and tf.data batches from the shards.
 
-Record schema (``schema_version`` 1), one ``tf.train.Example`` per word:
-
-=============  =======  ==============================================================================
-key            type     meaning
-=============  =======  ==============================================================================
-image          bytes    the preprocessed image, raw uint8, shape (height, width, channels) in the manifest
-label          int64[]  class ids of the normalised label (charset in the manifest, blank = len(charset))
-label_length   int64    number of ids
-text           bytes    the ground truth as the dataset wrote it (UTF-8), for reports
-source_id      bytes    where the sample came from (file name, or image name and box index)
-=============  =======  ==============================================================================
-
-Label policy: a label is normalised (lowercased, characters outside the charset removed) and kept; the
-ones that become empty or longer than ``max_label_length`` are dropped and counted (``empty_label``,
-``label_too_long``), as the evaluation protocol filters them, except in a split marked ``unfiltered``
-(IC15_2077, CUTE80: benchmarks defined on every word; never train on one). A split may first apply its
-benchmark's subset rule to the label as written: ``alnum`` drops words with characters other than letters and
-digits (``filtered_not_alnum``), ``alnum_min3`` also words under 3 characters (``filtered_short``). Data for
-training also drops labels CTC cannot align in the model's time steps (length plus repeated neighbours over
-``time_steps``: ``label_unalignable``). The manifest's ``labels_normalised`` counts kept labels that
-normalisation changed.
+The record schema and the label policy are documented in ``crnn.data.shards``, which writes them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-from crnn.charset import Charset
 from crnn.config import ModelConfig
-from crnn.data.files import atomic_path, sha256_of, write_json
-from crnn.data.readers import Sample
-from crnn.preprocess import to_model_input
-
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-
-
-def _example(sample: Sample, ids: list[int], pixels: bytes) -> bytes:
-    feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
-        "label_length": tf.train.Feature(int64_list=tf.train.Int64List(value=[len(ids)])),
-        "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[sample.label.encode("utf-8")])),
-        "source_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[sample.source_id.encode("utf-8")])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-@dataclass(frozen=True)
-class LabelPolicy:
-    filter: str | None = None  # "alnum" or "alnum_min3"
-    unfiltered: bool = False
-    for_training: bool = False
-
-
-def ctc_alignable(text: str, time_steps: int) -> bool:
-    """CTC needs a blank between repeated characters: length + repeats must fit in the time steps."""
-    repeats = sum(a == b for a, b in zip(text, text[1:], strict=False))
-    return len(text) + repeats <= time_steps
-
-
-def _filtered_out(label: str, rule: str | None) -> str | None:
-    """The skip reason under a benchmark's subset rule, or None if the word belongs to the subset."""
-    if rule is None:
-        return None
-    if not label.isascii() or not label.isalnum():
-        return "filtered_not_alnum"
-    if rule == "alnum_min3" and len(label) < 3:
-        return "filtered_short"
-    return None
-
-
-def _keep(sample: Sample, charset: Charset, model: ModelConfig, policy: LabelPolicy, skipped: Counter,
-          normalised: Counter) -> list[int] | None:
-    """Class ids under the label policy, or None when the sample is dropped."""
-    reason = _filtered_out(sample.label, policy.filter)
-    text = charset.normalize(sample.label)
-    if reason is None and not policy.unfiltered:
-        if not text:
-            reason = "empty_label"
-        elif len(text) > model.max_label_length:
-            reason = "label_too_long"
-        elif policy.for_training and not ctc_alignable(text, model.time_steps):
-            reason = "label_unalignable"
-    if reason:
-        skipped[reason] += 1
-        return None
-    if text != sample.label:
-        normalised["labels"] += 1
-    return charset.encode(text)
-
-
-def write_shards(samples: Iterable[Sample], out_dir: Path, model: ModelConfig, skipped: Counter,
-                 shard_size: int = 10_000, inputs: dict[str, Any] | None = None,
-                 policy: LabelPolicy | None = None) -> dict[str, Any]:
-    """Writes ``out_dir/shard-NNNNN.tfrecord`` files and ``manifest.json``; returns the manifest.
-
-    ``skipped`` arrives with the reader's counts and leaves with the label policy's added.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    charset = Charset(model.charset)
-    policy = policy or LabelPolicy()
-    shards: list[dict[str, Any]] = []
-    buffer: list[bytes] = []
-    normalised: Counter = Counter()
-
-    def flush() -> None:
-        path = out_dir / f"shard-{len(shards):05d}.tfrecord"
-        with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
-            for record in buffer:
-                writer.write(record)
-        shards.append({"file": path.name, "count": len(buffer), "sha256": sha256_of(path)})
-        buffer.clear()
-
-    for sample in samples:
-        ids = _keep(sample, charset, model, policy, skipped, normalised)
-        if ids is None:
-            continue
-        buffer.append(_example(sample, ids, to_model_input(sample.image, model).tobytes()))
-        if len(buffer) == shard_size:
-            flush()
-    if buffer or not shards:
-        flush()
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "image": {"height": model.height, "width": model.width, "channels": model.channels,
-                  "encoding": "raw_uint8"},
-        "charset": model.charset,
-        "max_label_length": model.max_label_length,
-        "num_samples": sum(shard["count"] for shard in shards),
-        "shards": shards,
-        "skipped": dict(sorted(skipped.items())),
-        "labels_normalised": normalised["labels"],
-        "label_policy": dataclasses.asdict(policy),
-        "inputs": inputs or {},
-    }
-    write_json(out_dir / MANIFEST, manifest)
-    # Shards of an earlier, larger conversion into the same folder are not part of this one.
-    for stale in set(out_dir.glob("shard-*.tfrecord")) - {out_dir / shard["file"] for shard in shards}:
-        stale.unlink()
-    return manifest
+from crnn.data.files import sha256_of
+from crnn.data.shards import MANIFEST, SCHEMA_VERSION
 
 
 def read_manifest(data_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""Writing one TFRecord shard: the record schema and the label policy (no TensorFlow needed).
+
+Record schema (``schema_version`` 1), one ``tf.train.Example`` per word:
+
+=============  =======  ==============================================================================
+key            type     meaning
+=============  =======  ==============================================================================
+image          bytes    the preprocessed image, raw uint8, shape (height, width, channels) in the manifest
+label          int64[]  class ids of the normalised label (charset in the manifest, blank = len(charset))
+label_length   int64    number of ids
+text           bytes    the ground truth as the dataset wrote it (UTF-8), for reports
+source_id      bytes    where the sample came from (file name, image name and box index, LMDB number)
+=============  =======  ==============================================================================
+
+Images are stored resized to the model input rather than as encoded bytes: by measurement (``make bench``)
+parsing raw bytes is what keeps the reader far ahead of training, and a 32 x 100 grayscale word is 3.2 KB,
+about what its JPEG takes.
+
+Label policy: a label is normalised (lowercased, characters outside the charset removed) and kept; the
+ones that become empty or longer than ``max_label_length`` are dropped and counted (``empty_label``,
+``label_too_long``), as the evaluation protocol filters them, except in a split marked ``unfiltered``
+(IC15_2077, CUTE80: benchmarks defined on every word; never train on one). A split may first apply its
+benchmark's subset rule to the label as written: ``alnum`` drops words with characters other than letters and
+digits (``filtered_not_alnum``), ``alnum_min3`` also words under 3 characters (``filtered_short``). Data for
+training also drops labels CTC cannot align in the model's time steps (length plus repeated neighbours over
+``time_steps``: ``label_unalignable``). The manifest's ``labels_normalised`` counts kept labels that
+normalisation changed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crnn.charset import Charset
+from crnn.config import ModelConfig
+from crnn.data.files import atomic_path, sha256_of
+from crnn.data.readers import Entry, Sample, Source
+from crnn.data.records import RecordWriter, encode_example
+from crnn.preprocess import to_model_input
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    filter: str | None = None  # "alnum" or "alnum_min3"
+    unfiltered: bool = False
+    for_training: bool = False
+
+
+def ctc_alignable(text: str, time_steps: int) -> bool:
+    """CTC needs a blank between repeated characters: length + repeats must fit in the time steps."""
+    repeats = sum(a == b for a, b in zip(text, text[1:], strict=False))
+    return len(text) + repeats <= time_steps
+
+
+def _filtered_out(label: str, rule: str | None) -> str | None:
+    """The skip reason under a benchmark's subset rule, or None if the word belongs to the subset."""
+    if rule is None:
+        return None
+    if not label.isascii() or not label.isalnum():
+        return "filtered_not_alnum"
+    if rule == "alnum_min3" and len(label) < 3:
+        return "filtered_short"
+    return None
+
+
+def label_ids(label: str, charset: Charset, model: ModelConfig, policy: LabelPolicy) -> tuple[list[int] | None, str]:
+    """(class ids, "") under the label policy, or (None, the reason the sample is dropped)."""
+    reason = _filtered_out(label, policy.filter)
+    if reason:
+        return None, reason
+    text = charset.normalize(label)
+    if not policy.unfiltered:
+        if not text:
+            return None, "empty_label"
+        if len(text) > model.max_label_length:
+            return None, "label_too_long"
+        if policy.for_training and not ctc_alignable(text, model.time_steps):
+            return None, "label_unalignable"
+    return charset.encode(text), ""
+
+
+def encode_sample(sample: Sample, ids: list[int], model: ModelConfig) -> bytes:
+    return encode_example({
+        "image": to_model_input(sample.image, model).tobytes(),
+        "label": ids,
+        "label_length": [len(ids)],
+        "text": sample.label.encode("utf-8"),
+        "source_id": sample.source_id.encode("utf-8"),
+    })
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.tfrecord"
+
+
+def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: ModelConfig,
+                policy: LabelPolicy) -> dict[str, Any]:
+    """Loads ``entries``, writes the kept ones to ``path`` (whole or not at all); returns the shard's figures:
+    ``file``, ``count``, ``sha256``, ``skipped`` (reason -> count) and ``labels_normalised``."""
+    charset = Charset(model.charset)
+    skipped: Counter = Counter()
+    count = normalised = 0
+    with atomic_path(path) as tmp, RecordWriter(tmp) as writer:
+        for entry in entries:
+            sample = source.load(entry, skipped, grayscale=model.channels == 1)
+            if sample is None:
+                continue
+            ids, reason = label_ids(sample.label, charset, model, policy)
+            if ids is None:
+                skipped[reason] += 1
+                continue
+            normalised += charset.decode(ids) != sample.label
+            writer.write(encode_sample(sample, ids, model))
+            count += 1
+    return {"file": path.name, "count": count, "sha256": sha256_of(path), "skipped": dict(sorted(skipped.items())),
+            "labels_normalised": normalised}

@@ -1,3 +1,5 @@
+"""Conversion components: the small splits in one task; the training sets fanned out over slices of shards."""
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
@@ -5,13 +7,42 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def convert(raw: Input[Dataset], data: Output[Dataset], train_sets: list, val_set: str, benchmarks: list,
-            shard_size: int, tracking_uri: str, experiment: str, job_id: str):
-    """The splits the run needs -> TFRecord shards and manifest.json under data/<dataset>/<split>/."""
+def convert(raw: Input[Dataset], data: Output[Dataset], val_set: str, benchmarks: list, shard_size: int,
+            tracking_uri: str, experiment: str, job_id: str):
+    """The validation split and the benchmarks -> TFRecord shards and manifest.json under data/<key>/."""
     from crnn import steps
     from crnn.tracking import Tracking
 
-    needed = sorted({*train_sets, *benchmarks, *([val_set] if val_set else [])})
+    needed = sorted({*benchmarks, *([val_set] if val_set else [])})
     manifests = steps.convert(raw.path, data.path, needed, shard_size,
                               tracking=Tracking.for_pipeline(tracking_uri, experiment, job_id))
     data.metadata["num_samples"] = {key: m["num_samples"] for key, m in manifests.items()}
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def plan_slices(raw: Input[Dataset], train_sets: list, shard_size: int, slices: int) -> list:
+    """Cuts the training sets' shards into ``slices`` contiguous ranges, one per conversion task."""
+    from crnn.data.convert import plan_slices as plan
+
+    return plan(raw.path, train_sets, shard_size, slices)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def convert_slice(raw: Input[Dataset], part: Output[Dataset], ranges: dict, shard_size: int):
+    """Writes one slice's shards (and their figures) for the merge step."""
+    from crnn.data.convert import convert_slice as convert_one
+    from crnn.data.convert import default_workers
+
+    convert_one(raw.path, part.path, ranges["ranges"], shard_size, workers=default_workers())
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def merge_slices(raw: Input[Dataset], parts: Input[list[Dataset]], train_data: Output[Dataset], train_sets: list,
+                 shard_size: int, tracking_uri: str, experiment: str, job_id: str):
+    """The slices' shards gathered under train_data/<key>/ with each split's manifest."""
+    from crnn import steps
+    from crnn.tracking import Tracking
+
+    manifests = steps.merge_converted(raw.path, [p.path for p in parts], train_data.path, train_sets, shard_size,
+                                      tracking=Tracking.for_pipeline(tracking_uri, experiment, job_id))
+    train_data.metadata["num_samples"] = {key: m["num_samples"] for key, m in manifests.items()}

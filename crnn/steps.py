@@ -71,11 +71,27 @@ def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, sha
     with step_run("convert", tracking) as run:
         run.log_params({"shard_size": shard_size, "workers": workers, "splits": ",".join(only) if only else "all"})
         manifests = convert_all(raw_dir, out_dir, shard_size=shard_size, only=only, workers=workers)
-        for key, manifest in manifests.items():
-            run.log_metrics({f"samples/{key}": manifest["num_samples"],
-                             f"skipped/{key}": sum(manifest["skipped"].values())})
-            run.log_params({f"manifest_sha256/{key}": manifest_sha256(Path(out_dir) / key)})
+        _log_manifests(run, manifests, out_dir)
         return manifests
+
+
+def merge_converted(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys: Sequence[str],
+                    shard_size: int = 10_000, tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
+    """Gathers a fanned-out conversion (the slices' shards) into one folder per split, with its manifest."""
+    from crnn.data.convert import merge_slices
+
+    with step_run("convert-merge", tracking) as run:
+        run.log_params({"shard_size": shard_size, "slices": len(slice_dirs), "splits": ",".join(keys)})
+        manifests = merge_slices(raw_dir, slice_dirs, out_dir, keys, shard_size)
+        _log_manifests(run, manifests, out_dir)
+        return manifests
+
+
+def _log_manifests(run: StepRun, manifests: Mapping[str, Mapping[str, Any]], out_dir: Path) -> None:
+    for key, manifest in manifests.items():
+        run.log_metrics({f"samples/{key}": manifest["num_samples"],
+                         f"skipped/{key}": sum(manifest["skipped"].values())})
+        run.log_params({f"manifest_sha256/{key}": manifest_sha256(Path(out_dir) / key)})
 
 
 def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Path | None = None,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components.convert import convert
+from components.convert import convert, convert_slice, merge_slices, plan_slices
 from components.download import download
 from components.evaluate import evaluate
 from components.register import register
@@ -35,13 +35,15 @@ def crnn_pipeline(
     val_size: int = SYNTHETIC.val_size,
     test_size: int = SYNTHETIC.test_size,
     shard_size: int = 10_000,
+    convert_slices: int = 2,
     preset: str = "quick",
     steps: int = 0,
     batch_size: int = 0,
     model_name: str = DEFAULT_MODEL_NAME,
 ):
     """``datasets``: catalog names to download (or ``synthetic``); ``train_sets``, ``val_set`` and
-    ``benchmarks`` name converted splits as ``<dataset>/<split>``."""
+    ``benchmarks`` name converted splits as ``<dataset>/<split>``; ``convert_slices`` is how many tasks
+    convert the training sets."""
     job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     # Every task finds the MLflow parent run by the job id (see crnn.tracking.Tracking for why).
     mlflow = {"tracking_uri": tracking_uri, "experiment": experiment, "job_id": job_id}
@@ -50,11 +52,19 @@ def crnn_pipeline(
                            artifact_location=artifact_location, **mlflow).set_caching_options(False)
         raw = download(datasets=datasets, mirror=mirror, seed=seed, train_size=train_size, val_size=val_size,
                        test_size=test_size, **mlflow).after(parent)
-        data = convert(raw=raw.outputs["raw"], train_sets=train_sets, val_set=val_set, benchmarks=benchmarks,
-                       shard_size=shard_size, **mlflow)
-        # Only download and convert may come from the cache: the later steps must log under this run.
-        model = train(data=data.outputs["data"], train_sets=train_sets, val_set=val_set, preset=preset,
-                      steps=steps, batch_size=batch_size, **mlflow).set_caching_options(False)
+        data = convert(raw=raw.outputs["raw"], val_set=val_set, benchmarks=benchmarks, shard_size=shard_size,
+                       **mlflow)
+        # The training sets are large: their shards are converted by `convert_slices` tasks, then merged.
+        plan = plan_slices(raw=raw.outputs["raw"], train_sets=train_sets, shard_size=shard_size,
+                           slices=convert_slices)
+        with dsl.ParallelFor(plan.output) as ranges:
+            part = convert_slice(raw=raw.outputs["raw"], ranges=ranges, shard_size=shard_size)
+        train_data = merge_slices(raw=raw.outputs["raw"], parts=dsl.Collected(part.outputs["part"]),
+                                  train_sets=train_sets, shard_size=shard_size, **mlflow)
+        # Only download and conversion may come from the cache: the later steps must log under this run.
+        model = train(train_data=train_data.outputs["train_data"], data=data.outputs["data"], train_sets=train_sets,
+                      val_set=val_set, preset=preset, steps=steps, batch_size=batch_size,
+                      **mlflow).set_caching_options(False)
         with dsl.ParallelFor(benchmarks, parallelism=2) as benchmark:
             scores = evaluate(model=model.outputs["model"], data=data.outputs["data"], benchmark=benchmark,
                               **mlflow).set_caching_options(False)

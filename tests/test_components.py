@@ -44,13 +44,13 @@ def test_convert_writes_shards_and_manifests(raw_dir):
     @dsl.pipeline
     def convert_only() -> Dataset:
         raw = dsl.importer(artifact_uri=str(raw_dir), artifact_class=Dataset)
-        return convert(raw=raw.output, train_sets=["mjsynth/train"], val_set="", benchmarks=["IC13/test"],
-                       shard_size=50, **NO_TRACKING).outputs["data"]
+        return convert(raw=raw.output, val_set="mjsynth/val", benchmarks=["IC13/test"], shard_size=10,
+                       **NO_TRACKING).outputs["data"]
 
     data = convert_only().output
-    manifest = json.loads(Path(data.path, "mjsynth/train/manifest.json").read_text())
-    assert manifest["num_samples"] == 96 and [s["count"] for s in manifest["shards"]] == [50, 46]
-    assert data.metadata["num_samples"] == {"IC13/test": 12, "mjsynth/train": 96}
+    manifest = json.loads(Path(data.path, "mjsynth/val/manifest.json").read_text())
+    assert manifest["num_samples"] == 16 and [s["count"] for s in manifest["shards"]] == [10, 6]
+    assert data.metadata["num_samples"] == {"IC13/test": 12, "mjsynth/val": 16}
     assert not Path(data.path, "SVT").exists()  # only the splits the run needs
 
 
@@ -58,7 +58,8 @@ def test_train_exports_a_model(converted_dir):
     @dsl.pipeline
     def train_only() -> Model:
         data = dsl.importer(artifact_uri=str(converted_dir), artifact_class=Dataset)
-        return train(data=data.output, train_sets=["mjsynth/train", "IIIT5K/test"], val_set="mjsynth/val",
+        return train(train_data=data.output, data=data.output, train_sets=["mjsynth/train", "IIIT5K/test"],
+                     val_set="mjsynth/val",
                      preset="tiny", steps=4, batch_size=4, **NO_TRACKING).outputs["model"]
 
     model = train_only().output
@@ -100,3 +101,25 @@ def test_register_creates_a_model_version(trained_dir, converted_dir, sqlite_tra
     assert version == "1"
     tags = MlflowClient(sqlite_tracking).get_model_version("crnn-test", "1").tags
     assert "accuracy/IC13" in tags and "accuracy/average" in tags
+
+
+def test_fanned_out_conversion_equals_one_machine(raw_dir, tmp_path):
+    from components.convert import convert_slice, merge_slices, plan_slices
+    from crnn.data.convert import convert_all
+
+    @dsl.pipeline
+    def fan_out() -> Dataset:
+        raw = dsl.importer(artifact_uri=str(raw_dir), artifact_class=Dataset)
+        plan = plan_slices(raw=raw.output, train_sets=["mjsynth/train"], shard_size=10, slices=3)
+        with dsl.ParallelFor(plan.output) as ranges:
+            part = convert_slice(raw=raw.output, ranges=ranges, shard_size=10)
+        return merge_slices(raw=raw.output, parts=dsl.Collected(part.outputs["part"]), train_sets=["mjsynth/train"],
+                            shard_size=10, **NO_TRACKING).outputs["train_data"]
+
+    merged = Path(fan_out().output.path) / "mjsynth" / "train"
+    convert_all(raw_dir, tmp_path / "single", shard_size=10, only=["mjsynth/train"])
+    single = tmp_path / "single" / "mjsynth" / "train"
+    files = sorted(p.name for p in single.iterdir())
+    assert len(files) == 11  # ten shards and the manifest
+    assert sorted(p.name for p in merged.iterdir()) == files
+    assert all((merged / name).read_bytes() == (single / name).read_bytes() for name in files)

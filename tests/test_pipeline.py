@@ -8,7 +8,8 @@ from pipelines.local_run import run_locally
 
 pytestmark = pytest.mark.pipeline
 
-STEPS = {"download", "convert", "train", "evaluate-IIIT5K", "evaluate-SVT", "evaluate-IC13", "register"}
+STEPS = {"download", "convert", "convert-merge", "train", "evaluate-IIIT5K", "evaluate-SVT", "evaluate-IC13",
+         "register"}
 
 
 @pytest.fixture(scope="module")

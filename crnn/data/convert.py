@@ -19,14 +19,13 @@ import multiprocessing
 import os
 import shutil
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
-from crnn.data.download import read_datasets
 from crnn.data.files import sha256_of, write_json
 from crnn.data.readers import Source, find_index, open_source
 from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, shard_name, write_shard
@@ -50,10 +49,9 @@ def shard_ranges(num_entries: int, shard_size: int) -> list[range]:
 
 
 def _plan(source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int) -> dict[str, Any]:
-    listing = hashlib.sha256()
-    for entry in source.entries:
-        listing.update(f"{entry.image}\t{entry.label}\t{entry.source_id}\t{entry.box}\n".encode())
-    return {"format": source.fmt, "entries": len(source.entries), "listing_sha256": listing.hexdigest(),
+    listing = "".join(f"{e.image}\t{e.label}\t{e.source_id}\t{e.box}\n" for e in source.entries)
+    return {"format": source.fmt, "entries": len(source.entries),
+            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
             "shard_size": shard_size, "model": asdict(model), "policy": asdict(policy)}
 
 
@@ -83,10 +81,21 @@ def _done(out_dir: Path, number: int) -> dict[str, Any] | None:
     return figures if sha256_of(shard) == figures["sha256"] else None
 
 
+def _start_method():
+    """Fork (workers start in milliseconds) unless this process has loaded TensorFlow, whose threads make a
+    forked child unsafe; then spawn (a fresh interpreter per worker, a few tenths of a second each)."""
+    import sys
+
+    safe = "tensorflow" not in sys.modules and hasattr(os, "fork")
+    return multiprocessing.get_context("fork" if safe else "spawn")
+
+
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
-    out_dir, number, source, positions, model, policy = job
-    figures = write_shard(out_dir / shard_name(number), source, source.entries[positions.start:positions.stop],
-                          model, policy)
+    import cv2
+
+    cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV's own threads would only contend
+    out_dir, number, source, model, policy = job
+    figures = write_shard(out_dir / shard_name(number), source, source.entries, model, policy)
     write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
     return number, figures
 
@@ -100,13 +109,14 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
     shards = range(len(ranges)) if shards is None else shards
     _prepare(out_dir, _plan(source, model, policy, shard_size))
     figures = {n: f for n in shards if (f := _done(out_dir, n)) is not None}
-    jobs = [(out_dir, n, source, ranges[n], model, policy) for n in shards if n not in figures]
+    # Each job carries only its own entries: pickling the whole list for every shard would cost more than
+    # the conversion.
+    jobs = [(out_dir, n, Source(source.fmt, source.root, source.entries[ranges[n].start:ranges[n].stop]), model,
+             policy) for n in shards if n not in figures]
     if figures:
         log.info("%s: %d shard(s) already written, %d to go", out_dir, len(figures), len(jobs))
     if workers > 1 and len(jobs) > 1:
-        # "spawn": workers must not inherit a parent's TensorFlow or open LMDB handles.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_start_method()) as pool:
             figures.update(pool.map(_write_one, jobs))
     else:
         figures.update(map(_write_one, jobs))
@@ -172,6 +182,8 @@ def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | No
 
 def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[str, Any]]:
     """What converting ``raw_dir`` means, per split: key, format, index, images, policy and inputs."""
+    from crnn.data.download import read_datasets
+
     raw_dir = Path(raw_dir)
     datasets = read_datasets(raw_dir)
     available = {f"{d['name']}/{split}" for d in datasets for split in d["splits"]}
@@ -203,3 +215,63 @@ def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, 
                                       images=job["images"], policy=job["policy"], shard_size=shard_size,
                                       workers=workers, inputs=job["inputs"])
             for job in split_jobs(raw_dir, only)}
+
+
+def _job(raw_dir: Path, key: str) -> dict[str, Any]:
+    jobs = split_jobs(raw_dir, [key])
+    return jobs[0]
+
+
+def plan_slices(raw_dir: Path, keys: Sequence[str], shard_size: int, slices: int) -> list[dict[str, Any]]:
+    """Cuts the shards of the splits ``keys`` into ``slices`` contiguous ranges of about equal size, for
+    separate tasks (``convert_slice``); each range is ``{"key", "first", "last"}`` items, last exclusive."""
+    if slices < 1:
+        raise ValueError(f"slices must be at least 1, got {slices}")
+    shards = []
+    for key in keys:
+        job = _job(raw_dir, key)
+        count = len(shard_ranges(len(open_source(job["format"], job["index"], job["images"]).entries), shard_size))
+        shards += [(key, number) for number in range(count)]
+    bounds = [round(i * len(shards) / slices) for i in range(slices + 1)]
+    plan = []
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        ranges: dict[str, list[int]] = {}
+        for key, number in shards[start:stop]:
+            ranges.setdefault(key, []).append(number)
+        plan.append([{"key": key, "first": numbers[0], "last": numbers[-1] + 1} for key, numbers in ranges.items()])
+    return [{"ranges": ranges} for ranges in plan if ranges]
+
+
+def convert_slice(raw_dir: Path, out_dir: Path, ranges: Sequence[dict[str, Any]], shard_size: int,
+                  model: ModelConfig | None = None, workers: int = 1) -> None:
+    """Writes the shards of one slice into ``out_dir/<key>/`` with their figures; ``merge_slices`` finishes.
+    (Numbers are cast: a pipeline hands them over as JSON, where 3 may arrive as 3.0.)"""
+    model = model or ModelConfig()
+    for part in ranges:
+        job = _job(raw_dir, part["key"])
+        source = open_source(job["format"], find_index(job["format"], job["index"]), job["images"])
+        convert_shards(source, Path(out_dir) / part["key"], model, job["policy"], shard_size,
+                       shards=range(int(part["first"]), int(part["last"])), workers=workers)
+
+
+def merge_slices(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys: Sequence[str], shard_size: int,
+                 model: ModelConfig | None = None) -> dict[str, dict[str, Any]]:
+    """Gathers the slices' shards into ``out_dir/<key>/`` and writes each split's manifest: the same bytes as
+    ``convert_all`` writing them on one machine."""
+    model = model or ModelConfig()
+    manifests = {}
+    for key in keys:
+        job = _job(raw_dir, key)
+        index = find_index(job["format"], job["index"])
+        source = open_source(job["format"], index, job["images"])
+        target = Path(out_dir) / key
+        _prepare(target, _plan(source, model, job["policy"], shard_size))
+        for folder in slice_dirs:
+            part = Path(folder) / key
+            for figures in sorted((part / PARTS).glob("shard-*.json")):
+                shard = figures.name.removesuffix(".json")
+                shutil.copyfile(part / shard, target / shard)
+                shutil.copyfile(figures, target / PARTS / figures.name)
+        manifests[key] = finish(target, source, model, job["policy"], shard_size,
+                                _inputs(job["format"], index, job["inputs"]))
+    return manifests

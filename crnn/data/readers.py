@@ -12,6 +12,7 @@ in ``skipped`` and passed over: never fatal, never silent. A file that is not of
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -68,19 +69,22 @@ class Source:
         """The sample, or None with the reason counted in ``skipped``."""
         if self.fmt == "lmdb":
             return _load_lmdb(self.root, entry, skipped, grayscale)
+        # Plain string paths: this runs once per sample, and pathlib's parsing would cost as much as decoding.
+        path = os.path.join(self.root, entry.image)
         try:
-            data = (self.root / entry.image).read_bytes()
+            with open(path, "rb") as stream:
+                data = stream.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return _skip(skipped, "missing_image", self.root / entry.image)
+            return _skip(skipped, "missing_image", path)
         except OSError as err:
-            return _skip(skipped, "unreadable_image", self.root / entry.image, str(err))
+            return _skip(skipped, "unreadable_image", path, str(err))
         image = decode_image(data, grayscale)
         if image is None:
-            return _skip(skipped, "undecodable_image", self.root / entry.image)
+            return _skip(skipped, "undecodable_image", path)
         if entry.box is not None:
             image = _crop(image, entry.box)
             if image is None:
-                return _skip(skipped, "box_outside_image", f"{self.root / entry.image} {entry.source_id}")
+                return _skip(skipped, "box_outside_image", f"{path} {entry.source_id}")
         return Sample(image, entry.label, entry.source_id)
 
     def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
@@ -153,7 +157,7 @@ def list_mjsynth(annotation: Path, skipped: Counter) -> list[Entry]:
     entries = []
     for number, line in _text_lines(annotation, skipped):
         rel = line.split(" ")[0]
-        parts = Path(rel).stem.split("_")
+        parts = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0].split("_")  # the file name's stem, without pathlib
         if len(parts) < 3 or not parts[1]:
             _skip(skipped, "malformed_line", f"{annotation}:{number}", f"{rel!r} is not <n>_<word>_<index>")
             continue

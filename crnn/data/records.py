@@ -10,8 +10,10 @@ process. The bytes are the standard formats (tests parse them back with TensorFl
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import google_crc32c
@@ -22,47 +24,78 @@ def _masked_crc(data: bytes) -> bytes:
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(128)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 128:
+        return _ONE_BYTE[value]
     out = bytearray()
-    while True:
-        byte = value & 0x7F
+    while value >= 128:
+        out.append(value & 0x7F | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def _delimited(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag byte(s), the payload's length, the payload."""
+    return tag + _varint(len(payload)) + payload
 
 
-def _feature(value: bytes | Sequence[int]) -> bytes:
-    if isinstance(value, bytes):
-        return _field(1, _field(1, value))  # bytes_list { value: ... }
-    if any(v < 0 for v in value):
+_FIELD_1, _FIELD_2, _FIELD_3 = b"\x0a", b"\x12", b"\x1a"  # field numbers 1-3, wire type 2
+
+
+@lru_cache(maxsize=4096)
+def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
+    """Everything of a map entry ``key -> Feature`` that comes before a payload of ``length`` bytes (a bytes
+    value of ``bytes_list``, or the packed varints of ``int64_list``). Cached: a dataset's records have few
+    distinct shapes, so encoding costs a few dictionary look-ups per feature."""
+    key_field = _delimited(_FIELD_1, key.encode())
+    list_length = 1 + len(_varint(length)) + length  # BytesList / Int64List: field 1, length, payload
+    feature_length = 1 + len(_varint(list_length)) + list_length  # Feature: the list in field `kind`
+    entry_length = len(key_field) + 1 + len(_varint(feature_length)) + feature_length
+    return (_FIELD_1 + _varint(entry_length) + key_field + _FIELD_2 + _varint(feature_length)
+            + kind + _varint(list_length) + _FIELD_1 + _varint(length))
+
+
+def _packed(values: Sequence[int]) -> bytes:
+    if all(0 <= v < 128 for v in values):
+        return bytes(values)  # one byte per varint: class ids always are
+    if any(v < 0 for v in values):
         raise ValueError("only non-negative int64 values are encoded")
-    return _field(3, _field(1, b"".join(_varint(v) for v in value)))  # int64_list, packed
+    return b"".join(_varint(v) for v in values)
 
 
 def encode_example(features: Mapping[str, bytes | Sequence[int]]) -> bytes:
     """A serialized ``tf.train.Example``; bytes values become ``bytes_list``, integer lists ``int64_list``."""
-    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, _feature(value)))
-                       for key, value in features.items())
-    return _field(1, entries)
+    parts = []
+    for key, value in features.items():
+        if isinstance(value, bytes):
+            parts.append(_entry_prefix(key, _FIELD_1, len(value)) + value)
+        else:
+            packed = _packed(value)
+            parts.append(_entry_prefix(key, _FIELD_3, len(packed)) + packed)
+    entries = b"".join(parts)
+    return _FIELD_1 + _varint(len(entries)) + entries
 
 
 class RecordWriter:
-    """Appends records to a TFRecord file."""
+    """Writes records to a TFRecord file, and keeps the file's sha256 as it goes."""
 
     def __init__(self, path: Path):
-        self._file = open(path, "wb")  # noqa: SIM115 (closed by close() / the context manager)
+        self._file = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 (closed by close() / the context manager)
+        self._digest = hashlib.sha256()
 
     def write(self, record: bytes) -> None:
         length = struct.pack("<Q", len(record))
-        self._file.write(length + _masked_crc(length) + record + _masked_crc(record))
+        framed = length + _masked_crc(length) + record + _masked_crc(record)
+        self._file.write(framed)
+        self._digest.update(framed)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
     def close(self) -> None:
         self._file.close()

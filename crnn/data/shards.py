@@ -37,7 +37,7 @@ from typing import Any
 
 from crnn.charset import Charset
 from crnn.config import ModelConfig
-from crnn.data.files import atomic_path, sha256_of
+from crnn.data.files import atomic_path
 from crnn.data.readers import Entry, Sample, Source
 from crnn.data.records import RecordWriter, encode_example
 from crnn.preprocess import to_model_input
@@ -107,7 +107,7 @@ def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: Mod
     charset = Charset(model.charset)
     skipped: Counter = Counter()
     count = normalised = 0
-    with atomic_path(path) as tmp, RecordWriter(tmp) as writer:
+    with atomic_path(path) as tmp, RecordWriter(tmp) as writer:  # noqa: SIM117 (the writer closes first)
         for entry in entries:
             sample = source.load(entry, skipped, grayscale=model.channels == 1)
             if sample is None:
@@ -119,5 +119,5 @@ def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: Mod
             normalised += charset.decode(ids) != sample.label
             writer.write(encode_sample(sample, ids, model))
             count += 1
-    return {"file": path.name, "count": count, "sha256": sha256_of(path), "skipped": dict(sorted(skipped.items())),
+    return {"file": path.name, "count": count, "sha256": writer.sha256, "skipped": dict(sorted(skipped.items())),
             "labels_normalised": normalised}

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs
 
-.PHONY: setup run test component-test pipeline-test compile ui lint lock clean
+.PHONY: setup run test component-test pipeline-test bench compile ui lint lock clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ component-test: setup
 
 pipeline-test: setup
 	$(BIN)/python -m pytest -q -m pipeline
+
+bench: setup
+	$(BIN)/python bench/bench_convert.py --out $(OUT)/bench
 
 compile: setup
 	$(BIN)/crnn pipeline compile --out pipelines/crnn_pipeline.yaml

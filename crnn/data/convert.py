@@ -81,15 +81,6 @@ def _done(out_dir: Path, number: int) -> dict[str, Any] | None:
     return figures if sha256_of(shard) == figures["sha256"] else None
 
 
-def _start_method():
-    """Fork (workers start in milliseconds) unless this process has loaded TensorFlow, whose threads make a
-    forked child unsafe; then spawn (a fresh interpreter per worker, a few tenths of a second each)."""
-    import sys
-
-    safe = "tensorflow" not in sys.modules and hasattr(os, "fork")
-    return multiprocessing.get_context("fork" if safe else "spawn")
-
-
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
     import cv2
 
@@ -116,7 +107,10 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
     if figures:
         log.info("%s: %d shard(s) already written, %d to go", out_dir, len(figures), len(jobs))
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_start_method()) as pool:
+        # Spawned, not forked: a fork inherits OpenCV's and TensorFlow's thread pools mid-flight and can hang
+        # (seen here with fork after OpenCV had resized images in the parent).
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
             figures.update(pool.map(_write_one, jobs))
     else:
         figures.update(map(_write_one, jobs))

@@ -50,9 +50,11 @@ def make_dataset(data_dirs: Path | Sequence[Path], model: ModelConfig, batch_siz
                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Batches of ``({"image": uint8[B,H,W,C], "label": int64[B,L], "label_length": int64[B]}, text)``.
 
-    Several folders (training on several sets) are read as one. Training: shards split across input
-    pipelines, shuffled, repeated forever, fixed-shape batches (static shapes for NPUs). Evaluation: every
-    sample once, in order, the last batch possibly short.
+    Several folders (training on several sets) are read as one. Training: each input pipeline (one per
+    worker; ``input_context`` from ``distribute_datasets_from_function``, which then hands successive batches
+    to the worker's replicas) reads its own part of the data; shuffled, repeated forever, parsed in parallel,
+    prefetched, in fixed-shape batches (static shapes for NPUs). Evaluation: every sample once, in order, the
+    last batch possibly short.
     """
     folders = [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
     files, total = [], 0
@@ -79,11 +81,18 @@ def make_dataset(data_dirs: Path | Sequence[Path], model: ModelConfig, batch_siz
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
-        if input_context and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        pipelines = input_context.num_input_pipelines if input_context else 1
+        pipeline = input_context.input_pipeline_id if input_context else 0
+        # Each worker's pipeline reads its own part: whole shards when there are enough to go round, else
+        # every n-th record (all workers then read all files, but train on disjoint samples).
+        by_file = len(files) >= pipelines
+        if by_file:
+            dataset = dataset.shard(pipelines, pipeline)
         dataset = dataset.shuffle(len(files), seed=seed).repeat()
         dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        if not by_file:
+            dataset = dataset.shard(pipelines, pipeline)
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     else:
         dataset = tf.data.TFRecordDataset(dataset)

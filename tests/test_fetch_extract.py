@@ -58,12 +58,13 @@ def _tar(tmp_path, members: dict[str, bytes], name="a.tar.gz"):
 
 
 def test_extract_tar_and_zip(tmp_path):
-    target = extract(_tar(tmp_path, {"d/a.txt": b"a"}), tmp_path / "t1")
-    assert (target / "d" / "a.txt").read_bytes() == b"a"
+    assert extract(_tar(tmp_path, {"d/a.txt": b"a"}), tmp_path / "t1") == {}
+    assert (tmp_path / "t1" / "d" / "a.txt").read_bytes() == b"a"
     zpath = tmp_path / "z.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
         zf.writestr("d/b.txt", b"b")
-    assert (extract(zpath, tmp_path / "t2") / "d" / "b.txt").read_bytes() == b"b"
+    extract(zpath, tmp_path / "t2")
+    assert (tmp_path / "t2" / "d" / "b.txt").read_bytes() == b"b"
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil.txt", "d/../../evil.txt"])
@@ -108,3 +109,28 @@ def test_extract_replaces_an_old_tree_only_on_success(tmp_path):
     assert (target / "v1.txt").exists()
     extract(_tar(tmp_path, {"v2.txt": b"2"}, "v2.tar.gz"), target)
     assert sorted(p.name for p in target.iterdir()) == ["v2.txt"]
+
+
+def test_corrupt_zip_member_is_skipped_and_counted(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("good.txt", b"good" * 100)
+        zf.writestr("bad.txt", b"B" * 400)
+        zf.writestr("also_good.txt", b"fine")
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"B" * 400, b"B" * 399 + b"X"))  # same size, wrong CRC
+    skipped = extract(path, tmp_path / "target")
+    assert skipped == {"corrupt_member": 1}
+    assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["also_good.txt", "good.txt"]
+
+
+def test_truncated_tar_keeps_what_came_before(tmp_path):
+    members = {f"m{i}.bin": bytes([i]) * 20_000 for i in range(8)}
+    archive = _tar(tmp_path, members)
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) * 2 // 3])
+    skipped = extract(archive, tmp_path / "target")
+    assert skipped == {"truncated_archive": 1}
+    kept = sorted(p.name for p in (tmp_path / "target").iterdir())
+    assert kept and kept == sorted(members)[: len(kept)] and len(kept) < 8
+    assert all((tmp_path / "target" / name).read_bytes() == members[name] for name in kept)

@@ -235,3 +235,26 @@ def test_https_source_with_a_dropped_connection(https_server, tmp_path):
                  sha256=hashlib.sha256(PAYLOAD).hexdigest(), retry=FAST_RETRY)
     assert dest.read_bytes() == PAYLOAD
     assert [r for _, r in https_server.requests] == [None, f"bytes={len(PAYLOAD) // 2}-"]
+
+
+def test_a_corrupt_member_is_reported_by_download_and_counted_by_convert(tmp_path):
+    import zipfile
+
+    from crnn.data.convert import convert_all
+    from tests.layouts import word_png
+
+    good, bad = word_png("HOTEL", 1), word_png("WYNDHAM", 2)
+    archive = tmp_path / "svtp.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("svtp/gt.txt", b"1.png HOTEL\n2.png WYNDHAM\n")
+        zf.writestr("svtp/1.png", good)
+        zf.writestr("svtp/2.png", bad)
+    archive.write_bytes(archive.read_bytes().replace(bad[-40:], bytes(40)))  # same size, wrong CRC
+    entry = DatasetEntry("SVTP", "svtp", "benchmark",
+                         (RemoteFile("svtp.zip", archive.as_uri(),
+                                     sha256=hashlib.sha256(archive.read_bytes()).hexdigest()),),
+                         {"test": Split("svtp/gt.txt")})
+    record = download_all([entry], tmp_path / "raw")[0]
+    assert record["extraction_skipped"] == {"svtp.zip": {"corrupt_member": 1}}
+    manifest = convert_all(tmp_path / "raw", tmp_path / "data")["SVTP/test"]
+    assert manifest["num_samples"] == 1 and manifest["skipped"] == {"missing_image": 1}

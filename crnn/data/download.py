@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DATASETS_FILE = "datasets.json"
 ARCHIVES_DIR = "archives"
 MARKER = ".crnn-complete.json"
+DAMAGE = ".crnn-extraction-skipped.json"  # corrupt or truncated archive members, by archive and reason
 
 
 def _source_url(entry: DatasetEntry, file: RemoteFile, mirror: str | None, source: str | None) -> str:
@@ -57,17 +58,23 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
         log.info("%s: already downloaded, verified and extracted", entry.name)
     else:
         marker.unlink(missing_ok=True)
+        damage: dict[str, dict[str, int]] = {}
         for file in files:
             local = out_dir / ARCHIVES_DIR / entry.name / file["name"]
             if file["archive"]:
-                extract(local, target / file["into"], max_bytes=max_bytes)
+                skipped = extract(local, target / file["into"], max_bytes=max_bytes)
+                if skipped:
+                    damage[file["name"]] = dict(skipped)
             else:
                 (target / file["into"]).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(local, target / file["into"] / file["name"])
-        write_json(marker, digests)
-        log.info("%s: fetched, verified and extracted %d file(s)", entry.name, len(files))
+        write_json(target / DAMAGE, damage)
+        write_json(marker, digests)  # last: the marker says everything before it is complete
+        log.info("%s: fetched, verified and extracted %d file(s)%s", entry.name, len(files),
+                 f"; skipped in extraction: {damage}" if damage else "")
     return {
         "name": entry.name, "format": entry.format, "role": entry.role, "files": files,
+        "extraction_skipped": json.loads((target / DAMAGE).read_text()),
         "splits": {split: _split_record(entry.name, spec) for split, spec in entry.splits.items()},
     }
 

@@ -3,15 +3,24 @@
 Refused: absolute paths, ``..`` components, links that leave the target, device files and an archive whose
 members add up to more than ``max_bytes``. Extraction happens in a temporary folder that is renamed onto the
 target only when complete, so a failure leaves no partial tree.
+
+Corruption is not a refusal: a member that fails its CRC or does not decompress is skipped and counted
+(``corrupt_member``), and a stream that ends early keeps what came before it (``truncated_archive``); the
+samples those members held then show up as missing images when the split is read.
 """
 
 from __future__ import annotations
 
+import logging
 import tarfile
 import zipfile
+import zlib
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from crnn.data.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 << 30
 
@@ -20,18 +29,22 @@ class UnsafeArchiveError(ValueError):
     """The archive tries to write outside its target, or is too large."""
 
 
-def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
-    """Extracts ``archive`` into ``target`` (replacing it) and returns ``target``."""
+_CORRUPTION = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, OSError)
+
+
+def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Counter:
+    """Extracts ``archive`` into ``target`` (replacing it); returns what was skipped, by reason."""
     archive, target = Path(archive), Path(target)
+    skipped: Counter = Counter()
     with atomic_path(target) as tmp:
         tmp.mkdir()
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, tmp, max_bytes)
+            _extract_zip(archive, tmp, max_bytes, skipped)
         elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, tmp, max_bytes)
+            _extract_tar(archive, tmp, max_bytes, skipped)
         else:
             raise ValueError(f"{archive}: neither a tar nor a zip archive")
-    return target
+    return skipped
 
 
 def _check_name(archive: Path, name: str) -> None:
@@ -45,7 +58,7 @@ def _check_total(archive: Path, total: int, max_bytes: int) -> None:
         raise UnsafeArchiveError(f"{archive}: members add up to {total} bytes, over the {max_bytes}-byte cap")
 
 
-def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
+def _extract_zip(archive: Path, target: Path, max_bytes: int, skipped: Counter) -> None:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         for info in members:
@@ -54,19 +67,41 @@ def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link")
         _check_total(archive, sum(info.file_size for info in members), max_bytes)
-        zf.extractall(target)
+        for info in members:
+            try:
+                zf.extract(info, target)
+            except _CORRUPTION as err:
+                # The CRC is checked once the member is written: take the bad copy away again.
+                (target / info.filename).unlink(missing_ok=True)
+                skipped["corrupt_member"] += 1
+                log.warning("%s: skipped member %s: %s", archive, info.filename, err)
 
 
-def _extract_tar(archive: Path, target: Path, max_bytes: int) -> None:
+def _extract_tar(archive: Path, target: Path, max_bytes: int, skipped: Counter) -> None:
+    total = 0
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
+        members = iter(tar)
+        while True:
+            try:
+                member = next(members, None)
+            except _CORRUPTION as err:
+                skipped["truncated_archive"] += 1
+                log.warning("%s: the archive ends early (%s); kept what came before", archive, err)
+                return
+            if member is None:
+                return
             _check_name(archive, member.name)
             if member.isdev():
                 raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device file")
-        _check_total(archive, sum(m.size for m in members if m.isfile()), max_bytes)
-        try:
-            # The "data" filter refuses links that leave the target, among other things.
-            tar.extractall(target, filter="data")
-        except tarfile.FilterError as err:
-            raise UnsafeArchiveError(f"{archive}: {err}") from err
+            total += member.size if member.isfile() else 0
+            _check_total(archive, total, max_bytes)
+            try:
+                # The "data" filter refuses links that leave the target, among other things.
+                tar.extract(member, target, filter="data")
+            except tarfile.FilterError as err:
+                raise UnsafeArchiveError(f"{archive}: {err}") from err
+            except _CORRUPTION as err:
+                (target / member.name).unlink(missing_ok=True)
+                skipped["truncated_archive"] += 1
+                log.warning("%s: member %s is cut short (%s); kept what came before", archive, member.name, err)
+                return

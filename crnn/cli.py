@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="fetch from this URL instead (https, http, s3, file or a path)")
     p.add_argument("--mirror", help="fetch catalog files from BASE/<dataset>/<file> (HTTP or S3), same checksums")
     p.add_argument("--format", dest="fmt", choices=sorted(READERS), help="format of custom data")
+    p.add_argument("--name", default="custom", help="the name custom data is filed under (default: custom)")
+    p.add_argument("--role", choices=["train", "benchmark"], default="benchmark", help="what custom data is for")
     checksum = p.add_mutually_exclusive_group()
     checksum.add_argument("--sha256", help="expected digest of custom data")
     checksum.add_argument("--md5", help="expected digest of custom data")
@@ -138,7 +140,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "download":
         spec = SyntheticSpec(args.seed, args.train_size, args.val_size, args.test_size)
         records = steps.download(args.out, args.datasets, spec, mirror=args.mirror, source=args.source,
-                                 fmt=args.fmt, sha256=args.sha256, md5=args.md5, **tracking)
+                                 fmt=args.fmt, sha256=args.sha256, md5=args.md5, name=args.name, role=args.role,
+                                 **tracking)
         for record in records:
             for file in record["files"]:
                 print(f"{record['name']:<16} {file['name']:<36} sha256 {file['sha256']}  {file['url']}")

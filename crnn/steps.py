@@ -16,6 +16,7 @@ from crnn.config import Recipe
 from crnn.data.catalog import DatasetEntry, catalog_entry, custom_entry
 from crnn.data.convert import convert_all, default_workers
 from crnn.data.download import download_all, download_synthetic
+from crnn.data.fetch import redact
 from crnn.data.splits import SYNTHETIC
 from crnn.data.synthetic import SyntheticSpec
 from crnn.data.tfrecord import manifest_sha256
@@ -35,32 +36,35 @@ def export_dir(trained: Path) -> Path:
 
 def download(out_dir: Path, datasets: Sequence[str] = (SYNTHETIC,), spec: SyntheticSpec | None = None,
              mirror: str | None = None, source: str | None = None, fmt: str | None = None,
-             sha256: str | None = None, md5: str | None = None,
+             sha256: str | None = None, md5: str | None = None, name: str = "custom", role: str = "benchmark",
              tracking: Tracking | None = None) -> list[dict[str, Any]]:
     """Fetches catalog datasets (through ``mirror`` if given), ``custom`` data from ``source``, or renders
     the ``synthetic`` ones; returns their ``datasets.json`` records."""
     spec = spec or SyntheticSpec()
     with step_run("download", tracking) as run:
-        run.log_params({"datasets": ",".join(datasets), "mirror": mirror or "", "source": source or ""})
+        run.log_params({"datasets": ",".join(datasets), "mirror": redact(mirror or ""),
+                        "source": redact(source or "")})
         records = []
         if SYNTHETIC in datasets:
             run.log_params({f"synthetic.{k}": v for k, v in vars(spec).items()})
             records += download_synthetic(out_dir, spec)
-        entries = [_entry(name, source, fmt, sha256, md5) for name in datasets if name != SYNTHETIC]
+        entries = [_entry(dataset, source, fmt, sha256, md5, name, role) for dataset in datasets
+                   if dataset != SYNTHETIC]
         if entries:
             records += download_all(entries, out_dir, mirror=mirror, source=source)
         run.set_tags({f"sha256/{r['name']}/{f['name']}": f["sha256"] for r in records for f in r["files"]})
         return records
 
 
-def _entry(name: str, source: str | None, fmt: str | None, sha256: str | None, md5: str | None) -> DatasetEntry:
-    if name != "custom":
-        return catalog_entry(name)
+def _entry(dataset: str, source: str | None, fmt: str | None, sha256: str | None, md5: str | None,
+           name: str, role: str) -> DatasetEntry:
+    if dataset != "custom":
+        return catalog_entry(dataset)
     if not source or not fmt:
         raise ValueError("custom data needs --source URL and --format")
     if not (sha256 or md5):
         raise ValueError("custom data needs --sha256 HEX or --md5 HEX, so that what is fetched can be verified")
-    return custom_entry(source, fmt, sha256=sha256, md5=md5)
+    return custom_entry(source, fmt, name=name, sha256=sha256, md5=md5, role=role)
 
 
 def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, shard_size: int = 10_000,

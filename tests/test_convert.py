@@ -71,3 +71,20 @@ def test_a_killed_conversion_resumes_and_ends_identical(tmp_path):
 def test_shard_size_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="shard_size must be at least 1"):
         convert_split("mjsynth", _mjsynth_copies(tmp_path, 3), tmp_path / "out", shard_size=0)
+
+
+def test_resume_rewrites_a_shard_whose_bytes_do_not_match_its_figures(tmp_path):
+    from crnn.config import ModelConfig
+    from crnn.data.convert import PARTS, _inputs, convert_shards
+    from crnn.data.readers import open_source
+
+    index = _mjsynth_copies(tmp_path / "in", 50)
+    reference = tmp_path / "reference"
+    convert_split("mjsynth", index, reference, shard_size=20)
+    out = tmp_path / "out"
+    source, policy = open_source("mjsynth", index), LabelPolicy()
+    convert_shards(source, out, ModelConfig(), policy, 20, _inputs("mjsynth", index, None))  # killed before finish
+    assert len(list((out / PARTS).glob("shard-*.json"))) == 3
+    (out / "shard-00001.tfrecord").write_bytes(b"tampered")
+    convert_split("mjsynth", index, out, shard_size=20)
+    assert _tree(out) == _tree(reference)

@@ -89,3 +89,12 @@ def test_find_index_names_ambiguity_and_absence(tmp_path):
     with pytest.raises(FileNotFoundError, match="no ic03 index file"):
         find_index("ic03", tmp_path)
     assert find_index("svt", tmp_path / "a") == tmp_path / "a" / "test.xml"
+
+
+def test_index_paths_outside_the_image_root_are_skipped(tmp_path):
+    (tmp_path / "gt.txt").write_text("../secret.jpg HELLO\n/etc/passwd ROOT\nok.jpg FINE\n")
+    (tmp_path / "ok.jpg").write_bytes(word_png("FINE"))
+    skipped = Counter()
+    samples = list(reader_for("svtp")(tmp_path / "gt.txt", skipped))
+    assert [s.label for s in samples] == ["FINE"]
+    assert skipped == Counter(path_outside_root=2)

@@ -87,17 +87,17 @@ def test_converting_again_with_other_settings_leaves_no_stale_shards(tmp_path):
                                                                          "shard-00001.tfrecord"]
 
 
-@pytest.mark.parametrize("shard_size", [3, 100])  # by shard (4 shards for 2 workers), by record (1 shard)
-def test_each_worker_reads_its_own_part(tmp_path, shard_size):
+@pytest.mark.parametrize(("shard_size", "workers"), [(3, 2), (100, 2), (4, 4)])  # by shard, by record, by record
+def test_each_worker_reads_its_own_part(tmp_path, shard_size, workers):
     import tensorflow as tf
 
     labels = [f"w{i}" for i in range(10)]
     _convert(tmp_path, labels, shard_size=shard_size)
     seen = []
-    for pipeline in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline)
+    for pipeline in range(workers):
+        context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=pipeline)
         dataset = make_dataset(tmp_path / "out", ModelConfig(), 1, training=True, input_context=context)
         part = {t.decode() for _, batch in dataset.take(40) for t in batch.numpy()}
         seen.append(part)
-    assert not seen[0] & seen[1]
-    assert seen[0] | seen[1] == set(labels)
+    assert sum(len(part) for part in seen) == len(labels)  # disjoint
+    assert set().union(*seen) == set(labels)

@@ -58,6 +58,13 @@ class DatasetEntry:
         return f"{mirror.rstrip('/')}/{self.name}/{file.name}"
 
 
+def _inside(entry: str, what: str, value: str | None) -> None:
+    """Paths in the catalog stay inside the dataset's folder."""
+    path = PurePosixPath(value or "")
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"catalog entry {entry!r}: {what} {value!r} must be a relative path inside the dataset")
+
+
 def _entry(name: str, data: dict[str, Any]) -> DatasetEntry:
     known = {"name", "url", "md5", "sha256", "size", "into", "confirmed"}
     files = []
@@ -67,10 +74,14 @@ def _entry(name: str, data: dict[str, Any]) -> DatasetEntry:
             raise ValueError(f"catalog entry {name!r}: unknown file key(s) {', '.join(sorted(unknown))}")
         if PurePosixPath(raw["name"]).name != raw["name"]:
             raise ValueError(f"catalog entry {name!r}: file name {raw['name']!r} must not contain a folder")
+        _inside(name, "into", raw.get("into"))
         files.append(RemoteFile(**raw))
+    splits = {split: Split(**spec) for split, spec in data.get("splits", {}).items()}
+    for split in splits.values():
+        _inside(name, "index", split.index)
+        _inside(name, "images", split.images)
     return DatasetEntry(
-        name=name, format=data["format"], role=data["role"], files=tuple(files),
-        splits={split: Split(**spec) for split, spec in data.get("splits", {}).items()},
+        name=name, format=data["format"], role=data["role"], files=tuple(files), splits=splits,
         description=data.get("description", ""), page=data.get("page", ""), notes=data.get("notes", ""),
     )
 

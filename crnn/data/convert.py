@@ -37,7 +37,15 @@ PLAN = "plan.json"
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a pod's CPU limit)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def shard_ranges(num_entries: int, shard_size: int) -> list[range]:
@@ -48,10 +56,13 @@ def shard_ranges(num_entries: int, shard_size: int) -> list[range]:
             for start in range(0, max(num_entries, 1), shard_size)]
 
 
-def _plan(source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int) -> dict[str, Any]:
+def _plan(source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int,
+          inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the shards' bytes depend on, and a resume or a merge must find unchanged: the listing, the
+    inputs' digests and the settings (not where the data is mounted, which differs between pipeline tasks)."""
     listing = "".join(f"{e.image}\t{e.label}\t{e.source_id}\t{e.box}\n" for e in source.entries)
     return {"format": source.fmt, "entries": len(source.entries),
-            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(), "inputs": inputs,
             "shard_size": shard_size, "model": asdict(model), "policy": asdict(policy)}
 
 
@@ -59,6 +70,8 @@ def _prepare(out_dir: Path, plan: dict[str, Any]) -> Path:
     """The parts folder of ``plan``; what an earlier conversion of another plan left there is cleared."""
     parts = out_dir / PARTS
     plan_file = parts / PLAN
+    # The manifest is the last thing written: none may describe shards about to be (re)written.
+    (out_dir / MANIFEST).unlink(missing_ok=True)
     if plan_file.is_file() and json.loads(plan_file.read_text()) != json.loads(json.dumps(plan)):
         log.info("%s: an earlier conversion used other input or settings; starting over", out_dir)
         shutil.rmtree(parts)
@@ -81,10 +94,13 @@ def _done(out_dir: Path, number: int) -> dict[str, Any] | None:
     return figures if sha256_of(shard) == figures["sha256"] else None
 
 
-def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
+def _worker_init() -> None:
     import cv2
 
     cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV's own threads would only contend
+
+
+def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
     out_dir, number, source, model, policy = job
     figures = write_shard(out_dir / shard_name(number), source, source.entries, model, policy)
     write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
@@ -92,13 +108,13 @@ def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
 
 
 def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: LabelPolicy, shard_size: int,
-                   shards: range | None = None, workers: int = 1) -> dict[int, dict[str, Any]]:
+                   inputs: dict[str, Any], shards: range | None = None, workers: int = 1) -> dict[int, dict[str, Any]]:
     """Writes the shards numbered ``shards`` (default: all) that are not already done; returns the figures
     of every shard in ``shards``."""
     out_dir = Path(out_dir)
     ranges = shard_ranges(len(source.entries), shard_size)
     shards = range(len(ranges)) if shards is None else shards
-    _prepare(out_dir, _plan(source, model, policy, shard_size))
+    _prepare(out_dir, _plan(source, model, policy, shard_size, inputs))
     figures = {n: f for n in shards if (f := _done(out_dir, n)) is not None}
     # Each job carries only its own entries: pickling the whole list for every shard would cost more than
     # the conversion.
@@ -110,7 +126,7 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
         # Spawned, not forked: a fork inherits OpenCV's and TensorFlow's thread pools mid-flight and can hang
         # (seen here with fork after OpenCV had resized images in the parent).
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
             figures.update(pool.map(_write_one, jobs))
     else:
         figures.update(map(_write_one, jobs))
@@ -158,9 +174,10 @@ def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolic
 
 
 def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
-    # An LMDB's data.mdb can be many gigabytes; its files' digests come from the download instead.
+    """What the manifest says of its input: the index by name (not by where it is mounted) and its digest.
+    An LMDB's data.mdb can be many gigabytes; its digest comes from the download's files instead."""
     digest = {} if fmt == "lmdb" else {"index_sha256": sha256_of(index)}
-    return {"format": fmt, "index": str(index), **digest, **(extra or {})}
+    return {"format": fmt, "index": index.name, **digest, **(extra or {})}
 
 
 def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | None = None,
@@ -170,8 +187,9 @@ def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | No
     model, policy = model or ModelConfig(), policy or LabelPolicy()
     index = find_index(fmt, source)
     listed = open_source(fmt, index, images)
-    convert_shards(listed, out_dir, model, policy, shard_size, workers=workers)
-    return finish(out_dir, listed, model, policy, shard_size, _inputs(fmt, index, inputs))
+    inputs = _inputs(fmt, index, inputs)
+    convert_shards(listed, out_dir, model, policy, shard_size, inputs, workers=workers)
+    return finish(out_dir, listed, model, policy, shard_size, inputs)
 
 
 def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[str, Any]]:
@@ -211,9 +229,11 @@ def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, 
             for job in split_jobs(raw_dir, only)}
 
 
-def _job(raw_dir: Path, key: str) -> dict[str, Any]:
-    jobs = split_jobs(raw_dir, [key])
-    return jobs[0]
+def _job(raw_dir: Path, key: str) -> tuple[dict[str, Any], Source, dict[str, Any]]:
+    """(the split's job, its listed source, the manifest's inputs) for a split of a download folder."""
+    job = split_jobs(raw_dir, [key])[0]
+    index = find_index(job["format"], job["index"])
+    return job, open_source(job["format"], index, job["images"]), _inputs(job["format"], index, job["inputs"])
 
 
 def plan_slices(raw_dir: Path, keys: Sequence[str], shard_size: int, slices: int) -> list[dict[str, Any]]:
@@ -223,9 +243,8 @@ def plan_slices(raw_dir: Path, keys: Sequence[str], shard_size: int, slices: int
         raise ValueError(f"slices must be at least 1, got {slices}")
     shards = []
     for key in keys:
-        job = _job(raw_dir, key)
-        count = len(shard_ranges(len(open_source(job["format"], job["index"], job["images"]).entries), shard_size))
-        shards += [(key, number) for number in range(count)]
+        _, source, _ = _job(raw_dir, key)
+        shards += [(key, number) for number in range(len(shard_ranges(len(source.entries), shard_size)))]
     bounds = [round(i * len(shards) / slices) for i in range(slices + 1)]
     plan = []
     for start, stop in zip(bounds, bounds[1:], strict=False):
@@ -242,9 +261,8 @@ def convert_slice(raw_dir: Path, out_dir: Path, ranges: Sequence[dict[str, Any]]
     (Numbers are cast: a pipeline hands them over as JSON, where 3 may arrive as 3.0.)"""
     model = model or ModelConfig()
     for part in ranges:
-        job = _job(raw_dir, part["key"])
-        source = open_source(job["format"], find_index(job["format"], job["index"]), job["images"])
-        convert_shards(source, Path(out_dir) / part["key"], model, job["policy"], shard_size,
+        job, source, inputs = _job(raw_dir, part["key"])
+        convert_shards(source, Path(out_dir) / part["key"], model, job["policy"], shard_size, inputs,
                        shards=range(int(part["first"]), int(part["last"])), workers=workers)
 
 
@@ -255,17 +273,18 @@ def merge_slices(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys:
     model = model or ModelConfig()
     manifests = {}
     for key in keys:
-        job = _job(raw_dir, key)
-        index = find_index(job["format"], job["index"])
-        source = open_source(job["format"], index, job["images"])
+        job, source, inputs = _job(raw_dir, key)
         target = Path(out_dir) / key
-        _prepare(target, _plan(source, model, job["policy"], shard_size))
+        plan = _prepare(target, _plan(source, model, job["policy"], shard_size, inputs)) / PLAN
         for folder in slice_dirs:
             part = Path(folder) / key
+            if not part.is_dir():
+                continue  # this slice held none of this split's shards
+            if json.loads((part / PARTS / PLAN).read_text()) != json.loads(plan.read_text()):
+                raise ValueError(f"{part}: converted with other input or settings than {key} now has")
             for figures in sorted((part / PARTS).glob("shard-*.json")):
                 shard = figures.name.removesuffix(".json")
                 shutil.copyfile(part / shard, target / shard)
                 shutil.copyfile(figures, target / PARTS / figures.name)
-        manifests[key] = finish(target, source, model, job["policy"], shard_size,
-                                _inputs(job["format"], index, job["inputs"]))
+        manifests[key] = finish(target, source, model, job["policy"], shard_size, inputs)
     return manifests

@@ -19,7 +19,7 @@ from typing import Any
 
 from crnn.data.catalog import DatasetEntry, RemoteFile
 from crnn.data.extract import DEFAULT_MAX_BYTES, extract
-from crnn.data.fetch import fetch
+from crnn.data.fetch import fetch, redact
 from crnn.data.files import sha256_of, write_json
 from crnn.data.synthetic import SyntheticSpec, build_mirror
 
@@ -49,9 +49,11 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
     # Archives first: one extracted into the dataset's own folder replaces that folder.
     for file in sorted(entry.files, key=lambda f: (not f.is_archive, f.into)):
         url = _source_url(entry, file, mirror, source)
+        if not file.confirmed and not (mirror or source):
+            log.warning("%s: %s is not a confirmed address; if it fails, use --mirror", entry.name, redact(url))
         local = fetch(url, out_dir / ARCHIVES_DIR / entry.name / file.name, sha256=file.sha256, md5=file.md5)
-        files.append({"name": file.name, "url": url, "sha256": sha256_of(local), "into": file.into,
-                      "archive": file.is_archive})
+        files.append({"name": file.name, "url": redact(url), "sha256": sha256_of(local), "into": file.into,
+                      "archive": file.is_archive, "verified": bool(file.sha256 or file.md5)})
     marker = target / MARKER
     digests = {file["name"]: file["sha256"] for file in files}
     if marker.is_file() and json.loads(marker.read_text()) == digests:
@@ -69,12 +71,19 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
                 (target / file["into"]).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(local, target / file["into"] / file["name"])
         write_json(target / DAMAGE, damage)
-        write_json(marker, digests)  # last: the marker says everything before it is complete
+        unverified = [name for name in damage if not next(f for f in files if f["name"] == name)["verified"]]
+        for name in unverified:
+            # Damage in a file no checksum vouches for may be a broken download: fetch it again next time.
+            (out_dir / ARCHIVES_DIR / entry.name / name).unlink()
+            log.warning("%s: %s had damaged members and no published checksum; it will be fetched again",
+                        entry.name, name)
+        if not unverified:
+            write_json(marker, digests)  # last: the marker says everything before it is complete
         log.info("%s: fetched, verified and extracted %d file(s)%s", entry.name, len(files),
                  f"; skipped in extraction: {damage}" if damage else "")
     return {
         "name": entry.name, "format": entry.format, "role": entry.role, "files": files,
-        "extraction_skipped": json.loads((target / DAMAGE).read_text()),
+        "extraction_skipped": json.loads((target / DAMAGE).read_text()) if (target / DAMAGE).is_file() else {},
         "splits": {split: _split_record(entry.name, spec) for split, spec in entry.splits.items()},
     }
 

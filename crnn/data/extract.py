@@ -11,6 +11,7 @@ samples those members held then show up as missing images when the split is read
 
 from __future__ import annotations
 
+import gzip
 import logging
 import tarfile
 import zipfile
@@ -29,7 +30,8 @@ class UnsafeArchiveError(ValueError):
     """The archive tries to write outside its target, or is too large."""
 
 
-_CORRUPTION = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, OSError)
+# Damaged data, as opposed to a full disk or a permission problem (those stop the extraction).
+_CORRUPTION = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Counter:
@@ -79,7 +81,8 @@ def _extract_zip(archive: Path, target: Path, max_bytes: int, skipped: Counter) 
 
 def _extract_tar(archive: Path, target: Path, max_bytes: int, skipped: Counter) -> None:
     total = 0
-    with tarfile.open(archive) as tar:
+    # Stream mode, and the member list emptied as we go: MJSynth's tar holds 9 million members.
+    with tarfile.open(archive, "r|*") as tar:
         members = iter(tar)
         while True:
             try:
@@ -88,6 +91,7 @@ def _extract_tar(archive: Path, target: Path, max_bytes: int, skipped: Counter) 
                 skipped["truncated_archive"] += 1
                 log.warning("%s: the archive ends early (%s); kept what came before", archive, err)
                 return
+            tar.members = []
             if member is None:
                 return
             _check_name(archive, member.name)

@@ -5,7 +5,8 @@ the expected digest, so no later run trusts a partial or corrupt download. Over 
 resumed with a ``Range`` request (also across runs: the ``.part`` file stays until it is complete), with
 retries and exponential back-off. ``s3://`` goes through boto3, which reads the endpoint, region and
 credentials from the environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``...), so
-MinIO or any S3-compatible store works.
+MinIO or any S3-compatible store works. URLs are logged and recorded without credentials or query
+(``redact``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+def redact(url: str) -> str:
+    """``url`` without credentials or query (a presigned S3 URL's signature, a token): what logs and records
+    may show."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.netloc and not parts.query:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class ChecksumError(ValueError):
@@ -85,7 +97,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = Non
         actual = expected.actual(part)
         if actual != expected.hexdigest:
             part.unlink()
-            raise ChecksumError(f"{url}: {expected.algorithm} mismatch: expected {expected.hexdigest}, "
+            raise ChecksumError(f"{redact(url)}: {expected.algorithm} mismatch: expected {expected.hexdigest}, "
                                 f"got {actual}; the download was discarded")
     os.replace(part, dest)
     return dest
@@ -94,8 +106,8 @@ def fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = Non
 def _copy_local(url: str, dest: Path) -> None:
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("", "file"):
-        raise ValueError(f"{url}: unsupported scheme {parsed.scheme!r} (use https://, http://, s3://, file:// "
-                         "or a path)")
+        raise ValueError(f"{redact(url)}: unsupported scheme {parsed.scheme!r} (use https://, http://, s3://, "
+                         "file:// or a path)")
     source = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme else Path(url)
     if not source.is_file():
         raise FileNotFoundError(f"{url}: no such file")
@@ -112,6 +124,7 @@ def _progress(total: int | None, initial: int, name: str):
 def _http_download(url: str, part: Path, retry: RetryPolicy) -> None:
     """Streams ``url`` into ``part``, resuming from its current size after a drop."""
     import requests
+    import urllib3
 
     for attempt in range(1, retry.attempts + 1):
         have = part.stat().st_size if part.exists() else 0
@@ -121,29 +134,43 @@ def _http_download(url: str, part: Path, retry: RetryPolicy) -> None:
                 if response.status_code == 416 and have:  # nothing left to send: the part is whole
                     return
                 response.raise_for_status()
-                resumed = response.status_code == 206
+                # A resume is only trusted when the server says it continues exactly where the part ends.
+                resumed = response.status_code == 206 and _range_start(response) == have
                 if have and not resumed:
-                    log.info("%s: the server ignored the range request; starting over", url)
+                    log.info("%s: the server did not continue at byte %d; starting over", redact(url), have)
                 total = _expected_length(response, have if resumed else 0)
                 with open(part, "ab" if resumed else "wb") as out, \
                         _progress(total, have if resumed else 0, part.name[1:-5]) as bar:
-                    for chunk in response.iter_content(chunk_size=_CHUNK):
+                    # The bytes as sent: a server that labels a .tar.gz "Content-Encoding: gzip" must not
+                    # have it unpacked on the way.
+                    for chunk in response.raw.stream(_CHUNK, decode_content=False):
                         out.write(chunk)
                         bar.update(len(chunk))
                 if total is not None and part.stat().st_size < total:
                     raise requests.ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
                 return
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError) as err:  # reading the raw stream raises urllib3's own errors
             if attempt == retry.attempts:
-                raise ConnectionError(f"{url}: failed after {attempt} attempts: {err}") from err
+                raise ConnectionError(f"{redact(url)}: failed after {attempt} attempts: {err}") from None
             delay = retry.delay(attempt)
-            log.warning("%s: %s; retry %d/%d in %.1f s", url, err, attempt, retry.attempts - 1, delay)
+            log.warning("%s: %s; retry %d/%d in %.1f s", redact(url), type(err).__name__, attempt,
+                        retry.attempts - 1, delay)
             time.sleep(delay)
         except requests.HTTPError as err:
             status = err.response.status_code
             if status < 500 or attempt == retry.attempts:
-                raise ConnectionError(f"{url}: HTTP {status}") from err
+                raise ConnectionError(f"{redact(url)}: HTTP {status}") from None
             time.sleep(retry.delay(attempt))
+
+
+def _range_start(response) -> int | None:
+    """The first byte a 206 answer carries (``Content-Range: bytes START-END/TOTAL``)."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def _expected_length(response, offset: int) -> int | None:
@@ -159,10 +186,8 @@ def _s3_download(url: str, dest: Path) -> None:
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     if not bucket or not key:
         raise ValueError(f"{url}: expected s3://BUCKET/KEY")
-    # boto3 reads AWS_ENDPOINT_URL itself; MLFLOW_S3_ENDPOINT_URL is what MLflow deployments already set.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    client = boto3.client("s3", endpoint_url=endpoint or None,
-                          config=Config(retries={"max_attempts": 8, "mode": "standard"}))
+    # boto3 reads AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_S3) itself.
+    client = boto3.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}))
     size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
     with _progress(size, 0, Path(key).name) as bar:
         client.download_file(bucket, key, str(dest), Callback=bar.update)

@@ -11,6 +11,7 @@ in ``skipped`` and passed over: never fatal, never silent. A file that is not of
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import Counter
@@ -73,11 +74,15 @@ class Source:
         path = os.path.join(self.root, entry.image)
         try:
             with open(path, "rb") as stream:
-                data = stream.read()
+                data = stream.read(_MAX_IMAGE_BYTES + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return _skip(skipped, "missing_image", path)
         except OSError as err:
+            if err.errno not in _PERMANENT:
+                raise  # a passing I/O error must not turn into a skipped sample that a resume then trusts
             return _skip(skipped, "unreadable_image", path, str(err))
+        if len(data) > _MAX_IMAGE_BYTES:
+            return _skip(skipped, "image_too_large", path)
         image = decode_image(data, grayscale)
         if image is None:
             return _skip(skipped, "undecodable_image", path)
@@ -93,6 +98,18 @@ class Source:
             sample = self.load(entry, skipped, grayscale)
             if sample is not None:
                 yield sample
+
+
+_MAX_IMAGE_BYTES = 64 << 20  # a word image is kilobytes; anything this size is not one
+_PERMANENT = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _relative(path: str, where: str, skipped: Counter) -> bool:
+    """Image paths in an index stay under the image root: absolute or ``..`` paths are skipped and counted."""
+    if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+        _skip(skipped, "path_outside_root", where, repr(path))
+        return False
+    return True
 
 
 def _skip(skipped: Counter, reason: str, where, detail: str = "") -> None:
@@ -161,7 +178,8 @@ def list_mjsynth(annotation: Path, skipped: Counter) -> list[Entry]:
         if len(parts) < 3 or not parts[1]:
             _skip(skipped, "malformed_line", f"{annotation}:{number}", f"{rel!r} is not <n>_<word>_<index>")
             continue
-        entries.append(Entry(rel, parts[1], rel))
+        if _relative(rel, f"{annotation}:{number}", skipped):
+            entries.append(Entry(rel, parts[1], rel))
     return entries
 
 
@@ -180,7 +198,8 @@ def list_iiit5k(mat_file: Path, skipped: Counter) -> list[Entry]:
     missing = {"ImgName", "GroundTruth"} - set(records.dtype.names or ())
     if missing:
         raise ValueError(f"{mat_file}: struct array lacks field(s) {', '.join(sorted(missing))}")
-    return [Entry(str(r["ImgName"]), str(r["GroundTruth"]), str(r["ImgName"])) for r in records]
+    return [Entry(str(r["ImgName"]), str(r["GroundTruth"]), str(r["ImgName"])) for r in records
+            if _relative(str(r["ImgName"]), str(mat_file), skipped)]
 
 
 def list_svt(xml_file: Path, skipped: Counter) -> list[Entry]:
@@ -190,7 +209,11 @@ def list_svt(xml_file: Path, skipped: Counter) -> list[Entry]:
     entries = []
     for image_node in ElementTree.parse(xml_file).getroot().iter("image"):
         name = (image_node.findtext("imageName") or "").strip()
-        for index, rect in enumerate(image_node.iter("taggedRectangle")):
+        rects = list(image_node.iter("taggedRectangle"))
+        if not _relative(name, str(xml_file), Counter()):
+            skipped["path_outside_root"] += len(rects)
+            continue
+        for index, rect in enumerate(rects):
             try:
                 box = tuple(int(rect.get(k)) for k in ("x", "y", "width", "height"))
             except (TypeError, ValueError):
@@ -210,7 +233,8 @@ def list_ic03(xml_file: Path, skipped: Counter) -> list[Entry]:
         if not name or label is None:
             _skip(skipped, "malformed_entry", f"{xml_file} image {index}", "no file= or tag=")
             continue
-        entries.append(Entry(name, label, name))
+        if _relative(name, str(xml_file), skipped):
+            entries.append(Entry(name, label, name))
     return entries
 
 
@@ -225,7 +249,8 @@ def list_ic13(gt_file: Path, skipped: Counter) -> list[Entry]:
         label = label.strip()
         if len(label) >= 2 and label[0] == label[-1] == '"':
             label = label[1:-1].replace('\\"', '"')
-        entries.append(Entry(name.strip(), label, name.strip()))
+        if _relative(name.strip(), f"{gt_file}:{number}", skipped):
+            entries.append(Entry(name.strip(), label, name.strip()))
     return entries
 
 
@@ -237,7 +262,8 @@ def list_image_label(list_file: Path, skipped: Counter) -> list[Entry]:
         if len(parts) < 2:
             _skip(skipped, "malformed_line", f"{list_file}:{number}", "expected '<image> <label>'")
             continue
-        entries.append(Entry(parts[0], parts[1], parts[0]))
+        if _relative(parts[0], f"{list_file}:{number}", skipped):
+            entries.append(Entry(parts[0], parts[1], parts[0]))
     return entries
 
 
@@ -255,7 +281,7 @@ def list_lmdb(folder: Path, skipped: Counter) -> list[Entry]:
 
 
 Lister = Callable[[Path, Counter], list[Entry]]
-LISTERS: dict[str, Lister] = {
+READERS: dict[str, Lister] = {
     "mjsynth": list_mjsynth,
     "iiit5k": list_iiit5k,
     "svt": list_svt,
@@ -266,7 +292,6 @@ LISTERS: dict[str, Lister] = {
     "cute80": list_image_label,
     "lmdb": list_lmdb,
 }
-READERS = LISTERS  # the formats there are readers for
 
 # The file names each format's index usually has, to find it in a folder (first pattern that matches wins).
 INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
@@ -283,8 +308,8 @@ INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
 
 
 def _check_format(fmt: str) -> None:
-    if fmt not in LISTERS:
-        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(LISTERS)}")
+    if fmt not in READERS:
+        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(READERS)}")
 
 
 def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
@@ -292,7 +317,7 @@ def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
     _check_format(fmt)
     index = Path(index)
     skipped: Counter = Counter()
-    entries = LISTERS[fmt](index, skipped)
+    entries = READERS[fmt](index, skipped)
     root = index if fmt == "lmdb" else Path(images) if images else index.parent
     return Source(fmt, root, entries, skipped)
 

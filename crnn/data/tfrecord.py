@@ -88,11 +88,14 @@ def make_dataset(data_dirs: Path | Sequence[Path], model: ModelConfig, batch_siz
         by_file = len(files) >= pipelines
         if by_file:
             dataset = dataset.shard(pipelines, pipeline)
-        dataset = dataset.shuffle(len(files), seed=seed).repeat()
+        # Record-level sharding needs every worker to see the records in one and the same order, so that each
+        # keeps the same part every epoch; by file, the order of a worker's own files changes each epoch.
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=by_file)
         dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
-                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=not by_file)
         if not by_file:
             dataset = dataset.shard(pipelines, pipeline)
+        dataset = dataset.repeat()
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     else:
         dataset = tf.data.TFRecordDataset(dataset)

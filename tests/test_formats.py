@@ -98,3 +98,13 @@ def test_index_paths_outside_the_image_root_are_skipped(tmp_path):
     samples = list(reader_for("svtp")(tmp_path / "gt.txt", skipped))
     assert [s.label for s in samples] == ["FINE"]
     assert skipped == Counter(path_outside_root=2)
+
+
+def test_an_unfiltered_benchmark_cannot_be_trained_on(tmp_path):
+    from crnn.config import recipe_for
+    from crnn.train.loop import train_model
+
+    index, images, _, _ = LAYOUTS["cute80"](tmp_path / "in")
+    convert_split("cute80", index, tmp_path / "data", images=images, policy=LabelPolicy(unfiltered=True))
+    with pytest.raises(ValueError, match="unfiltered benchmark split.*not trained on"):
+        train_model(recipe_for("tiny"), tmp_path / "data", tmp_path / "trained")

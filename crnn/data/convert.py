@@ -213,6 +213,7 @@ def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[
                 "key": key, "format": dataset["format"], "index": raw_dir / spec["index"],
                 "images": raw_dir / spec["images"] if spec.get("images") else None,
                 "policy": LabelPolicy(spec.get("filter"), spec.get("unfiltered", False), dataset["role"] == "train"),
+                "expected_samples": spec.get("samples"),
                 "inputs": {"dataset": dataset["name"], "split": split, "role": dataset["role"],
                            "files": {f["name"]: {"url": f["url"], "sha256": f["sha256"]} for f in dataset["files"]}},
             })
@@ -223,10 +224,17 @@ def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, 
                 only: Collection[str] | None = None, workers: int = 1) -> dict[str, dict[str, Any]]:
     """Every split listed in ``raw_dir/datasets.json`` (or those named ``<dataset>/<split>`` in ``only``)
     -> ``out_dir/<dataset>/<split>/``; returns the manifests keyed ``<dataset>/<split>``."""
-    return {job["key"]: convert_split(job["format"], job["index"], Path(out_dir) / job["key"], model,
-                                      images=job["images"], policy=job["policy"], shard_size=shard_size,
-                                      workers=workers, inputs=job["inputs"])
-            for job in split_jobs(raw_dir, only)}
+    manifests = {}
+    for job in split_jobs(raw_dir, only):
+        manifest = convert_split(job["format"], job["index"], Path(out_dir) / job["key"], model,
+                                 images=job["images"], policy=job["policy"], shard_size=shard_size,
+                                 workers=workers, inputs=job["inputs"])
+        expected = job["expected_samples"]
+        if expected is not None and manifest["num_samples"] != expected:
+            log.warning("%s: %d samples, the catalog says %d (skipped: %s)", job["key"], manifest["num_samples"],
+                        expected, manifest["skipped"] or "none")
+        manifests[job["key"]] = manifest
+    return manifests
 
 
 def _job(raw_dir: Path, key: str) -> tuple[dict[str, Any], Source, dict[str, Any]]:

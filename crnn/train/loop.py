@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from crnn.config import Recipe
-from crnn.data.tfrecord import make_dataset, manifest_sha256
+from crnn.data.tfrecord import make_dataset, manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.model.ctc import ctc_loss
 from crnn.model.export import EXPORT_DIR, export_model
@@ -93,6 +93,10 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
     cfg = recipe.train
     out_dir = Path(out_dir)
     train_dirs = [Path(train_dirs)] if isinstance(train_dirs, (str, Path)) else [Path(d) for d in train_dirs]
+    for data_dir in train_dirs:
+        if read_manifest(data_dir).get("label_policy", {}).get("unfiltered"):
+            raise ValueError(f"{data_dir} is an unfiltered benchmark split (labels may be empty or too long for "
+                             "CTC); it can be evaluated on, not trained on")
     replicas = strategy.num_replicas_in_sync
     global_batch = cfg.batch_size * replicas
     log.info("training %s preset on %d replica(s), global batch %d (%d per replica)",

@@ -52,7 +52,9 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
         if not file.confirmed and not (mirror or source):
             log.warning("%s: %s is not a confirmed address; if it fails, use --mirror", entry.name, redact(url))
         local = fetch(url, out_dir / ARCHIVES_DIR / entry.name / file.name, sha256=file.sha256, md5=file.md5)
-        files.append({"name": file.name, "url": redact(url), "sha256": sha256_of(local), "into": file.into,
+        # fetch has just checked a published sha256; only the others need hashing (archives run to gigabytes).
+        digest = file.sha256.lower() if file.sha256 else sha256_of(local)
+        files.append({"name": file.name, "url": redact(url), "sha256": digest, "into": file.into,
                       "archive": file.is_archive, "verified": bool(file.sha256 or file.md5)})
     marker = target / MARKER
     digests = {file["name"]: file["sha256"] for file in files}
@@ -71,7 +73,7 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
                 (target / file["into"]).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(local, target / file["into"] / file["name"])
         write_json(target / DAMAGE, damage)
-        unverified = [name for name in damage if not next(f for f in files if f["name"] == name)["verified"]]
+        unverified = [f["name"] for f in files if f["name"] in damage and not f["verified"]]
         for name in unverified:
             # Damage in a file no checksum vouches for may be a broken download: fetch it again next time.
             (out_dir / ARCHIVES_DIR / entry.name / name).unlink()

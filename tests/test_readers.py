@@ -40,6 +40,31 @@ def test_mjsynth_label_from_file_name_and_bad_images_counted(tmp_path):
     assert skipped == Counter(undecodable_image=2, missing_image=1, malformed_line=1, label_not_utf8=1)
 
 
+def test_images_over_the_size_cap_are_counted_not_loaded(tmp_path, monkeypatch):
+    from crnn.data import readers
+
+    _png(tmp_path / "1" / "3_Small_7.png")
+    big = tmp_path / "1" / "4_Huge_8.png"
+    _png(big, height=400, width=900)
+    monkeypatch.setattr(readers, "_MAX_IMAGE_BYTES", big.stat().st_size - 1)
+    (tmp_path / "annotation_train.txt").write_text("./1/3_Small_7.png 7\n./1/4_Huge_8.png 8\n")
+    skipped = Counter()
+    samples = list(read_mjsynth(tmp_path / "annotation_train.txt", skipped))
+    assert [s.label for s in samples] == ["Small"]
+    assert skipped == Counter(image_too_large=1)
+
+
+@pytest.mark.parametrize("size", [0, 10, 1 << 16, (1 << 16) + 1, 3 << 16])
+def test_read_capped_reads_whole_files_and_stops_at_the_cap(tmp_path, size):
+    from crnn.data.readers import read_capped
+
+    path = tmp_path / "blob"
+    data = np.random.default_rng(size).integers(0, 256, size, np.uint8).tobytes()
+    path.write_bytes(data)
+    assert read_capped(str(path), size + 1) == data
+    assert read_capped(str(path), max(size // 2, 1)) == data[: max(size // 2, 1)]
+
+
 def test_iiit5k_mat(tmp_path):
     records = np.zeros((1, 2), dtype=[("ImgName", object), ("GroundTruth", object)])
     records[0, 0] = ("test/1_1.png", "PRIVATE")

@@ -134,13 +134,15 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
 
 
 def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int,
-           inputs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Writes ``manifest.json`` from the figures of every shard (all must be done) and removes ``.parts``."""
+           inputs: dict[str, Any] | None = None, written: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Writes ``manifest.json`` from the figures of every shard (all must be done) and removes ``.parts``.
+    ``written``: figures of shards this process has just written or checked, which are not read again."""
     out_dir = Path(out_dir)
     count = len(shard_ranges(len(source.entries), shard_size))
+    written = written or {}
     shards = []
     for number in range(count):
-        figures = _done(out_dir, number)
+        figures = written.get(number) or _done(out_dir, number)
         if figures is None:
             raise ValueError(f"{out_dir}: {shard_name(number)} is missing or incomplete; convert it first")
         shards.append(figures)
@@ -188,8 +190,8 @@ def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | No
     index = find_index(fmt, source)
     listed = open_source(fmt, index, images)
     inputs = _inputs(fmt, index, inputs)
-    convert_shards(listed, out_dir, model, policy, shard_size, inputs, workers=workers)
-    return finish(out_dir, listed, model, policy, shard_size, inputs)
+    written = convert_shards(listed, out_dir, model, policy, shard_size, inputs, workers=workers)
+    return finish(out_dir, listed, model, policy, shard_size, inputs, written)
 
 
 def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[str, Any]]:

@@ -73,8 +73,7 @@ class Source:
         # Plain string paths: this runs once per sample, and pathlib's parsing would cost as much as decoding.
         path = os.path.join(self.root, entry.image)
         try:
-            with open(path, "rb") as stream:
-                data = stream.read(_MAX_IMAGE_BYTES + 1)
+            data = read_capped(path, _MAX_IMAGE_BYTES + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return _skip(skipped, "missing_image", path)
         except OSError as err:
@@ -101,6 +100,25 @@ class Source:
 
 
 _MAX_IMAGE_BYTES = 64 << 20  # a word image is kilobytes; anything this size is not one
+_CHUNK = 1 << 16
+
+
+def read_capped(path: str, cap: int) -> bytes:
+    """At most ``cap`` bytes of the file. Read in small chunks: ``read(cap)`` would allocate ``cap`` bytes
+    for every kilobyte-sized word image, which cost as much as decoding it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks, size = [], 0
+        while size < cap:
+            want = min(cap - size, _CHUNK)
+            chunk = os.read(fd, want)
+            chunks.append(chunk)
+            size += len(chunk)
+            if len(chunk) < want:  # a short read of a regular file is its end: one read() per word image
+                break
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 _PERMANENT = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP}
 
 

@@ -60,7 +60,9 @@ def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
 
 
 def _packed(values: Sequence[int]) -> bytes:
-    if all(0 <= v < 128 for v in values):
+    if not values:
+        return b""
+    if min(values) >= 0 and max(values) < 128:
         return bytes(values)  # one byte per varint: class ids always are
     if any(v < 0 for v in values):
         raise ValueError("only non-negative int64 values are encoded")

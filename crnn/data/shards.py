@@ -70,8 +70,8 @@ def _filtered_out(label: str, rule: str | None) -> str | None:
     return None
 
 
-def label_ids(label: str, charset: Charset, model: ModelConfig, policy: LabelPolicy) -> tuple[list[int] | None, str]:
-    """(class ids, "") under the label policy, or (None, the reason the sample is dropped)."""
+def kept_label(label: str, charset: Charset, model: ModelConfig, policy: LabelPolicy) -> tuple[str | None, str]:
+    """(the normalised label, "") under the label policy, or (None, the reason the sample is dropped)."""
     reason = _filtered_out(label, policy.filter)
     if reason:
         return None, reason
@@ -83,7 +83,7 @@ def label_ids(label: str, charset: Charset, model: ModelConfig, policy: LabelPol
             return None, "label_too_long"
         if policy.for_training and not ctc_alignable(text, model.time_steps):
             return None, "label_unalignable"
-    return charset.encode(text), ""
+    return text, ""
 
 
 def encode_sample(sample: Sample, ids: list[int], model: ModelConfig) -> bytes:
@@ -112,12 +112,12 @@ def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: Mod
             sample = source.load(entry, skipped, grayscale=model.channels == 1)
             if sample is None:
                 continue
-            ids, reason = label_ids(sample.label, charset, model, policy)
-            if ids is None:
+            text, reason = kept_label(sample.label, charset, model, policy)
+            if text is None:
                 skipped[reason] += 1
                 continue
-            normalised += charset.decode(ids) != sample.label
-            writer.write(encode_sample(sample, ids, model))
+            normalised += text != sample.label
+            writer.write(encode_sample(sample, charset.encode(text), model))
             count += 1
     return {"file": path.name, "count": count, "sha256": writer.sha256, "skipped": dict(sorted(skipped.items())),
             "labels_normalised": normalised}

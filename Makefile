@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs
 
-.PHONY: setup run test component-test pipeline-test bench compile ui lint lock clean
+.PHONY: setup run test component-test pipeline-test bench bench-train compile ui lint lock clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,11 @@ component-test: setup
 pipeline-test: setup
 	$(BIN)/python -m pytest -q -m pipeline
 
-bench: setup
+bench: setup bench-train
 	$(BIN)/python bench/bench_convert.py --out $(OUT)/bench
+
+bench-train: setup
+	$(BIN)/python bench/bench_train.py --out $(OUT)/bench
 
 compile: setup
 	$(BIN)/crnn pipeline compile --out pipelines/crnn_pipeline.yaml

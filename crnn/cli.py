@@ -9,10 +9,11 @@ import os
 import sys
 from pathlib import Path
 
-from crnn.config import PRESETS, recipe_for
+from crnn.config import DEVICES, PRECISIONS, PRESETS, recipe_for
 from crnn.data.catalog import FILTERS
 from crnn.data.readers import READERS
 from crnn.data.synthetic import SyntheticSpec
+from crnn.train.ascend import add_launch_command
 
 
 def _tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(p)
 
     commands.add_parser("catalog", help="list the datasets the catalog knows")
+    add_launch_command(commands)
 
     p = commands.add_parser("train", help="train the CRNN on converted shards")
     p.add_argument("--train", type=Path, required=True, action="append",
@@ -80,9 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="per 64 samples; scaled with the global batch")
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--keep-checkpoints", type=int, help="how many of the latest checkpoints to keep")
+    p.add_argument("--log-every", type=int, help="steps per logged window of metrics")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the latest checkpoint in --out (default)")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="cpu/gpu: replicas in this process (several workers from TF_CONFIG); npu: one process "
+                        "per NPU, started by `crnn launch-npu`")
+    p.add_argument("--num-devices", type=int, default=1, help="replicas per worker (cpu: logical CPU devices)")
+    p.add_argument("--precision", choices=PRECISIONS, help="mixed_float16 adds dynamic loss scaling")
     _tracking_args(p)
 
     p = commands.add_parser("evaluate", help="per-benchmark word accuracy and NED")
@@ -156,8 +165,16 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "train":
         recipe = recipe_for(args.preset, steps=args.steps, batch_size=args.batch_size,
                             learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-                            checkpoint_every=args.checkpoint_every, nesterov=args.nesterov)
-        result = steps.train(recipe, args.train, args.out, val_dir=args.val, resume=args.resume, **tracking)
+                            checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                            log_every=args.log_every, nesterov=args.nesterov, precision=args.precision)
+        from crnn.train.devices import make_backend
+
+        backend = make_backend(args.device, args.num_devices)
+        print(f"training on {backend.replicas} replica(s) ({backend.device}, {backend.workers} worker(s)), "
+              f"global batch {recipe.train.batch_size * backend.replicas} "
+              f"({recipe.train.batch_size} per replica)", flush=True)
+        result = steps.train(recipe, args.train, args.out, val_dir=args.val, resume=args.resume, backend=backend,
+                             **tracking)
         print(f"trained {result.steps} steps, exported to {result.export_dir}")
     elif args.command == "evaluate":
         from crnn.evaluate.report import format_table
@@ -220,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if hasattr(args, "handler"):  # subcommands registered by other modules return their own exit code
+            return args.handler(args)
         _run(args)
     except (ValueError, OSError) as err:
         if args.verbose:

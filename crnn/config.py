@@ -16,6 +16,9 @@ from typing import Any
 from crnn.charset import DEFAULT_CHARSET, Charset
 from crnn.data.files import write_json
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+DEVICES = ("cpu", "gpu", "npu")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -72,6 +75,7 @@ class TrainConfig:
     log_every: int = 100
     shuffle_buffer: int = 10_000
     seed: int = 0
+    precision: str = "float32"  # or mixed_bfloat16, mixed_float16 (with dynamic loss scaling)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "log_every", "keep_checkpoints",
@@ -83,6 +87,8 @@ class TrainConfig:
         for name in ("learning_rate", "clip_norm"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum}, "
                              f"{self.weight_decay}")

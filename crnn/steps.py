@@ -7,6 +7,7 @@ same wherever it runs. Converted data is addressed by split keys, ``<dataset>/<s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -99,11 +100,16 @@ def _log_manifests(run: StepRun, manifests: Mapping[str, Mapping[str, Any]], out
 
 
 def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Path | None = None,
-          tracking: Tracking | None = None, resume: bool = True):
+          tracking: Tracking | None = None, resume: bool = True, backend=None):
+    """Trains on ``backend`` (default: this process's CPU); only the chief worker tracks, the others train
+    silently beside it."""
+    from crnn.train.devices import make_backend
     from crnn.train.loop import train_model
 
-    with step_run("train", tracking) as run:
-        return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume)
+    backend = backend or make_backend()
+    tracked = step_run("train", tracking) if backend.is_chief else contextlib.nullcontext(StepRun())
+    with tracked as run, run.system_metrics():
+        return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
 
 
 def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,

@@ -75,6 +75,21 @@ class StepRun:
 
             self._mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    @contextlib.contextmanager
+    def system_metrics(self) -> Iterator[None]:
+        """MLflow's system metrics (CPU, memory, disk, network, GPU) sampled into this run meanwhile."""
+        if not self.enabled:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, tracking_uri=self.tracking_uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
             self._mlflow.log_artifact(self.run_id, str(path), artifact_path)

@@ -22,7 +22,9 @@ from crnn.config import ModelConfig
 
 def _conv(x, filters: int, kernel: int = 3, padding: str = "same", name: str = ""):
     x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    # Synchronised: under data parallelism the statistics are those of the global batch, so N replicas train
+    # the same network as one device with the same global batch (a no-op on one device).
+    x = layers.BatchNormalization(synchronized=True, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -51,5 +53,6 @@ def build_crnn(config: ModelConfig) -> keras.Model:
     x = layers.Reshape((config.time_steps, f[6]), name="to_sequence")(x)
     for i in range(2):
         x = layers.Bidirectional(layers.LSTM(config.lstm_units, return_sequences=True), name=f"bilstm{i}")(x)
-    logits = layers.Dense(config.num_classes, name="logits")(x)
+    # Float32 logits under a mixed-precision policy too: CTC's log-sums need the range.
+    logits = layers.Dense(config.num_classes, dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name="crnn")

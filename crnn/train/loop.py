@@ -1,19 +1,29 @@
-"""The training loop: tf.data over shards -> CRNN under a distribution strategy -> checkpoints -> export.
+"""The training loop: tf.data over shards -> CRNN on a device backend -> checkpoints -> export.
 
-Data parallel: each replica takes ``batch_size`` samples a step (global batch = batch_size x replicas), the
-per-sample CTC loss is averaged over the global batch, and the learning rate is the recipe's rate scaled
-linearly with the global batch (``TrainConfig.scaled_learning_rate``).
+Data parallel: each replica takes ``batch_size`` samples a step from its own part of the data (global batch =
+batch_size x replicas over every worker), the per-sample CTC loss is averaged over the global batch and the
+gradients summed over replicas (NPU ranks: averaged by the adapter), and the learning rate is the recipe's
+rate scaled linearly with the global batch (``TrainConfig.scaled_learning_rate``, Goyal et al. 2017).
+
+Checkpoints hold the model, the optimiser, the step and the input pipeline's position, so a resumed run
+continues the same schedule on the samples it had not yet seen. They are written every ``checkpoint_every``
+steps and at the end (TensorFlow writes the files under temporary names and updates the ``checkpoint``
+index last, so a kill never leaves a half-written latest checkpoint), the latest ``keep_checkpoints`` kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from crnn.config import Recipe
@@ -23,6 +33,7 @@ from crnn.model.ctc import ctc_loss
 from crnn.model.export import EXPORT_DIR, export_model
 from crnn.model.network import build_crnn
 from crnn.tracking import StepRun
+from crnn.train.devices import Backend, make_backend
 from crnn.train.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -37,21 +48,59 @@ class TrainResult:
     final_loss: float  # mean loss of the last logged window; nan when no step ran
     val_accuracy: float | None
     export_dir: Path
+    checkpoint: str | None = None
+    model: keras.Model | None = field(default=None, repr=False, compare=False)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training diverged; the checkpoints on disk are the last good state."""
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Layers built inside use ``precision`` (a Keras dtype policy name); the global policy is restored."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _optimizer(recipe: Recipe, schedule: WarmupCosine) -> keras.optimizers.Optimizer:
     cfg = recipe.train
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay or None, global_clipnorm=cfg.clip_norm)
+    # No clipnorm here: Keras clips each replica's part of the gradient before summing them; the step clips
+    # the summed one (_step_function).
+    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                     weight_decay=cfg.weight_decay or None)
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+    return keras.optimizers.LossScaleOptimizer(optimizer) if cfg.precision == "mixed_float16" else optimizer
 
 
-def _step_function(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, global_batch: int):
+def _step_function(model: keras.Model, optimizer, backend: Backend, loss_batch: int, clip_norm: float):
+    """The compiled training step: one batch per replica, the mean loss over ``loss_batch`` samples, the
+    gradient of the global batch clipped to ``clip_norm``."""
+    strategy = backend.strategy
+    replicas = strategy.num_replicas_in_sync
+
+    def global_gradient(grads):
+        if backend.all_reduce is not None:
+            grads = backend.all_reduce(grads)
+        else:
+            grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        # Scaled gradients (float16) are clipped at the scaled norm: the optimiser unscales them after.
+        scale = optimizer.dynamic_scale if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else 1.0
+        grads, _ = tf.clip_by_global_norm(grads, clip_norm * tf.cast(scale, tf.float32))
+        # apply_gradients sums over the strategy's replicas once more.
+        return [g / replicas for g in grads] if replicas > 1 else grads
+
     def replica_step(features):
         with tf.GradientTape() as tape:
             logits = model(features["image"], training=True)
-            per_sample = ctc_loss(features["label"], features["label_length"], logits)
-            loss = tf.reduce_sum(per_sample) / global_batch
-        grads = tape.gradient(loss, model.trainable_variables)
+            per_sample = ctc_loss(features["label"], features["label_length"], tf.cast(logits, tf.float32))
+            loss = tf.reduce_sum(per_sample) / loss_batch
+            scaled = optimizer.scale_loss(loss)
+        grads = global_gradient(tape.gradient(scaled, model.trainable_variables))
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
@@ -64,9 +113,7 @@ def _step_function(model: keras.Model, optimizer, strategy: tf.distribute.Strate
     return train_step
 
 
-def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, recipe: Recipe,
-             out_dir: Path) -> int:
-    """Restores the latest checkpoint of the same recipe (only ``steps`` may grow); returns its step."""
+def _check_recipe(recipe: Recipe, out_dir: Path) -> None:
     saved = out_dir / RECIPE_FILE
     if saved.is_file():
         previous = Recipe.load(saved)
@@ -74,94 +121,175 @@ def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManage
         if changed - {"train.steps"}:
             raise ValueError(f"{out_dir} holds checkpoints of a different recipe ({', '.join(sorted(changed))} "
                              "differ); train into another folder, or pass --no-resume")
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    step = int(checkpoint.optimizer.iterations)
-    if step > recipe.train.steps:
-        raise ValueError(f"{manager.latest_checkpoint} is at step {step}, past the {recipe.train.steps} steps "
-                         "asked for")
-    log.info("resumed from %s at step %d", manager.latest_checkpoint, step)
-    return step
 
 
-def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path, val_dir: Path | None = None,
-                run: StepRun | None = None, strategy: tf.distribute.Strategy | None = None,
-                resume: bool = True) -> TrainResult:
-    """Trains to ``recipe.train.steps`` on the converted folders ``train_dirs``, resuming from
-    ``out_dir/checkpoints`` when asked and possible; exports the model to ``out_dir/export``."""
-    run = run or StepRun()
-    strategy = strategy or tf.distribute.get_strategy()
-    cfg = recipe.train
-    out_dir = Path(out_dir)
-    train_dirs = [Path(train_dirs)] if isinstance(train_dirs, (str, Path)) else [Path(d) for d in train_dirs]
-    for data_dir in train_dirs:
+def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, recipe: Recipe,
+             out_dir: Path) -> int:
+    """Restores the newest readable checkpoint of the same recipe (only ``steps`` may grow), falling back to
+    older ones when the newest is damaged; returns its step (0 when none could be read)."""
+    _check_recipe(recipe, out_dir)
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as err:
+            log.warning("checkpoint %s cannot be read (%s); trying the one before it",
+                        path, str(err).splitlines()[0][:200])
+            continue
+        step = int(checkpoint.step)
+        if step > recipe.train.steps:
+            raise ValueError(f"{path} is at step {step}, past the {recipe.train.steps} steps asked for")
+        log.info("resumed from %s at step %d", path, step)
+        return step
+    log.warning("%s: no checkpoint could be read; starting from step 0", manager.directory)
+    return 0
+
+
+def _train_dirs(train_dirs: Path | Sequence[Path]) -> list[Path]:
+    dirs = [Path(train_dirs)] if isinstance(train_dirs, (str, Path)) else [Path(d) for d in train_dirs]
+    for data_dir in dirs:
         if read_manifest(data_dir).get("label_policy", {}).get("unfiltered"):
             raise ValueError(f"{data_dir} is an unfiltered benchmark split (labels may be empty or too long for "
                              "CTC); it can be evaluated on, not trained on")
-    replicas = strategy.num_replicas_in_sync
-    global_batch = cfg.batch_size * replicas
-    log.info("training %s preset on %d replica(s), global batch %d (%d per replica)",
-             recipe.preset, replicas, global_batch, cfg.batch_size)
+    return dirs
+
+
+def _dataset(backend: Backend, train_dirs: list[Path], recipe: Recipe, global_batch: int, seed: int | None = None):
+    """Each replica's (or NPU rank's) own part of the data, ``batch_size`` samples a step."""
+    cfg = recipe.train
+    seed = cfg.seed if seed is None else seed
+
+    def per_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(train_dirs, recipe.model, context.get_per_replica_batch_size(global_batch),
+                            training=True, seed=seed, shuffle_buffer=cfg.shuffle_buffer,
+                            input_context=context)
+
+    if backend.all_reduce is not None:
+        return per_pipeline(backend.input_context())
+    return backend.strategy.distribute_datasets_from_function(per_pipeline)
+
+
+def _checkpoint_dir(out_dir: Path, backend: Backend) -> Path:
+    """The chief's checkpoints are the run's; other multi-worker processes must take part in saving (the
+    save is collective) but into a scratch folder of their own."""
+    return out_dir / CHECKPOINT_DIR if backend.is_chief else out_dir / f".worker-{backend.worker}" / CHECKPOINT_DIR
+
+
+def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path, val_dir: Path | None = None,
+                run: StepRun | None = None, backend: Backend | None = None,
+                resume: bool = True) -> TrainResult:
+    """Trains to ``recipe.train.steps`` on the converted folders ``train_dirs``, resuming from
+    ``out_dir/checkpoints`` when asked and possible; the chief exports the model to ``out_dir/export``."""
+    run = run or StepRun()
+    backend = backend or make_backend()
+    cfg = recipe.train
+    out_dir = Path(out_dir)
+    train_dirs = _train_dirs(train_dirs)
+    global_batch = cfg.batch_size * backend.replicas
+    log.info("training %s preset on %d replica(s) (%s), global batch %d (%d per replica)",
+             recipe.preset, backend.replicas, backend.device, global_batch, cfg.batch_size)
     keras.utils.set_random_seed(cfg.seed)
-    run.log_params({**recipe.flat_params(), "replicas": replicas, "global_batch": global_batch,
+    run.log_params({**recipe.flat_params(), "replicas": backend.replicas, "global_batch": global_batch,
+                    "device": backend.device, "workers": backend.workers,
                     **{f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}})
 
     schedule = WarmupCosine(cfg.scaled_learning_rate(global_batch), cfg.warmup_steps, cfg.steps)
-    with strategy.scope():
+    with backend.strategy.scope(), dtype_policy(cfg.precision):
         model = build_crnn(recipe.model)
         optimizer = _optimizer(recipe, schedule)
         optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, out_dir / CHECKPOINT_DIR, max_to_keep=cfg.keep_checkpoints)
-    step = _restore(checkpoint, manager, recipe, out_dir) if resume and manager.latest_checkpoint else 0
-    recipe.save(out_dir / RECIPE_FILE)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # host-side: not mirrored
+    if backend.broadcast is not None:
+        backend.broadcast(model.variables)  # every NPU rank starts from rank 0's weights
 
-    # A resumed run reshuffles with a seed of its own, rather than replaying the samples it has seen.
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: make_dataset(train_dirs, recipe.model, ctx.get_per_replica_batch_size(global_batch),
-                                 training=True, seed=cfg.seed + step, shuffle_buffer=cfg.shuffle_buffer,
-                                 input_context=ctx))
-    train_step = _step_function(model, optimizer, strategy, global_batch)
-    iterator = iter(dataset)
-    window = _Window()
+    iterator = iter(_dataset(backend, train_dirs, recipe, global_batch))
+    state = {"model": model, "optimizer": optimizer, "step": step_var}
+    try:  # the input pipeline's position too, where the iterator can be saved
+        checkpoint = tf.train.Checkpoint(**state, data=iterator)
+        data_saved = True
+    except ValueError:  # MultiWorkerMirroredStrategy's iterators cannot be
+        checkpoint, data_saved = tf.train.Checkpoint(**state), False
+    manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(out_dir, backend),
+                                         max_to_keep=cfg.keep_checkpoints)
+    step = _restore(checkpoint, manager, recipe, out_dir) if resume and manager.checkpoints else 0
+    if step and not data_saved:
+        log.info("the input position is not in the checkpoint: reshuffling with seed %d", cfg.seed + step)
+        iterator = iter(_dataset(backend, train_dirs, recipe, global_batch, seed=cfg.seed + step))
+    if backend.is_chief:
+        recipe.save(out_dir / RECIPE_FILE)
+
+    # NPU ranks each average their own loss and the adapter averages the gradients; replicas of a strategy
+    # divide by the global batch and their gradients are summed.
+    loss_batch = global_batch if backend.all_reduce is None else cfg.batch_size
+    train_step = _step_function(model, optimizer, backend, loss_batch, cfg.clip_norm)
+    window = _Window(global_batch, backend.replicas)
     last_loss = float("nan")
     while step < cfg.steps:
-        window.add(float(train_step(iterator)))
+        loss = float(train_step(iterator))
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"the loss became {loss} at step {step + 1}; stopped with the last good "
+                                f"checkpoint kept ({manager.latest_checkpoint or 'none written yet'}); try a lower "
+                                "learning rate or float32")
         step += 1
+        step_var.assign(step)
+        window.add(loss)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics = window.metrics(global_batch) | {"learning_rate": float(schedule(step - 1))}
+            metrics = window.metrics() | {"learning_rate": float(schedule(step - 1))}
             last_loss = metrics["loss"]
             run.log_metrics(metrics, step=step)
-            log.info("step %d/%d loss %.4f lr %.5f %.0f ms/step %.0f img/s", step, cfg.steps, metrics["loss"],
-                     metrics["learning_rate"], metrics["step_time_ms"], metrics["images_per_sec"])
-            window = _Window()
+            log.info("step %d/%d loss %.4f lr %.5f %.0f ms/step (p95 %.0f) %.0f img/s", step, cfg.steps,
+                     metrics["loss"], metrics["learning_rate"], metrics["step_time_ms"],
+                     metrics["step_time_ms_p95"], metrics["images_per_sec"])
+            window = _Window(global_batch, backend.replicas)
         if step % cfg.checkpoint_every == 0:
             manager.save(checkpoint_number=step)
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         manager.save(checkpoint_number=step)
 
     val_accuracy = None
-    if val_dir is not None:
+    if val_dir is not None and backend.is_chief:
         result = evaluate_dataset(model, val_dir, recipe.model)
         val_accuracy = result.score.accuracy
         run.log_metrics({"val_accuracy": val_accuracy, "val_ned": result.score.ned}, step=step)
         log.info("validation: accuracy %.4f, NED %.4f on %d samples", val_accuracy, result.score.ned,
                  result.score.num_samples)
-    export_dir = export_model(model, recipe, out_dir / EXPORT_DIR)
-    return TrainResult(steps=step, final_loss=last_loss, val_accuracy=val_accuracy, export_dir=export_dir)
+    export_dir = out_dir / EXPORT_DIR
+    if backend.is_chief:
+        export_model(_float32_copy(model, recipe), recipe, export_dir)
+        run.set_tags({"crnn.export_dir": export_dir.resolve(),
+                      "crnn.checkpoint": Path(manager.latest_checkpoint).resolve()})
+    else:
+        shutil.rmtree(out_dir / f".worker-{backend.worker}", ignore_errors=True)
+    return TrainResult(steps=step, final_loss=last_loss, val_accuracy=val_accuracy, export_dir=export_dir,
+                       checkpoint=manager.latest_checkpoint if backend.is_chief else None, model=model)
+
+
+def _float32_copy(model: keras.Model, recipe: Recipe) -> keras.Model:
+    """The served model is float32 whatever the training precision, outside any distribution strategy."""
+    with dtype_policy("float32"):
+        copy = build_crnn(recipe.model)
+    copy.set_weights([np.asarray(w) for w in model.get_weights()])
+    return copy
 
 
 class _Window:
-    """Losses and wall time since the last log line."""
+    """Per-step losses and wall times since the last log line."""
 
-    def __init__(self):
+    def __init__(self, global_batch: int, replicas: int):
+        self.global_batch, self.replicas = global_batch, replicas
         self.losses: list[float] = []
-        self.started = time.perf_counter()
+        self.times: list[float] = []
+        self.last = time.perf_counter()
 
     def add(self, loss: float) -> None:
+        now = time.perf_counter()
         self.losses.append(loss)
+        self.times.append(now - self.last)
+        self.last = now
 
-    def metrics(self, global_batch: int) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.started
-        return {"loss": sum(self.losses) / len(self.losses),
-                "step_time_ms": 1000 * elapsed / len(self.losses),
-                "images_per_sec": global_batch * len(self.losses) / elapsed}
+    def metrics(self) -> dict[str, float]:
+        ms = 1000 * np.asarray(self.times)
+        images_per_sec = self.global_batch * len(ms) / (ms.sum() / 1000)
+        return {"loss": float(np.mean(self.losses)),
+                "step_time_ms": float(ms.mean()), "step_time_ms_p50": float(np.percentile(ms, 50)),
+                "step_time_ms_p95": float(np.percentile(ms, 95)),
+                "images_per_sec": images_per_sec, "images_per_sec_per_replica": images_per_sec / self.replicas}

@@ -10,9 +10,9 @@ What is measured, and why:
    unrolled (TensorFlow's profiler does not look inside ``tf.while_loop``, which is how the LSTMs run). A
    training step is counted as 3 x the forward pass (forward, then gradients with respect to activations and
    to weights, each about as costly as the forward);
-2. one training step as ``crnn.train.loop`` writes it (``tf.function``, ``GradientTape``, CTC loss, SGD with
-   the recipe's momentum, weight decay and gradient clipping) on one fixed synthetic batch already on the
-   device (random uint8 images, random labels of length 5 to 10), so the input pipeline is not measured; the
+2. one training step, the training loop's own (``crnn.train.loop``: CTC loss, SGD with the recipe's momentum,
+   weight decay and gradient clipping) on one fixed synthetic batch read from a repeated one-element dataset
+   (random uint8 images, random labels of length 5 to 10), so the input pipeline is not measured; the
    loss is fetched after every step, as the training loop does;
 3. the bound: ``tf.matmul`` of square matrices (float32, and the compute dtype of a mixed precision; on a GPU
    also bfloat16 and float16), repeated for about a second after a warm-up. The achieved training FLOP/s is
@@ -47,9 +47,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from crnn.config import PRESETS, ModelConfig, TrainConfig  # noqa: E402
-from crnn.model.ctc import ctc_loss  # noqa: E402
+from crnn.config import PRESETS, ModelConfig, Recipe  # noqa: E402
 from crnn.model.network import build_crnn  # noqa: E402
+from crnn.train.devices import Backend  # noqa: E402
+from crnn.train.loop import _optimizer, _step_function  # noqa: E402
+from crnn.train.schedule import WarmupCosine  # noqa: E402
 
 TARGETS = {"of_matmul": 0.40}
 MINDOCR_IMAGES_PER_SEC = 8274.0  # MindOCR's CRNN training throughput on 8 Ascend cards
@@ -179,34 +181,24 @@ def synthetic_batch(config: ModelConfig, batch_size: int, device: str, seed: int
         return tf.identity(images), tf.identity(labels.astype(np.int64)), tf.identity(lengths.astype(np.int64))
 
 
-def make_optimizer(train: TrainConfig, batch_size: int, precision: str) -> keras.optimizers.Optimizer:
-    """The recipe's SGD (momentum, weight decay, clipping) at its constant peak rate; loss-scaled for float16."""
-    optimizer = keras.optimizers.SGD(learning_rate=train.scaled_learning_rate(batch_size), momentum=train.momentum,
-                                     nesterov=train.nesterov, weight_decay=train.weight_decay or None,
-                                     global_clipnorm=train.clip_norm)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+def make_train_step(model: keras.Model, recipe: Recipe, batch_size: int, precision: str):
+    """The training loop's own step and optimiser (``crnn.train.loop``) on one replica, at the recipe's peak
+    learning rate; returns (the step, its optimiser)."""
+    schedule = WarmupCosine(recipe.train.scaled_learning_rate(batch_size), 0, 10**9)
+    optimizer = _optimizer(recipe, schedule, loss_scaling=precision == "mixed_float16")
+    optimizer.build(model.trainable_variables)
+    backend = Backend("bench", tf.distribute.get_strategy(), 1)
+    return _step_function(model, optimizer, backend, batch_size, recipe.train.clip_norm), optimizer
 
 
-def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Callable[[Batch], tf.Tensor]:
-    """One step as ``crnn.train.loop`` writes it, on one replica: CTC on float32 logits, mean over the batch."""
-
-    @tf.function
-    def train_step(batch: Batch) -> tf.Tensor:
-        images, labels, lengths = batch
-        with tf.GradientTape() as tape:
-            logits = tf.cast(model(images, training=True), tf.float32)
-            loss = tf.reduce_mean(ctc_loss(labels, lengths, logits))
-            scaled = optimizer.scale_loss(loss)  # the loss itself unless a LossScaleOptimizer
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
-
-    return train_step
+def batch_iterator(batch: Batch):
+    """The same batch forever, in the ``({"image", "label", "label_length"}, text)`` form the step reads."""
+    images, labels, lengths = batch
+    features = {"image": images, "label": labels, "label_length": lengths}
+    return iter(tf.data.Dataset.from_tensors((features, tf.zeros([tf.shape(images)[0]], tf.string))).repeat())
 
 
-def time_steps(train_step: Callable[[Batch], tf.Tensor], batch: Batch, warmup: int,
+def time_steps(train_step: Callable, batch, warmup: int,
                steps: int) -> tuple[float, list[float]]:
     """(seconds of the warm-up steps, tracing included; seconds of each timed step). The loss is fetched
     after every step, as the training loop does, so each time is the whole step."""
@@ -284,8 +276,7 @@ def main() -> None:
 
     with tf.device(device):
         model = build_crnn(recipe.model)
-        optimizer = make_optimizer(recipe.train, args.batch_size, args.precision)
-        optimizer.build(model.trainable_variables)
+        train_step, optimizer = make_train_step(model, recipe, args.batch_size, args.precision)
     per_layer = analytic_forward_flops(model)
     forward = sum(per_layer.values())
     profiled = profiled_forward_flops(model, recipe.model)
@@ -299,7 +290,7 @@ def main() -> None:
     before = measure_matmuls(device, dtypes, size)
 
     batch = synthetic_batch(recipe.model, args.batch_size, device, recipe.train.seed)
-    warmup_seconds, times = time_steps(make_train_step(model, optimizer), batch, args.warmup, args.steps)
+    warmup_seconds, times = time_steps(train_step, batch_iterator(batch), args.warmup, args.steps)
     timed = sum(times)
     print(f"warm-up: {args.warmup} steps in {warmup_seconds:.1f} s (tracing included); timed: {args.steps} steps "
           f"in {timed:.1f} s, per step min {1000 * min(times):.1f} / median {1000 * statistics.median(times):.1f} "

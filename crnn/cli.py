@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace) -> None:
                             log_every=args.log_every, nesterov=args.nesterov, precision=args.precision)
         from crnn.train.devices import make_backend
 
-        backend = make_backend(args.device, args.num_devices)
+        backend = make_backend(args.device, args.num_devices, precision=recipe.train.precision)
         print(f"training on {backend.replicas} replica(s) ({backend.device}, {backend.workers} worker(s)), "
               f"global batch {recipe.train.batch_size * backend.replicas} "
               f"({recipe.train.batch_size} per replica)", flush=True)

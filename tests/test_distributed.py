@@ -31,12 +31,13 @@ def _script(name: str, *args, env=None, timeout=600) -> subprocess.CompletedProc
 
 def test_eight_replicas_reach_the_weights_of_one_with_the_same_global_batch(converted_dir):
     """Gradient aggregation: the mean loss over the global batch, gradients summed over replicas then clipped,
-    batch-norm statistics of the global batch. Tolerance: 1e-5 absolute after 3 steps (float32 sums in another
-    order), against weight changes of order 0.1 made by those steps."""
+    batch-norm statistics of the global batch. Tolerance: 1e-4 absolute after 3 steps (float32 sums in another
+    order; 1e-7 to 2e-5 seen), against weight changes of order 0.5 made by those steps. Clipping each replica's
+    part before summing, as Keras does by itself, missed by about 1."""
     figures = json.loads(_script("replica_equivalence.py", converted_dir / "mjsynth" / "train").stdout.splitlines()[-1])
     assert figures["replicas"] == 8
     assert figures["max_change"] > 0.01
-    assert figures["max_abs_diff"] < 1e-5
+    assert figures["max_abs_diff"] < 1e-4
 
 
 def _free_port() -> int:
@@ -142,3 +143,19 @@ def test_backend_settings_are_checked(monkeypatch):
         make_backend("npu", 1, env={"RANK_SIZE": "8", "RANK_ID": "3"})
     with pytest.raises(RuntimeError, match="crnn-pipeline/ascend"):
         make_backend("npu", 1, env={"RANK_SIZE": "1", "RANK_ID": "0", "ASCEND_DEVICE_ID": "0"})
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_and_exports_a_float32_model(converted_dir, tmp_path, precision):
+    import keras
+
+    from crnn.model.export import Recognizer
+
+    result = train_model(recipe_for("tiny", steps=2, precision=precision), converted_dir / "mjsynth" / "train",
+                         tmp_path)
+    assert result.steps == 2 and np.isfinite(result.final_loss)
+    assert result.model.get_layer("c1_conv").compute_dtype == precision.removeprefix("mixed_")
+    assert result.model.get_layer("logits").compute_dtype == "float32"
+    served = Recognizer(result.export_dir).model
+    assert {layer.compute_dtype for layer in served.layers if layer.weights} == {"float32"}
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored

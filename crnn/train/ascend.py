@@ -485,8 +485,9 @@ def _forwarding_signals(ranks: list[_Rank]) -> Iterator[None]:
 
 # --- inside a rank ------------------------------------------------------------------------------------------------
 
-def open_npu() -> ModuleType:
+def open_npu(mixed_precision: bool = False) -> ModuleType:
     """Open this process's NPU (ASCEND_DEVICE_ID) as TensorFlow's default device and return ``npu_device``.
+    ``mixed_precision``: the adapter's own (``allow_mix_precision``: float16 where the NPU gains from it).
 
     Imported here, not at module level, so that everything else in this module works without the adapter.
     """
@@ -499,6 +500,8 @@ def open_npu() -> ModuleType:
     except ImportError as err:  # typically CANN's libraries are not on LD_LIBRARY_PATH
         raise RuntimeError(f"npu_device is installed but failed to load ({err}); source CANN's set_env.sh "
                            "(the crnn-pipeline/ascend image does this in its entrypoint)") from err
+    if mixed_precision:
+        npu_device.global_options().precision_mode = "allow_mix_precision"
     npu_device.open().as_default()
     return npu_device
 

@@ -88,26 +88,28 @@ def _mirrored(device: str, count: int) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(count)])
 
 
-def _npu_backend(env: Mapping[str, str]) -> Backend:
+def _npu_backend(env: Mapping[str, str], precision: str) -> Backend:
     from crnn.train.ascend import NpuContext, open_npu
 
     context = NpuContext.from_env(env)
-    npu = open_npu()
+    npu = open_npu(mixed_precision=precision != "float32")
     return Backend("npu", tf.distribute.get_strategy(), replicas=context.size, worker=context.rank,
                    workers=context.size,
                    all_reduce=lambda grads: npu.distribute.all_reduce(grads, "mean"),
                    broadcast=lambda variables: npu.distribute.broadcast(variables, root_rank=0))
 
 
-def make_backend(device: str = "cpu", num_devices: int = 1, env: Mapping[str, str] | None = None) -> Backend:
-    """The backend for ``device``; ``num_devices`` per worker (for ``npu``, one process per NPU instead)."""
+def make_backend(device: str = "cpu", num_devices: int = 1, env: Mapping[str, str] | None = None,
+                 precision: str = "float32") -> Backend:
+    """The backend for ``device``; ``num_devices`` per worker (for ``npu``, one process per NPU instead).
+    ``precision`` matters here only for NPUs, whose adapter applies mixed precision itself."""
     env = os.environ if env is None else env
     if device not in DEVICES:
         raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
     if num_devices < 1:
         raise ValueError(f"--num-devices must be at least 1, got {num_devices}")
     if device == "npu":
-        return _npu_backend(env)
+        return _npu_backend(env, precision)
     workers, index = _cluster_workers(env)
     if workers > 1:
         if device == "cpu":

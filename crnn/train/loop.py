@@ -67,14 +67,14 @@ def dtype_policy(precision: str) -> Iterator[None]:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
-def _optimizer(recipe: Recipe, schedule: WarmupCosine) -> keras.optimizers.Optimizer:
+def _optimizer(recipe: Recipe, schedule: WarmupCosine, loss_scaling: bool = False) -> keras.optimizers.Optimizer:
     cfg = recipe.train
     # No clipnorm here: Keras clips each replica's part of the gradient before summing them; the step clips
     # the summed one (_step_function).
     optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                      weight_decay=cfg.weight_decay or None)
     # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
-    return keras.optimizers.LossScaleOptimizer(optimizer) if cfg.precision == "mixed_float16" else optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 
 def _step_function(model: keras.Model, optimizer, backend: Backend, loss_batch: int, clip_norm: float):
@@ -193,9 +193,12 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
                     **{f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}})
 
     schedule = WarmupCosine(cfg.scaled_learning_rate(global_batch), cfg.warmup_steps, cfg.steps)
-    with backend.strategy.scope(), dtype_policy(cfg.precision):
+    # On NPUs the adapter mixes precisions itself (open_npu); Keras then keeps float32 and scales the loss.
+    policy = "float32" if backend.device == "npu" else cfg.precision
+    with backend.strategy.scope(), dtype_policy(policy):
         model = build_crnn(recipe.model)
-        optimizer = _optimizer(recipe, schedule)
+        optimizer = _optimizer(recipe, schedule, loss_scaling=cfg.precision == "mixed_float16"
+                               or (backend.device == "npu" and cfg.precision != "float32"))
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # host-side: not mirrored
     if backend.broadcast is not None:

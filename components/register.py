@@ -6,12 +6,17 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], reports: Input[list[Artifact]], model_name: str, tracking_uri: str,
-             experiment: str, job_id: str) -> str:
-    """Registers a new version of the model with every benchmark's accuracy; returns the version."""
+             experiment: str, job_id: str, min_average: float = 0.0, max_drop_points: float = 1.0) -> str:
+    """Registers a new version of the model with every benchmark's accuracy as ``candidate``; it becomes
+    ``champion`` if it passes the gate. Returns the version."""
     from crnn import steps
     from crnn.evaluate.report import read_report
+    from crnn.registry.gate import GateRule
     from crnn.tracking import Tracking
 
-    return steps.register(steps.export_dir(model.path), [read_report(r.path) for r in reports],
-                          Tracking.for_pipeline(tracking_uri, experiment, job_id), name=model_name,
-                          tags={"pipeline_run_id": job_id})
+    version, decision = steps.register(
+        steps.export_dir(model.path), [read_report(r.path) for r in reports],
+        Tracking.for_pipeline(tracking_uri, experiment, job_id), name=model_name, tags={"pipeline_run_id": job_id},
+        rule=GateRule(min_average, max_drop_points))
+    print(decision.format_table())
+    return version

@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="an exported model folder")
     p.add_argument("--report", type=Path, action="append", required=True, help="report.json (repeatable)")
     p.add_argument("--name", default="crnn")
+    p.add_argument("--min-average", type=float, default=0.0, help="gate: the least average accuracy (0-1)")
+    p.add_argument("--max-drop-points", type=float, default=1.0,
+                   help="gate: how far (percentage points) a benchmark may fall below the champion's")
     _tracking_args(p)
 
     p = commands.add_parser("predict", help="print the text of each image")
@@ -182,7 +185,12 @@ def _run(args: argparse.Namespace) -> None:
         print(format_table(steps.evaluate(args.model, dict(args.benchmark), args.out, **tracking)), end="")
     elif args.command == "register":
         reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
-        print(f"registered {args.name} version {steps.register(args.model, reports, name=args.name, **tracking)}")
+        from crnn.registry.gate import GateRule
+
+        version, decision = steps.register(args.model, reports, name=args.name,
+                                           rule=GateRule(args.min_average, args.max_drop_points), **tracking)
+        print(f"registered {args.name} version {version} as candidate")
+        print(decision.format_table())
     elif args.command == "predict":
         _predict(args.model, args.images)
 

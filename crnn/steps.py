@@ -23,7 +23,8 @@ from crnn.data.synthetic import SyntheticSpec
 from crnn.data.tfrecord import manifest_sha256
 from crnn.evaluate.report import benchmark_entry, format_table, summarise, write_report
 from crnn.model.export import EXPORT_DIR
-from crnn.registry.register import DEFAULT_MODEL_NAME, register_model
+from crnn.registry.gate import Decision, GateRule
+from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
 from crnn.tracking import StepRun, Tracking, step_run
 
 log = logging.getLogger(__name__)
@@ -146,15 +147,18 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def register(model_dir: Path, reports: Sequence[Mapping[str, Any]], tracking: Tracking | None = None,
-             name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None) -> str:
-    """Registers the model with the merged accuracies; the parent run gets the per-benchmark summary."""
+             name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None,
+             rule: GateRule | None = None) -> tuple[str, Decision]:
+    """Registers the model with the merged accuracies as ``candidate``, promotes it to ``champion`` if it
+    passes ``rule``; the parent run gets the per-benchmark summary and the decision."""
     report = merge_reports(reports)
     with step_run("register", tracking) as run:
         version = register_model(model_dir, report, run, name=name, tags=tags)
+        decision = gate_and_alias(name, version, report, rule or GateRule(), run)
         run.set_tags({"model_name": name, "model_version": version})
         summary = StepRun(run.parent_run_id, run.tracking_uri) if run.parent_run_id else run
         summary.log_metrics({f"accuracy/{b}": e["accuracy"] for b, e in report["benchmarks"].items()}
                             | {"accuracy/average": report["average"],
                                "accuracy/weighted_average": report["weighted_average"]})
-        summary.set_tags({"crnn.model_name": name, "crnn.model_version": version})
-        return version
+        summary.set_tags({"crnn.model_name": name, "crnn.model_version": version} | decision.as_tags())
+        return version, decision

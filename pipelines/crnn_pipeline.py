@@ -40,10 +40,13 @@ def crnn_pipeline(
     steps: int = 0,
     batch_size: int = 0,
     model_name: str = DEFAULT_MODEL_NAME,
+    min_average: float = 0.9,
+    max_drop_points: float = 1.0,
 ):
     """``datasets``: catalog names to download (or ``synthetic``); ``train_sets``, ``val_set`` and
     ``benchmarks`` name converted splits as ``<dataset>/<split>``; ``convert_slices`` is how many tasks
-    convert the training sets."""
+    convert the training sets. The model becomes ``champion`` if its average accuracy is at least
+    ``min_average`` and no benchmark falls more than ``max_drop_points`` below the champion's."""
     job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     # Every task finds the MLflow parent run by the job id (see crnn.tracking.Tracking for why).
     mlflow = {"tracking_uri": tracking_uri, "experiment": experiment, "job_id": job_id}
@@ -69,7 +72,8 @@ def crnn_pipeline(
             scores = evaluate(model=model.outputs["model"], data=data.outputs["data"], benchmark=benchmark,
                               **mlflow).set_caching_options(False)
         register(model=model.outputs["model"], reports=dsl.Collected(scores.outputs["report"]),
-                 model_name=model_name, **mlflow).set_caching_options(False)
+                 model_name=model_name, min_average=min_average, max_drop_points=max_drop_points,
+                 **mlflow).set_caching_options(False)
 
 
 def compile_pipeline(dest: Path) -> Path:

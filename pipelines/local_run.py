@@ -53,6 +53,7 @@ def pipeline_summary(tracking_uri: str, run_name: str, experiment: str = DEFAULT
         "accuracy": accuracy,
         "model_name": parent.data.tags.get("crnn.model_name"),
         "model_version": parent.data.tags.get("crnn.model_version"),
+        "gate": {k.removeprefix("gate."): v for k, v in parent.data.tags.items() if k.startswith("gate.")},
         "tracking_uri": tracking_uri,
     }
 
@@ -64,7 +65,10 @@ def format_summary(summary: dict, store: Path) -> str:
     lines = ["", f"{'benchmark':<12} {'accuracy %':>10}", "-" * 23]
     lines += [f"{name:<12} {100 * value:>10.2f}" for name, value in sorted(accuracy.items())]
     lines += ["-" * 23, f"{'average':<12} {100 * average:>10.2f}", ""]
-    lines.append(f"registered model: {summary['model_name']} version {summary['model_version']}")
+    lines.append(f"registered model: {summary['model_name']} version {summary['model_version']}, "
+                 f"gate: {summary['gate'].get('decision', 'not decided')}")
+    lines += [f"  {name}: {verdict}" for name, verdict in summary["gate"].items()
+              if verdict.startswith("fail")]
     lines.append(f"MLflow run: {summary['run_id']} ({summary['status']}), "
                  f"pipeline time {summary['pipeline_seconds']:.0f} s")
     lines.append(f"open the UI: make ui   (mlflow ui --backend-store-uri {summary['tracking_uri']})")

@@ -56,3 +56,15 @@ def test_registered_version_carries_the_accuracies(pipeline_run):
         [client.get_experiment_by_name("crnn").experiment_id], "attributes.run_name = 'register'")}
     artifacts = list((out / "mlflow" / "artifacts").rglob("model.keras"))
     assert artifacts, "the model's files are in the embedded store's artifact folder"
+
+
+def test_the_gate_decides_and_the_run_says_why(pipeline_run):
+    """A 6-step tiny model cannot reach the pipeline's default minimum average (0.9): registered as
+    ``candidate``, not promoted, with the reason on the version and the parent run."""
+    out, summary = pipeline_run
+    client = MlflowClient(sqlite_uri(out / "mlflow" / "mlflow.db"))
+    assert str(client.get_model_version_by_alias("crnn", "candidate").version) == summary["model_version"]
+    assert summary["gate"]["decision"] == "rejected"
+    assert summary["gate"]["average"].startswith("fail: ")
+    version = client.get_model_version("crnn", summary["model_version"])
+    assert version.tags["gate.decision"] == "rejected" and "champion" not in version.aliases

@@ -17,7 +17,7 @@ def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, train
     tracking = Tracking(sqlite_tracking, pipeline_run_id="job-1")
     benchmarks = {name: converted_dir / name / "test" for name in ("IC13", "SVT")}
     report = steps.evaluate(steps.export_dir(trained_dir), benchmarks, tmp_path / "scores", tracking)
-    version = steps.register(steps.export_dir(trained_dir), [report], tracking, tags={"origin": "test"})
+    version, _ = steps.register(steps.export_dir(trained_dir), [report], tracking, tags={"origin": "test"})
     assert end_pipeline_run(sqlite_tracking, "job-1", "FINISHED") == parent
 
     client = MlflowClient(sqlite_tracking)
@@ -48,7 +48,7 @@ def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, train
 
     report = steps.evaluate(steps.export_dir(trained_dir), {"IC13": converted_dir / "IC13" / "test"},
                             tmp_path / "scores")
-    version = steps.register(steps.export_dir(trained_dir), [report], Tracking(sqlite_tracking))
+    version, _ = steps.register(steps.export_dir(trained_dir), [report], Tracking(sqlite_tracking))
     mlflow.set_tracking_uri(sqlite_tracking)
     model = mlflow.pyfunc.load_model(f"models:/crnn/{version}")
 
@@ -89,3 +89,32 @@ def test_relative_sqlite_store_keeps_artifacts_beside_it(tmp_path, monkeypatch):
 def test_unknown_pipeline_run_is_a_clear_error(sqlite_tracking):
     with pytest.raises(ValueError, match="no MLflow parent run tagged crnn.pipeline_run_id=nope"):
         Tracking(sqlite_tracking, pipeline_run_id="nope").resolved()
+
+
+def test_a_candidate_becomes_champion_only_when_it_passes_the_gate(sqlite_tracking, trained_dir):
+    from mlflow.tracking import MlflowClient
+
+    from crnn import steps
+    from crnn.registry.gate import GateRule
+
+    export = steps.export_dir(trained_dir)
+    def report(iiit5k: float, svt: float) -> dict:
+        return {"benchmarks": {name: {"accuracy": accuracy, "correct": round(10 * accuracy), "num_samples": 10}
+                               for name, accuracy in (("IIIT5K", iiit5k), ("SVT", svt))}}
+
+    strong, weak = report(0.9, 0.8), report(0.9, 0.7)
+    rule = GateRule(min_average=0.5, max_drop_points=2.0)
+    first, decision = steps.register(export, [strong], Tracking(sqlite_tracking), name="gated", rule=rule)
+    assert decision.promote  # no champion yet: the minimum alone decides
+    second, decision = steps.register(export, [weak], Tracking(sqlite_tracking), name="gated", rule=rule)
+    assert not decision.promote
+    assert decision.reasons() == ["SVT: 70.00 % is 10.00 points below the champion's 80.00 % (allowed: 2.00)"]
+    client = MlflowClient(sqlite_tracking)
+    assert str(client.get_model_version_by_alias("gated", "champion").version) == first
+    assert str(client.get_model_version_by_alias("gated", "candidate").version) == second
+    tags = client.get_model_version("gated", second).tags
+    assert tags["gate.decision"] == "rejected" and tags["gate.SVT"].startswith("fail: SVT: 70.00 %")
+    assert client.get_model_version("gated", first).tags["gate.decision"] == "promoted"
+    _, decision = steps.register(export, [weak], Tracking(sqlite_tracking), name="gated",
+                                 rule=GateRule(min_average=0.95))
+    assert not decision.promote and "average" in decision.reasons()[0]

@@ -1,4 +1,5 @@
-"""Logs the exported model to MLflow as a pyfunc and registers it as a new version of ``crnn``."""
+"""Logs the exported model to MLflow as a pyfunc, registers it as a new version of ``crnn`` with the alias
+``candidate``, and moves ``champion`` to it when it passes the gate (``crnn.registry.gate``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from crnn.registry.gate import Decision, GateRule, champion_accuracies, decide
 from crnn.tracking import StepRun
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "crnn"
+CANDIDATE, CHAMPION = "candidate", "champion"
 
 
 def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
@@ -54,3 +57,27 @@ def _requirements() -> list[str]:
 
     return [f"{package}=={version(package)}" for package in
             ("tensorflow", "keras", "numpy", "opencv-python-headless", "mlflow", "pandas")]
+
+
+def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: GateRule, run: StepRun) -> Decision:
+    """Sets ``candidate`` on ``version``, decides against the current champion and moves ``champion`` when the
+    candidate passes; the decision and its reasons go on the version and the run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(run.tracking_uri)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet: the minimum alone decides
+        champion = None
+    decision = decide(report, rule, champion_accuracies(champion.tags) if champion else None,
+                      champion.version if champion else None)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    for key, value in decision.as_tags().items():
+        client.set_model_version_tag(name, version, key, value)
+    run.set_tags(decision.as_tags())
+    run.log_metrics(decision.as_metrics())
+    log.info("gate for %s version %s:\n%s", name, version, decision.format_table())
+    return decision

@@ -94,18 +94,16 @@ def _part_rate(args: tuple) -> float:
     return _decode_resize_rate(blobs, model, read_files, barrier)
 
 
-def decode_resize(index: Path, model: ModelConfig, cores: int, read_files: bool = False) -> tuple[float, float]:
-    """(images/s of decode + resize on one core alone, images/s of all ``cores`` at once, each decoding its
-    share of the images): the second is the machine's bound, the first times ``cores`` is what it would be
-    if cores scaled perfectly (they may not: two vCPUs can share a physical core)."""
-    paths = [str(index.parent / e.image) for e in list_mjsynth(index, Counter())]
-    alone = _part_rate((paths, model, read_files, None))
+def all_cores_rate(paths: list[str], model: ModelConfig, cores: int, read_files: bool = False) -> float:
+    """Images/s of decode + resize on all ``cores`` at once, each decoding its share of the images: the
+    machine's bound (one core's rate times the cores would assume perfect scaling, which two vCPUs sharing a
+    physical core would not give)."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         barrier = manager.Barrier(cores)
         with context.Pool(cores) as pool:
             rates = pool.map(_part_rate, [(paths[i::cores], model, read_files, barrier) for i in range(cores)])
-    return alone, sum(rates)
+    return sum(rates)
 
 
 def reader_rate(data: Path, model: ModelConfig, batch_size: int, batches: int) -> float:
@@ -163,8 +161,10 @@ def main() -> None:
         written = baseline_convert(index, work / "baseline.tfrecord", model)
         baseline = written / (time.perf_counter() - started)
 
-        per_core, bound = decode_resize(index, model, cores)
-        _, with_reads = decode_resize(index, model, cores, read_files=True)
+        paths = [str(index.parent / e.image) for e in list_mjsynth(index, Counter())]
+        per_core = _part_rate((paths, model, False, None))
+        bound = all_cores_rate(paths, model, cores)
+        with_reads = all_cores_rate(paths, model, cores, read_files=True)
         reader = reader_rate(work / "ours", model, batch_size=64, batches=200)
         training = training_rate(work / "ours", steps=40)
     finally:

@@ -181,13 +181,13 @@ def synthetic_batch(config: ModelConfig, batch_size: int, device: str, seed: int
         return tf.identity(images), tf.identity(labels.astype(np.int64)), tf.identity(lengths.astype(np.int64))
 
 
-def make_train_step(model: keras.Model, recipe: Recipe, batch_size: int, precision: str):
+def make_train_step(model: keras.Model, recipe: Recipe, batch_size: int, precision: str, gpu: bool):
     """The training loop's own step and optimiser (``crnn.train.loop``) on one replica, at the recipe's peak
     learning rate; returns (the step, its optimiser)."""
     schedule = WarmupCosine(recipe.train.scaled_learning_rate(batch_size), 0, 10**9)
     optimizer = _optimizer(recipe, schedule, loss_scaling=precision == "mixed_float16")
     optimizer.build(model.trainable_variables)
-    backend = Backend("bench", tf.distribute.get_strategy(), 1)
+    backend = Backend("gpu" if gpu else "cpu", tf.distribute.get_strategy(), 1)
     return _step_function(model, optimizer, backend, batch_size, recipe.train.clip_norm), optimizer
 
 
@@ -276,7 +276,7 @@ def main() -> None:
 
     with tf.device(device):
         model = build_crnn(recipe.model)
-        train_step, optimizer = make_train_step(model, recipe, args.batch_size, args.precision)
+        train_step, optimizer = make_train_step(model, recipe, args.batch_size, args.precision, gpu)
     per_layer = analytic_forward_flops(model)
     forward = sum(per_layer.values())
     profiled = profiled_forward_flops(model, recipe.model)

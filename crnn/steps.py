@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crnn.config import Recipe
 from crnn.data.catalog import DatasetEntry, catalog_entry, custom_entry
@@ -26,6 +26,9 @@ from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
 from crnn.tracking import StepRun, Tracking, step_run
+
+if TYPE_CHECKING:  # TensorFlow loads only in the steps that train
+    from crnn.train.devices import Backend
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ def _log_manifests(run: StepRun, manifests: Mapping[str, Mapping[str, Any]], out
 
 
 def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Path | None = None,
-          tracking: Tracking | None = None, resume: bool = True, backend=None):
+          tracking: Tracking | None = None, resume: bool = True, backend: Backend | None = None):
     """Trains on ``backend`` (default: this process's CPU); only the chief worker tracks, the others train
     silently beside it."""
     from crnn.train.devices import make_backend

@@ -101,6 +101,7 @@ class Source:
 
 _MAX_IMAGE_BYTES = 64 << 20  # a word image is kilobytes; anything this size is not one
 _CHUNK = 1 << 16
+_PERMANENT = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def read_capped(path: str, cap: int) -> bytes:
@@ -119,7 +120,6 @@ def read_capped(path: str, cap: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
-_PERMANENT = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def _relative(path: str, where: str, skipped: Counter) -> bool:

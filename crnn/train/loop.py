@@ -48,7 +48,6 @@ class TrainResult:
     final_loss: float  # mean loss of the last logged window; nan when no step ran
     val_accuracy: float | None
     export_dir: Path
-    checkpoint: str | None = None
     model: keras.Model | None = field(default=None, repr=False, compare=False)
 
 
@@ -73,7 +72,6 @@ def _optimizer(recipe: Recipe, schedule: WarmupCosine, loss_scaling: bool = Fals
     # the summed one (_step_function).
     optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                      weight_decay=cfg.weight_decay or None)
-    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 
@@ -168,10 +166,23 @@ def _dataset(backend: Backend, train_dirs: list[Path], recipe: Recipe, global_ba
     return backend.strategy.distribute_datasets_from_function(per_pipeline)
 
 
+def _scratch_dir(out_dir: Path, backend: Backend) -> Path:
+    """Where a worker other than the chief saves: multi-worker saving is collective, so every worker takes
+    part, but only the chief's checkpoints are the run's. Removed when training ends."""
+    return out_dir / f".worker-{backend.worker}"
+
+
 def _checkpoint_dir(out_dir: Path, backend: Backend) -> Path:
-    """The chief's checkpoints are the run's; other multi-worker processes must take part in saving (the
-    save is collective) but into a scratch folder of their own."""
-    return out_dir / CHECKPOINT_DIR if backend.is_chief else out_dir / f".worker-{backend.worker}" / CHECKPOINT_DIR
+    return out_dir / CHECKPOINT_DIR if backend.is_chief else _scratch_dir(out_dir, backend) / CHECKPOINT_DIR
+
+
+def _precision_plan(precision: str, device: str) -> tuple[str, bool]:
+    """(the Keras dtype policy, whether the loss is scaled). On NPUs the adapter mixes precisions itself
+    (``open_npu``): Keras keeps float32 and scales the loss. float16 gradients underflow without loss
+    scaling; bfloat16 has float32's range and needs none."""
+    if device == "npu":
+        return "float32", precision != "float32"
+    return precision, precision == "mixed_float16"
 
 
 def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path, val_dir: Path | None = None,
@@ -193,12 +204,10 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
                     **{f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}})
 
     schedule = WarmupCosine(cfg.scaled_learning_rate(global_batch), cfg.warmup_steps, cfg.steps)
-    # On NPUs the adapter mixes precisions itself (open_npu); Keras then keeps float32 and scales the loss.
-    policy = "float32" if backend.device == "npu" else cfg.precision
+    policy, loss_scaling = _precision_plan(cfg.precision, backend.device)
     with backend.strategy.scope(), dtype_policy(policy):
         model = build_crnn(recipe.model)
-        optimizer = _optimizer(recipe, schedule, loss_scaling=cfg.precision == "mixed_float16"
-                               or (backend.device == "npu" and cfg.precision != "float32"))
+        optimizer = _optimizer(recipe, schedule, loss_scaling)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # host-side: not mirrored
     if backend.broadcast is not None:
@@ -233,7 +242,6 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
                                 f"checkpoint kept ({manager.latest_checkpoint or 'none written yet'}); try a lower "
                                 "learning rate or float32")
         step += 1
-        step_var.assign(step)
         window.add(loss)
         if step % cfg.log_every == 0 or step == cfg.steps:
             metrics = window.metrics() | {"learning_rate": float(schedule(step - 1))}
@@ -244,8 +252,10 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
                      metrics["step_time_ms_p95"], metrics["images_per_sec"])
             window = _Window(global_batch, backend.replicas)
         if step % cfg.checkpoint_every == 0:
+            step_var.assign(step)
             manager.save(checkpoint_number=step)
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+        step_var.assign(step)
         manager.save(checkpoint_number=step)
 
     val_accuracy = None
@@ -261,9 +271,9 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
         run.set_tags({"crnn.export_dir": export_dir.resolve(),
                       "crnn.checkpoint": Path(manager.latest_checkpoint).resolve()})
     else:
-        shutil.rmtree(out_dir / f".worker-{backend.worker}", ignore_errors=True)
+        shutil.rmtree(_scratch_dir(out_dir, backend), ignore_errors=True)
     return TrainResult(steps=step, final_loss=last_loss, val_accuracy=val_accuracy, export_dir=export_dir,
-                       checkpoint=manager.latest_checkpoint if backend.is_chief else None, model=model)
+                       model=model)
 
 
 def _float32_copy(model: keras.Model, recipe: Recipe) -> keras.Model:

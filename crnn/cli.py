@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="an exported model folder")
     p.add_argument("images", type=Path, nargs="+", help="image files or folders of images")
 
+    p = commands.add_parser("tracking-replay", help="send run data spooled during a tracking outage")
+    p.add_argument("spool", type=Path, help="a <run id>.jsonl file named in a step's log")
+    p.add_argument("--run-id", help="default: the file's name")
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+
     pipeline = commands.add_parser("pipeline", help="run or compile the KFP pipeline").add_subparsers(
         dest="pipeline_command", required=True)
     p = pipeline.add_parser("run", help="run the whole pipeline locally with kfp.local")
@@ -191,6 +196,13 @@ def _run(args: argparse.Namespace) -> None:
                                            rule=GateRule(args.min_average, args.max_drop_points), **tracking)
         print(f"registered {args.name} version {version} as candidate")
         print(decision.format_table())
+    elif args.command == "tracking-replay":
+        from crnn.tracking import replay_spool, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(args.tracking_uri)
+        if not uri:
+            raise ValueError("tracking-replay needs --tracking-uri or MLFLOW_TRACKING_URI")
+        print(f"sent {replay_spool(args.spool, uri, args.run_id)} values from {args.spool}")
     elif args.command == "predict":
         _predict(args.model, args.images)
 

@@ -111,7 +111,9 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
     from crnn.train.loop import train_model
 
     backend = backend or make_backend()
-    tracked = step_run("train", tracking) if backend.is_chief else contextlib.nullcontext(StepRun())
+    # A tracking outage's leftovers are spooled beside the checkpoints, where the user looks after a run.
+    tracked = (step_run("train", tracking, spool_dir=Path(out_dir) / "tracking") if backend.is_chief
+               else contextlib.nullcontext(StepRun()))
     with tracked as run, run.system_metrics():
         return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from crnn.outbox import Batch, Outbox, OutboxReport
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,7 @@ STEP_TAG = "crnn.step"
 PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
 DEFAULT_EXPERIMENT = "crnn"
 _MAX_PARAM_LENGTH = 6000
+_RETRY_SECONDS = 2.0  # between attempts while the tracking server is away
 
 
 def resolve_tracking_uri(uri: str | None) -> str | None:
@@ -41,39 +45,52 @@ def _client(tracking_uri: str):
 
 
 class StepRun:
-    """Logging into one MLflow run, or into nothing when ``run_id`` is None."""
+    """Logging into one MLflow run, or into nothing when ``run_id`` is None.
+
+    With an ``outbox`` the values are sent in the background and survive a tracking outage (``crnn.outbox``);
+    without one each call sends at once.
+    """
 
     def __init__(self, run_id: str | None = None, tracking_uri: str | None = None,
-                 parent_run_id: str | None = None):
+                 parent_run_id: str | None = None, outbox: Outbox | None = None):
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
         self._mlflow = _client(tracking_uri) if run_id else None
+        self.outbox = outbox
 
     @property
     def enabled(self) -> bool:
         return self._mlflow is not None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        if self.enabled:
-            from mlflow.entities import Param
-
-            self._mlflow.log_batch(self.run_id, params=[
-                Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in params.items()])
+        self._post(Batch(params={key: str(value)[:_MAX_PARAM_LENGTH] for key, value in params.items()}))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self.enabled:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            self._mlflow.log_batch(self.run_id, metrics=[
-                Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
+        now = int(time.time() * 1000)
+        self._post(Batch(metrics=[(key, float(value), now, step or 0) for key, value in metrics.items()]))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if self.enabled:
-            from mlflow.entities import RunTag
+        self._post(Batch(tags={key: str(value) for key, value in tags.items()}))
 
-            self._mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    def send(self, batch: Batch) -> None:
+        """Sends one batch now: its values, then the run's end if it carries one."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        if batch.metrics or batch.params or batch.tags:
+            self._mlflow.log_batch(self.run_id, metrics=[Metric(*m) for m in batch.metrics],
+                                   params=[Param(k, v) for k, v in batch.params.items()],
+                                   tags=[RunTag(k, v) for k, v in batch.tags.items()])
+        if batch.status:
+            self._mlflow.set_terminated(self.run_id, batch.status, batch.end_time)
+
+    def _post(self, batch: Batch) -> None:
+        if not self.enabled:
+            return
+        if self.outbox is not None:
+            self.outbox.put(batch)
+        else:
+            self.send(batch)
 
     @contextlib.contextmanager
     def system_metrics(self) -> Iterator[None]:
@@ -183,8 +200,12 @@ class Tracking:
 
 
 @contextlib.contextmanager
-def step_run(step: str, tracking: Tracking | None = None) -> Iterator[StepRun]:
-    """A child run named ``step`` under the parent run (or a top-level run without one)."""
+def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None = None) -> Iterator[StepRun]:
+    """A child run named ``step`` under the parent run (or a top-level run without one).
+
+    Its values travel through an outbox: an unreachable server delays them (the step goes on) and, if it is
+    still away when the step ends, they are spooled under ``spool_dir`` (default: the temporary folder).
+    """
     tracking = tracking or Tracking()
     tracking_uri, parent_run_id = tracking.resolved()
     if not tracking_uri:
@@ -197,11 +218,49 @@ def step_run(step: str, tracking: Tracking | None = None) -> Iterator[StepRun]:
     else:
         experiment_id, tags = ensure_experiment(tracking_uri, tracking.experiment), {STEP_TAG: step}
     run_id = client.create_run(experiment_id, run_name=step, tags=tags).info.run_id
+    run = StepRun(run_id, tracking_uri, parent_run_id)
+    spool = Path(spool_dir or Path(tempfile.gettempdir()) / "crnn-tracking") / f"{run_id}.jsonl"
+    run.outbox = Outbox(run.send, spool, retry_seconds=_RETRY_SECONDS)
     started = time.monotonic()
     status = "FAILED"
     try:
-        yield StepRun(run_id, tracking_uri, parent_run_id)
+        yield run
         status = "FINISHED"
     finally:
-        client.log_metric(run_id, "step_time_s", time.monotonic() - started)
-        client.set_terminated(run_id, status)
+        run.log_metrics({"step_time_s": time.monotonic() - started})
+        run.outbox.put(Batch(status=status, end_time=int(time.time() * 1000)))
+        report = run.outbox.close(_flush_seconds())
+        run.outbox = None
+        _report_delays(run, report)
+
+
+def _report_delays(run: StepRun, report: OutboxReport) -> None:
+    """Says on the run (when the server takes it) and in the log what an outage did to the step's tracking."""
+    if not (report.delayed or report.unsent or report.rejected):
+        return
+    log.warning("tracking of run %s: %s", run.run_id, report.describe())
+    if report.unsent:  # the server is still away: the spool holds the run's data, the log says where
+        return
+    tags = {"crnn.tracking.delayed_values": report.delayed, "crnn.tracking.outage_s": f"{report.outage_seconds:.1f}",
+            "crnn.tracking.rejected_values": report.rejected}
+    try:
+        run.set_tags(tags)
+    except Exception as error:  # noqa: BLE001 - the server is away: the log above is the report
+        log.warning("could not record the delays on run %s: %s", run.run_id, error)
+
+
+def _flush_seconds() -> float:
+    """How long a step waits at its end for the tracking server to take its backlog."""
+    return float(os.environ.get("CRNN_TRACKING_FLUSH_SECONDS", "120"))
+
+
+def replay_spool(spool: Path, tracking_uri: str, run_id: str | None = None) -> int:
+    """Sends a spooled backlog (``<run id>.jsonl``) to its run; returns how many values were sent."""
+    from crnn.outbox import read_spool
+
+    run = StepRun(run_id or Path(spool).stem, tracking_uri)
+    sent = 0
+    for batch in read_spool(spool):
+        run.send(batch)
+        sent += batch.size()
+    return sent

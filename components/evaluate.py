@@ -8,7 +8,8 @@ from components import BASE_IMAGE
 def evaluate(model: Input[Model], data: Input[Dataset], benchmark: str, metrics: Output[Metrics],
              report: Output[Artifact], tracking_uri: str, experiment: str, job_id: str):
     """One benchmark split (``<dataset>/<split>``): word accuracy and NED into report.json, the Metrics
-    artifact and MLflow."""
+    artifact and MLflow; ``report`` also holds test_result.txt, the sample predictions (PNG) and the most
+    frequent errors."""
     from pathlib import Path
 
     from crnn import steps
@@ -22,3 +23,5 @@ def evaluate(model: Input[Model], data: Input[Dataset], benchmark: str, metrics:
     metrics.log_metric(f"accuracy/{name}", entry["accuracy"])
     metrics.log_metric(f"ned/{name}", entry["ned"])
     metrics.log_metric(f"num_samples/{name}", entry["num_samples"])
+    metrics.log_metric(f"num_samples_listed/{name}", entry["num_samples_listed"])
+    metrics.log_metric(f"images_per_sec/{name}", entry["images_per_sec"])

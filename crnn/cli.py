@@ -15,6 +15,9 @@ from crnn.data.readers import READERS
 from crnn.data.synthetic import SyntheticSpec
 from crnn.train.ascend import add_launch_command
 
+MODEL_HELP = ("an exported model folder, an MLflow model folder, or an MLflow URI: models:/crnn@champion, "
+              "models:/crnn/3, runs:/RUN_ID/model")
+
 
 def _tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default=None,
@@ -95,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(p)
 
     p = commands.add_parser("evaluate", help="per-benchmark word accuracy and NED")
-    p.add_argument("--model", type=Path, required=True, help="an exported model folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--benchmark", type=_benchmark_arg, action="append", required=True, metavar="NAME=DIR")
     p.add_argument("--out", type=Path, required=True)
     _tracking_args(p)
@@ -110,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(p)
 
     p = commands.add_parser("predict", help="print the text of each image")
-    p.add_argument("--model", type=Path, required=True, help="an exported model folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("images", type=Path, nargs="+", help="image files or folders of images")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--tracking-uri", default=None, help="for models:/ URIs (default: $MLFLOW_TRACKING_URI)")
 
     p = commands.add_parser("tracking-replay", help="send run data spooled during a tracking outage")
     p.add_argument("spool", type=Path, help="a <run id>.jsonl file named in a step's log")
@@ -151,7 +156,7 @@ def _run(args: argparse.Namespace) -> None:
     if getattr(args, "shard_size", 1) < 1:
         raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
     from crnn import steps
-    from crnn.tracking import Tracking
+    from crnn.tracking import Tracking, resolve_tracking_uri
 
     tracking = {"tracking": Tracking(getattr(args, "tracking_uri", None), getattr(args, "parent_run_id", None))}
     if args.command == "download":
@@ -186,8 +191,10 @@ def _run(args: argparse.Namespace) -> None:
         print(f"trained {result.steps} steps, exported to {result.export_dir}")
     elif args.command == "evaluate":
         from crnn.evaluate.report import format_table
+        from crnn.registry.locate import local_export
 
-        print(format_table(steps.evaluate(args.model, dict(args.benchmark), args.out, **tracking)), end="")
+        model = local_export(args.model, resolve_tracking_uri(args.tracking_uri), args.out / "model")
+        print(format_table(steps.evaluate(model, dict(args.benchmark), args.out, **tracking)), end="")
     elif args.command == "register":
         reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
         from crnn.registry.gate import GateRule
@@ -204,7 +211,7 @@ def _run(args: argparse.Namespace) -> None:
             raise ValueError("tracking-replay needs --tracking-uri or MLFLOW_TRACKING_URI")
         print(f"sent {replay_spool(args.spool, uri, args.run_id)} values from {args.spool}")
     elif args.command == "predict":
-        _predict(args.model, args.images)
+        _predict(args.model, args.images, args.batch_size, args.tracking_uri)
 
 
 def _run_pipeline(args: argparse.Namespace) -> None:
@@ -234,21 +241,29 @@ def _convert_one(args: argparse.Namespace) -> dict:
                          shard_size=args.shard_size, workers=args.workers or default_workers())
 
 
-def _predict(model_dir: Path, paths: list[Path]) -> None:
+def _predict(model: str, paths: list[Path], batch_size: int, tracking_uri: str | None) -> None:
+    """Prints ``file<TAB>text`` per image, in batches; a file that is not an image is named on stderr."""
     from crnn.data.readers import decode_image
     from crnn.model.export import Recognizer
+    from crnn.registry.locate import local_export
+    from crnn.tracking import resolve_tracking_uri
 
-    files = [f for p in paths for f in (sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p])]
-    images, readable = [], []
-    for file in files:
-        image = decode_image(file.read_bytes()) if file.is_file() else None
-        if image is None:
-            print(f"{file}\t<unreadable image>", file=sys.stderr)
-        else:
-            images.append(image)
-            readable.append(file)
-    for file, text in zip(readable, Recognizer(model_dir).read(images), strict=True):
-        print(f"{file}\t{text}")
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such image or folder")
+    files = [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
+    recognizer = Recognizer(local_export(model, resolve_tracking_uri(tracking_uri)))
+    for start in range(0, len(files), batch_size):
+        images, readable = [], []
+        for file in files[start:start + batch_size]:
+            image = decode_image(file.read_bytes())
+            if image is None:
+                print(f"{file}\t<unreadable image>", file=sys.stderr)
+            else:
+                images.append(image)
+                readable.append(file)
+        for file, text in zip(readable, recognizer.read(images), strict=True):
+            print(f"{file}\t{text}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,15 @@ from crnn.data.fetch import redact
 from crnn.data.splits import SYNTHETIC
 from crnn.data.synthetic import SyntheticSpec
 from crnn.data.tfrecord import manifest_sha256
-from crnn.evaluate.report import benchmark_entry, format_table, summarise, write_report
+from crnn.evaluate.report import (
+    REPORT_FILE,
+    TABLE_FILE,
+    benchmark_entry,
+    format_table,
+    summarise,
+    write_report,
+    write_review_files,
+)
 from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
@@ -129,13 +137,18 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
         entries = {}
         for bench, data_dir in benchmarks.items():
             result = evaluate_dataset(recognizer.model, data_dir, recognizer.recipe.model)
-            entries[bench] = benchmark_entry(result, data_dir)
+            entries[bench] = benchmark_entry(result, data_dir, recognizer.charset)
             run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned,
+                             f"num_samples/{bench}": result.score.num_samples,
                              f"images_per_sec/{bench}": result.images_per_sec})
-            run.log_params({f"manifest_sha256/{bench}": manifest_sha256(data_dir)})
+            run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"]})
+            for path in write_review_files(bench, result, recognizer.charset, out_dir):
+                run.log_artifact(path)
+            log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
         report = summarise(entries)
-        path = write_report(report, out_dir)
-        run.log_artifact(path)
+        write_report(report, out_dir)
+        for name in (REPORT_FILE, TABLE_FILE):
+            run.log_artifact(Path(out_dir) / name)
         log.info("evaluation\n%s", format_table(report))
         return report
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from crnn.outbox import Batch, Outbox, OutboxReport
+from crnn.run_note import NOTE_TAG, pipeline_note
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +161,17 @@ def find_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str =
 
 def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, status: str,
                      experiment: str = DEFAULT_EXPERIMENT) -> str | None:
-    """Ends the parent run of a pipeline run; returns its id, None if there is none."""
+    """Ends the parent run of a pipeline run, its description summing up the steps; returns its id, None if
+    there is none."""
     run_id = find_pipeline_run(tracking_uri, pipeline_run_id, experiment)
     if run_id is None:
         log.warning("no MLflow run is tagged %s=%s; nothing to end", PIPELINE_RUN_TAG, pipeline_run_id)
         return None
-    _client(tracking_uri).set_terminated(run_id, status)
+    client = _client(tracking_uri)
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}'")
+    client.set_tag(run_id, NOTE_TAG, pipeline_note(parent, children))
+    client.set_terminated(run_id, status)
     return run_id
 
 

@@ -47,6 +47,27 @@ def trained_dir(converted_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on loopback for the whole session (SQLite backend, local artifacts)."""
+    from tests.mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tracked_pipeline(mlflow_server, tmp_path_factory):
+    """The tiny pipeline run once through kfp.local, tracked over HTTP: (server, output folder, summary)."""
+    from pipelines.local_run import run_locally
+
+    out = tmp_path_factory.mktemp("pipeline")
+    summary = run_locally(out, tracking_uri=mlflow_server.url, preset="tiny", steps=6, train_size=64, val_size=8,
+                          test_size=10)
+    return mlflow_server, out, summary
+
+
 @pytest.fixture
 def sqlite_tracking(tmp_path) -> str:
     from crnn.tracking import sqlite_uri

@@ -46,12 +46,25 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
     assert report["benchmarks"]["IC13"]["num_samples"] == 6
     assert 0 <= report["average"] <= 1
     assert "IC13" in out and (scores / "test_result.txt").read_text() == out
+    assert "listed" in out and "evaluated" in out and "images/s" in out
+    assert report["benchmarks"]["IC13"]["num_samples_listed"] >= 6
+    assert {"frequent_errors", "character_edits", "manifest_sha256"} <= set(report["benchmarks"]["SVT"])
+    errors = (scores / "errors-SVT.txt").read_text()
+    assert "SVT: most frequent word errors" in errors and "most frequent character edits" in errors
+    import cv2
+
+    picture = cv2.imread(str(scores / "samples-IC13.png"))
+    assert picture is not None and picture.shape[0] >= 36 + 6 * 64  # a title and a row per sample (6 here)
 
     out = crnn("register", "--model", trained / "export", "--report", scores / "report.json",
                "--tracking-uri", sqlite_tracking).stdout
-    assert "registered crnn version 1" in out
+    assert "registered crnn version 1" in out and "decision: promoted" in out
 
-    import cv2
+    # The registered champion, fetched by its URI, scores what the folder it came from scored.
+    crnn("evaluate", "--model", "models:/crnn@champion", "--benchmark", f"SVT={data / 'SVT' / 'test'}",
+         "--out", tmp_path / "champion", "--tracking-uri", sqlite_tracking)
+    by_uri = json.loads((tmp_path / "champion" / "report.json").read_text())
+    assert by_uri["benchmarks"]["SVT"]["accuracy"] == report["benchmarks"]["SVT"]["accuracy"]
 
     from crnn.model.export import Recognizer
 
@@ -61,6 +74,15 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
     expected = Recognizer(trained / "export").read([cv2.imread(str(f)) for f in files])
     assert [line.split("\t") for line in out.splitlines()] == [[str(f), t] for f, t in zip(files, expected,
                                                                                            strict=True)]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for file in files:
+        (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    result = crnn("predict", "--model", "models:/crnn/1", "--tracking-uri", sqlite_tracking, "--batch-size", 1,
+                  folder)
+    assert result.stdout.splitlines() == [f"{folder / f.name}\t{t}" for f, t in zip(files, expected, strict=True)]
+    assert f"{folder / 'notes.txt'}\t<unreadable image>" in result.stderr
 
 
 def test_bad_input_gets_a_clear_error(tmp_path):
@@ -69,6 +91,13 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     assert f"{tmp_path / 'nowhere'}: no datasets.json" in result.stderr
     result = crnn("evaluate", "--model", tmp_path, "--benchmark", "IC13", "--out", tmp_path, check=False)
     assert result.returncode == 2 and "expected NAME=DIR" in result.stderr
+    result = crnn("predict", "--model", tmp_path / "nowhere", tmp_path, check=False)
+    assert result.returncode == 2 and f"{tmp_path / 'nowhere'}: no such model folder" in result.stderr
+    result = crnn("predict", "--model", tmp_path, tmp_path, check=False)
+    assert result.returncode == 2 and "neither an exported CRNN model" in result.stderr
+    result = crnn("predict", "--model", "models:/crnn@nope", "--tracking-uri",
+                  f"sqlite:///{tmp_path / 'empty.db'}", tmp_path, check=False)
+    assert result.returncode == 2 and "models:/crnn@nope: cannot fetch the model" in result.stderr
     (tmp_path / "r.json").write_text('{"benchmarks": {}, "average": 0}')
     result = crnn("register", "--model", tmp_path, "--report", tmp_path / "r.json", check=False)
     assert result.returncode == 2 and "needs MLflow" in result.stderr

@@ -1,70 +1,109 @@
-"""The whole pipeline through kfp.local on tiny settings: the MLflow run tree and the registered version."""
+"""The whole pipeline through kfp.local on tiny settings, tracked by a real ``mlflow server`` over HTTP: the run
+tree, metrics, artifacts, the registered version and its aliases, checked through the REST API."""
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-from crnn.tracking import sqlite_uri
-from pipelines.local_run import run_locally
 
 pytestmark = pytest.mark.pipeline
 
 STEPS = {"download", "convert", "convert-merge", "train", "evaluate-IIIT5K", "evaluate-SVT", "evaluate-IC13",
          "register"}
+BENCHMARKS = ("IIIT5K", "SVT", "IC13")
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipeline")
-    summary = run_locally(out, preset="tiny", steps=6, train_size=64, val_size=8, test_size=10)
-    return out, summary
+def _children(server, parent: dict) -> dict[str, dict]:
+    import requests
+
+    response = requests.post(f"{server.url}/api/2.0/mlflow/runs/search", timeout=30, json={
+        "experiment_ids": [parent["info"]["experiment_id"]],
+        "filter": f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'"})
+    response.raise_for_status()
+    return {run["info"]["run_name"]: run for run in response.json()["runs"]}
 
 
-def test_run_tree_metrics_and_params(pipeline_run):
-    out, summary = pipeline_run
-    client = MlflowClient(sqlite_uri(out / "mlflow" / "mlflow.db"))
-    parent = client.get_run(summary["run_id"])
-    assert parent.info.status == "FINISHED"
-    assert set(summary["accuracy"]) == {"IIIT5K", "SVT", "IC13", "average", "weighted_average"}
-    assert parent.data.metrics["accuracy/average"] == pytest.approx(
-        sum(summary["accuracy"][b] for b in ("IIIT5K", "SVT", "IC13")) / 3)
-
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{summary['run_id']}'")
-    by_step = {run.info.run_name: run for run in children}
-    assert set(by_step) == STEPS
-    assert all(run.info.status == "FINISHED" for run in children)
-    assert all("step_time_s" in run.data.metrics for run in children)
-
-    train = by_step["train"]
-    assert {"loss", "learning_rate", "step_time_ms", "images_per_sec", "val_accuracy"} <= set(train.data.metrics)
-    assert [m.step for m in client.get_metric_history(train.info.run_id, "loss")] == [2, 4, 6]
-    assert train.data.params["preset"] == "tiny"
-    assert train.data.params["train.steps"] == "6"
-    assert train.data.params["model.lstm_units"] == "16"
-    assert len(train.data.params["data.manifest_sha256/mjsynth/train"]) == 64
-    for bench in ("IIIT5K", "SVT", "IC13"):
-        assert {f"accuracy/{bench}", f"ned/{bench}"} <= set(by_step[f"evaluate-{bench}"].data.metrics)
+def _metrics(run: dict) -> dict[str, float]:
+    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
 
 
-def test_registered_version_carries_the_accuracies(pipeline_run):
-    out, summary = pipeline_run
-    client = MlflowClient(sqlite_uri(out / "mlflow" / "mlflow.db"))
-    version = client.get_model_version("crnn", summary["model_version"])
-    for bench in ("IIIT5K", "SVT", "IC13"):
-        assert float(version.tags[f"accuracy/{bench}"]) == pytest.approx(summary["accuracy"][bench], abs=1e-4)
-    assert version.run_id in {r.info.run_id for r in client.search_runs(
-        [client.get_experiment_by_name("crnn").experiment_id], "attributes.run_name = 'register'")}
-    artifacts = list((out / "mlflow" / "artifacts").rglob("model.keras"))
-    assert artifacts, "the model's files are in the embedded store's artifact folder"
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
 
-def test_the_gate_decides_and_the_run_says_why(pipeline_run):
+def test_the_run_tree_over_the_rest_api(tracked_pipeline):
+    server, _, summary = tracked_pipeline
+    parent = server.api("runs/get", run_id=summary["run_id"])["run"]
+    assert parent["info"]["status"] == "FINISHED"
+    metrics = _metrics(parent)
+    assert metrics["accuracy/average"] == pytest.approx(sum(metrics[f"accuracy/{b}"] for b in BENCHMARKS) / 3)
+
+    children = _children(server, parent)
+    assert set(children) == STEPS
+    assert all(run["info"]["status"] == "FINISHED" for run in children.values())
+    assert all("step_time_s" in _metrics(run) for run in children.values())
+
+    note = _tags(parent)["mlflow.note.content"]  # the run page's description: results, gate, step links
+    for name, run in children.items():
+        assert f"[{name}](#/experiments/{run['info']['experiment_id']}/runs/{run['info']['run_id']})" in note
+    assert f"| IIIT5K | {100 * metrics['accuracy/IIIT5K']:.2f} |" in note
+    assert "**Gate: rejected**" in note
+
+
+def test_training_charts_and_parameters(tracked_pipeline):
+    server, _, summary = tracked_pipeline
+    train = _children(server, server.api("runs/get", run_id=summary["run_id"])["run"])["train"]
+    run_id = train["info"]["run_id"]
+    for key in ("loss", "learning_rate", "step_time_ms", "images_per_sec"):
+        history = server.api("metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+        assert [int(m["step"]) for m in history] == [2, 4, 6], key
+    params = {p["key"]: p["value"] for p in train["data"]["params"]}
+    assert params["preset"] == "tiny" and params["train.steps"] == "6" and params["model.lstm_units"] == "16"
+    assert len(params["data.manifest_sha256/mjsynth/train"]) == 64
+    assert "system/cpu_utilization_percentage" in _metrics(train)
+
+
+def test_artifacts_are_served(tracked_pipeline):
+    server, _, summary = tracked_pipeline
+    children = _children(server, server.api("runs/get", run_id=summary["run_id"])["run"])
+    evaluated = server.api("artifacts/list", run_id=children["evaluate-SVT"]["info"]["run_id"])
+    assert {"report.json", "test_result.txt", "samples-SVT.png", "errors-SVT.txt"} <= {
+        f["path"] for f in evaluated.get("files", [])}
+    assert list((server.root / "artifacts").rglob("model.keras")), "the model's files are in the server's store"
+
+
+def test_the_candidate_loads_by_alias_over_http_and_reads_images(tracked_pipeline):
+    import cv2
+    import mlflow.pyfunc
+
+    server, out, _ = tracked_pipeline
+    mlflow.set_tracking_uri(server.url)
+    model = mlflow.pyfunc.load_model("models:/crnn@candidate")
+    images = sorted(out.rglob("*.png"))[:3]
+    texts = model.predict([path.read_bytes() for path in images])
+    assert len(texts) == 3 and all(isinstance(text, str) for text in texts)
+    assert list(model.predict([cv2.imread(str(images[0]))])) == list(texts[:1])
+
+
+def test_the_version_its_lineage_and_aliases(tracked_pipeline):
+    server, _, summary = tracked_pipeline
+    version = server.api("registered-models/get-model-version", name="crnn",
+                         version=summary["model_version"])["model_version"]
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    for bench in BENCHMARKS:
+        assert float(tags[f"accuracy/{bench}"]) == pytest.approx(summary["accuracy"][bench], abs=1e-4)
+        assert len(tags[f"data.manifest_sha256/{bench}"]) == 64
+    assert len(tags["data.manifest_sha256/mjsynth/train"]) == 64
+    assert tags["pipeline_run_id"] and tags["git_commit"]
+    alias = server.api("registered-models/alias", name="crnn", alias="candidate")["model_version"]
+    assert alias["version"] == summary["model_version"]
+    model = server.api("registered-models/get", name="crnn")["registered_model"]
+    assert {"alias": "candidate", "version": summary["model_version"]} in model["aliases"]
+
+
+def test_the_gate_decides_and_the_run_says_why(tracked_pipeline):
     """A 6-step tiny model cannot reach the pipeline's default minimum average (0.9): registered as
     ``candidate``, not promoted, with the reason on the version and the parent run."""
-    out, summary = pipeline_run
-    client = MlflowClient(sqlite_uri(out / "mlflow" / "mlflow.db"))
-    assert str(client.get_model_version_by_alias("crnn", "candidate").version) == summary["model_version"]
+    server, _, summary = tracked_pipeline
     assert summary["gate"]["decision"] == "rejected"
     assert summary["gate"]["average"].startswith("fail: ")
-    version = client.get_model_version("crnn", summary["model_version"])
+    version = MlflowClient(server.url).get_model_version("crnn", summary["model_version"])
     assert version.tags["gate.decision"] == "rejected" and "champion" not in version.aliases

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from crnn.charset import Charset
 from crnn.config import ModelConfig
@@ -25,26 +26,49 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Example:
+    """One sample kept for the picture of predictions: the model's input image and what it read."""
+
+    image: np.ndarray
+    ground_truth: str
+    prediction: str
+    correct: bool
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     score: Score
     images_per_sec: float
     predictions: list[Prediction] = field(repr=False)
+    examples: list[Example] = field(default_factory=list, repr=False)  # the first right and wrong ones
 
 
 def evaluate_dataset(model: keras.Model, data_dir: Path, config: ModelConfig,
-                     batch_size: int = 256) -> BenchmarkResult:
-    """Batched greedy-decoding inference over every sample of ``data_dir``."""
+                     batch_size: int = 256, examples_per_kind: int = 8) -> BenchmarkResult:
+    """Batched greedy-decoding inference over every sample of ``data_dir``; keeps the first
+    ``examples_per_kind`` right and wrong samples with their images."""
     charset = Charset(config.charset)
     ground_truths: list[str] = []
     predictions: list[str] = []
+    right: list[Example] = []
+    wrong: list[Example] = []
     started = time.perf_counter()
     for features, texts in make_dataset(data_dir, config, batch_size, training=False):
         logits = model(features["image"], training=False)
-        predictions.extend(greedy_decode(logits.numpy(), charset))
-        ground_truths.extend(t.decode("utf-8") for t in texts.numpy())
+        batch = greedy_decode(logits.numpy(), charset)
+        truths = [t.decode("utf-8") for t in texts.numpy()]
+        if len(right) < examples_per_kind or len(wrong) < examples_per_kind:
+            for image, truth, read in zip(features["image"].numpy(), truths, batch, strict=True):
+                correct = charset.normalize(truth) == charset.normalize(read)
+                kept = right if correct else wrong
+                if len(kept) < examples_per_kind:
+                    kept.append(Example(image, truth, read, correct))
+        predictions.extend(batch)
+        ground_truths.extend(truths)
     seconds = time.perf_counter() - started
     return BenchmarkResult(
         score=score(ground_truths, predictions, charset),
         images_per_sec=len(predictions) / seconds if seconds else 0.0,
         predictions=[Prediction(g, p) for g, p in zip(ground_truths, predictions, strict=True)],
+        examples=right + wrong,
     )

@@ -1,4 +1,5 @@
-"""The evaluate step's outputs: ``report.json`` and a plain-text table like the reference's test_result.txt."""
+"""The evaluate step's outputs: ``report.json``, a plain-text table like the reference's test_result.txt, and
+for each benchmark a picture of sample predictions and a table of its most frequent errors."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from crnn.charset import Charset
 from crnn.data.files import atomic_path, write_json
-from crnn.data.tfrecord import read_manifest
+from crnn.data.tfrecord import manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import BenchmarkResult
+from crnn.evaluate.errors import character_edits, format_errors, word_errors
+from crnn.evaluate.samples import render_samples
 
 REPORT_FILE = "report.json"
 TABLE_FILE = "test_result.txt"
 
 
-def benchmark_entry(result: BenchmarkResult, data_dir: Path) -> dict[str, Any]:
+def benchmark_entry(result: BenchmarkResult, data_dir: Path, charset: Charset) -> dict[str, Any]:
     manifest = read_manifest(data_dir)
     skipped = sum(manifest["skipped"].values())
+    pairs = normalised_pairs(result, charset)
     return {
         "accuracy": result.score.accuracy,
         "ned": result.score.ned,
@@ -26,7 +31,32 @@ def benchmark_entry(result: BenchmarkResult, data_dir: Path) -> dict[str, Any]:
         "num_samples_listed": result.score.num_samples + skipped,  # in the dataset's index, before skips
         "skipped": manifest["skipped"],
         "images_per_sec": result.images_per_sec,
+        "manifest_sha256": manifest_sha256(data_dir),
+        "frequent_errors": [{"ground_truth": gt, "prediction": pred, "count": count}
+                            for gt, pred, count in word_errors(pairs, top=10)],
+        "character_edits": [{"expected": expected, "read": read, "count": count}
+                            for expected, read, count in character_edits(pairs, top=10)],
     }
+
+
+def normalised_pairs(result: BenchmarkResult, charset: Charset) -> list[tuple[str, str]]:
+    """(ground truth, prediction) as the protocol compares them."""
+    return [(charset.normalize(p.ground_truth), charset.normalize(p.prediction)) for p in result.predictions]
+
+
+def write_review_files(name: str, result: BenchmarkResult, charset: Charset, out_dir: Path) -> list[Path]:
+    """``samples-<name>.png`` (predictions right and wrong beside their ground truth) and ``errors-<name>.txt``
+    (the most frequent word errors and character edits), for people reviewing the run."""
+    pairs = normalised_pairs(result, charset)
+    errors = Path(out_dir) / f"errors-{name}.txt"
+    with atomic_path(errors) as tmp:
+        tmp.write_text(format_errors(name, word_errors(pairs), character_edits(pairs)))
+    written = [errors]
+    if result.examples:
+        score = f"{100 * result.score.accuracy:.2f} % of {result.score.num_samples}"
+        written.append(render_samples([(e.image, e.ground_truth, e.prediction, e.correct) for e in result.examples],
+                                      f"{name}: {score} read right", Path(out_dir) / f"samples-{name}.png"))
+    return written
 
 
 def summarise(benchmarks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -41,11 +71,15 @@ def summarise(benchmarks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    lines = [f"{'benchmark':<12} {'samples':>8} {'accuracy %':>11} {'NED':>7}"]
+    """``listed``: samples in the benchmark's index; ``evaluated``: those left after the protocol's filter."""
+    lines = [f"{'benchmark':<12} {'listed':>7} {'evaluated':>9} {'accuracy %':>11} {'NED':>7} {'images/s':>9}"]
     for name, entry in report["benchmarks"].items():
-        lines.append(f"{name:<12} {entry['num_samples']:>8} {100 * entry['accuracy']:>11.2f} {entry['ned']:>7.4f}")
-    lines.append(f"{'average':<12} {'':>8} {100 * report['average']:>11.2f}")
-    lines.append(f"{'weighted':<12} {report['num_samples']:>8} {100 * report['weighted_average']:>11.2f}")
+        lines.append(f"{name:<12} {entry.get('num_samples_listed', entry['num_samples']):>7} "
+                     f"{entry['num_samples']:>9} {100 * entry['accuracy']:>11.2f} {entry.get('ned', 0):>7.4f} "
+                     f"{entry.get('images_per_sec', 0):>9.0f}")
+    lines.append(f"{'average':<12} {'':>7} {'':>9} {100 * report['average']:>11.2f}   (unweighted mean)")
+    lines.append(f"{'weighted':<12} {'':>7} {report['num_samples']:>9} {100 * report['weighted_average']:>11.2f}"
+                 "   (all samples together)")
     return "\n".join(lines) + "\n"
 
 

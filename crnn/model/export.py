@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras
@@ -10,6 +11,7 @@ import numpy as np
 from crnn.charset import Charset
 from crnn.config import Recipe
 from crnn.data.files import atomic_path
+from crnn.lineage import write_lineage
 from crnn.model.ctc import greedy_decode
 from crnn.preprocess import to_model_input
 
@@ -18,12 +20,13 @@ MODEL_FILE = "model.keras"
 RECIPE_FILE = "recipe.json"
 
 
-def export_model(model: keras.Model, recipe: Recipe, dest: Path) -> Path:
-    """Writes ``dest/`` whole or not at all."""
+def export_model(model: keras.Model, recipe: Recipe, dest: Path, lineage: Mapping[str, str] | None = None) -> Path:
+    """Writes ``dest/`` whole or not at all, with the model's ``lineage`` (``crnn.lineage``)."""
     with atomic_path(Path(dest)) as tmp:
         tmp.mkdir()
         model.save(tmp / MODEL_FILE)
         recipe.save(tmp / RECIPE_FILE)
+        write_lineage(tmp, lineage or {})
     return Path(dest)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from crnn.lineage import read_lineage
 from crnn.registry.gate import Decision, GateRule, champion_accuracies, decide
 from crnn.tracking import StepRun
 
@@ -21,7 +22,7 @@ def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
                    name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None) -> str:
     """Logs ``export_dir`` in ``run`` and registers it under ``name``; returns the new version number.
 
-    The version carries each benchmark's accuracy (``accuracy/<benchmark>``), the average and ``tags``.
+    The version carries its lineage (:func:`lineage_tags`) and ``tags``.
     """
     if not run.enabled:
         raise ValueError("registering a model needs MLflow: set --tracking-uri or MLFLOW_TRACKING_URI")
@@ -43,13 +44,24 @@ def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
         )
     version = mlflow.register_model(info.model_uri, name).version
     client = MlflowClient(run.tracking_uri)
-    version_tags = {f"accuracy/{bench}": f"{entry['accuracy']:.4f}" for bench, entry in report["benchmarks"].items()}
-    version_tags["accuracy/average"] = f"{report['average']:.4f}"
-    version_tags.update(tags or {})
+    version_tags = lineage_tags(export_dir, report) | dict(tags or {})
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     log.info("registered %s version %s (average accuracy %.4f)", name, version, report["average"])
     return str(version)
+
+
+def lineage_tags(export_dir: Path, report: Mapping[str, Any]) -> dict[str, str]:
+    """What a version records of its origin: the code's commit and training data (``crnn.lineage``), each
+    benchmark's accuracy and data checksum, the average."""
+    tags = read_lineage(export_dir)
+    tags.setdefault("git_commit", "unknown")
+    for bench, entry in report["benchmarks"].items():
+        tags[f"accuracy/{bench}"] = f"{entry['accuracy']:.4f}"
+        if "manifest_sha256" in entry:
+            tags[f"data.manifest_sha256/{bench}"] = entry["manifest_sha256"]
+    tags["accuracy/average"] = f"{report['average']:.4f}"
+    return tags
 
 
 def _requirements() -> list[str]:

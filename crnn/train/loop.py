@@ -199,9 +199,9 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
     log.info("training %s preset on %d replica(s) (%s), global batch %d (%d per replica)",
              recipe.preset, backend.replicas, backend.device, global_batch, cfg.batch_size)
     keras.utils.set_random_seed(cfg.seed)
+    data_checksums = {f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}
     run.log_params({**recipe.flat_params(), "replicas": backend.replicas, "global_batch": global_batch,
-                    "device": backend.device, "workers": backend.workers,
-                    **{f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}})
+                    "device": backend.device, "workers": backend.workers, **data_checksums})
 
     schedule = WarmupCosine(cfg.scaled_learning_rate(global_batch), cfg.warmup_steps, cfg.steps)
     policy, loss_scaling = _precision_plan(cfg.precision, backend.device)
@@ -267,7 +267,8 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
                  result.score.num_samples)
     export_dir = out_dir / EXPORT_DIR
     if backend.is_chief:
-        export_model(_float32_copy(model, recipe), recipe, export_dir)
+        lineage = data_checksums | ({"train_run_id": run.run_id} if run.enabled else {})
+        export_model(_float32_copy(model, recipe), recipe, export_dir, lineage)
         run.set_tags({"crnn.export_dir": export_dir.resolve(),
                       "crnn.checkpoint": Path(manager.latest_checkpoint).resolve()})
     else:

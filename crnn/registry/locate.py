@@ -1,0 +1,47 @@
+"""``--model`` as users give it: an exported model folder, an MLflow model folder, or an MLflow URI
+(``models:/crnn@champion``, ``models:/crnn/3``, ``runs:/<run id>/...``, an artifact URI)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from crnn.model.export import MODEL_FILE
+from crnn.registry.pyfunc import EXPORT_ARTIFACT
+
+_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def is_model_uri(model: str) -> bool:
+    return model.startswith(_URI_SCHEMES) or "://" in model
+
+
+def local_export(model: str | Path, tracking_uri: str | None = None, download_to: Path | None = None) -> Path:
+    """The exported model folder (``model.keras`` + recipe) that ``model`` names, downloaded first when it is a
+    URI (into ``download_to``, default a new temporary folder)."""
+    model = str(model)
+    if not is_model_uri(model):
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"{model}: no such model folder (nor an MLflow URI such as models:/crnn@champion)")
+        return _export_inside(path, model)
+    import mlflow
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri:  # models:/ URIs are looked up in the registry, which is the tracking server here
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    dest = Path(download_to or tempfile.mkdtemp(prefix="crnn-model-"))
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(dest))
+    except MlflowException as error:
+        raise ValueError(f"{model}: cannot fetch the model: {error.message}") from error
+    return _export_inside(Path(local), model)
+
+
+def _export_inside(path: Path, named: str) -> Path:
+    for candidate in (path, path / "artifacts" / EXPORT_ARTIFACT):
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{named}: neither an exported CRNN model ({MODEL_FILE}) nor an MLflow model of one")

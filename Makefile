@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs
 
-.PHONY: setup run test component-test pipeline-test bench bench-train compile ui lint lock clean
+.PHONY: setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean
 
 setup: $(STAMP)
 
@@ -17,16 +17,23 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The MLflow UI test drives Debian's headless Chromium; install it where it is missing (root or sudo).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { echo "installing Debian's chromium for the browser test"; \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q && \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium >/dev/null; }
+
 run: setup
 	$(BIN)/crnn pipeline run --out $(OUT)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
-component-test: setup
+component-test: setup browser
 	$(BIN)/python -m pytest -q -m component
 
-pipeline-test: setup
+pipeline-test: setup browser
 	$(BIN)/python -m pytest -q -m pipeline
 
 bench: setup bench-train

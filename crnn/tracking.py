@@ -125,7 +125,9 @@ def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location or _default_artifacts(tracking_uri))
+        # The kind makes the MLflow UI open the experiment in its model-training view, not the GenAI one.
+        return client.create_experiment(name, artifact_location=artifact_location or _default_artifacts(tracking_uri),
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except Exception:  # another process created it first
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

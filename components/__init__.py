@@ -4,7 +4,8 @@ Components are lightweight Python components on our own image (the library is in
 ``kfp.local`` runs exactly the functions a cluster runs. ``install_kfp_package=False``: the image has kfp.
 """
 
-import os
+from crnn.cluster.targets import image
 
-# The image every component runs in; `make images` builds it (override when compiling for a registry).
-BASE_IMAGE = os.environ.get("CRNN_IMAGE", "crnn-pipeline/cpu:0.1.0")
+# The image components are declared with; `crnn pipeline compile --registry --tag --target` sets the images of
+# the compiled pipeline (the train task's per target), as `make images` tags them.
+BASE_IMAGE = image("cpu")

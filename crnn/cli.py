@@ -15,6 +15,7 @@ from crnn.data.readers import READERS
 from crnn.data.synthetic import SyntheticSpec
 from crnn.train.ascend import add_launch_command
 
+SERVICE_ACCOUNT_DEFAULT = "crnn-pipeline"  # manifests/base
 MODEL_HELP = ("an exported model folder, an MLflow model folder, or an MLflow URI: models:/crnn@champion, "
               "models:/crnn/3, runs:/RUN_ID/model")
 
@@ -138,9 +139,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-set", help="DATASET/SPLIT to validate on")
     p.add_argument("--benchmark", action="append", help="DATASET/SPLIT to evaluate on (repeatable)")
     p.add_argument("--tracking-uri", default=None, help="default: a SQLite store under --out")
-    p = pipeline.add_parser("compile", help="write the compiled pipeline YAML")
-    p.add_argument("--out", type=Path, default=Path("pipelines/crnn_pipeline.yaml"))
+    p = pipeline.add_parser("compile", help="write the compiled pipeline YAML for a cluster target")
+    _compile_args(p)
+    p.add_argument("--out", type=Path, help="default: pipelines/compiled/<target>.yaml")
+
+    p = pipeline.add_parser("submit", help="upload the pipeline (or a new version) to KFP and start a run")
+    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--experiment", default="crnn", help="KFP experiment (created if missing)")
+    _compile_args(p)
+    p.add_argument("--package", type=Path, help="submit this compiled YAML instead of compiling")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pipeline parameter (repeatable; VALUE is read as JSON when it parses, e.g. steps=5000)")
+    p.add_argument("--run-name", help="default: crnn-<target>-<time>")
+    p.add_argument("--version-name", help="the pipeline version's name (default: <target>-<time>)")
+    p.add_argument("--namespace", help="KFP namespace (multi-user clusters)")
+    p.add_argument("--service-account", default=SERVICE_ACCOUNT_DEFAULT, help="runs as this service account")
+    p.add_argument("--token", help="bearer token (default: $KF_PIPELINES_TOKEN, else the kfp client's own "
+                                   "credentials: kubeconfig or in-cluster)")
+    p.add_argument("--wait", type=int, metavar="SECONDS", help="wait up to SECONDS for the run to finish")
     return parser
+
+
+def _compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", choices=["cpu", "gpu", "ascend"], default="cpu", help="where the train task runs")
+    p.add_argument("--nodes", type=int, default=1, help="train on several nodes as a TFJob (cpu, gpu)")
+    p.add_argument("--registry", default="crnn-pipeline", help="image registry prefix (as `make images`)")
+    p.add_argument("--tag", default="0.1.0", help="image tag")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -223,10 +247,15 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         run_locally(args.out, tracking_uri=args.tracking_uri, preset=args.preset, steps=args.steps, seed=args.seed,
                     train_size=args.train_size, test_size=args.test_size, mirror=args.mirror,
                     **{key: value for key, value in data.items() if value is not None})
-    else:
+    elif args.pipeline_command == "compile":
         from pipelines.crnn_pipeline import compile_pipeline
 
-        print(f"wrote {compile_pipeline(args.out)}")
+        out = args.out or Path("pipelines/compiled") / f"{args.target}.yaml"
+        print(f"wrote {compile_pipeline(out, args.target, args.nodes, args.registry, args.tag)}")
+    else:
+        from pipelines.submit import submit
+
+        submit(args)
 
 
 def _convert_one(args: argparse.Namespace) -> dict:
@@ -275,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "handler"):  # subcommands registered by other modules return their own exit code
             return args.handler(args)
         _run(args)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # expected failures: one line, no traceback
         if args.verbose:
             raise
         print(f"crnn {args.command}: error: {err}", file=sys.stderr)

@@ -126,6 +126,31 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
         return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
 
 
+def train_on(device: str, num_devices: int, preset: str, train_dirs: Sequence[Path], out_dir: Path,
+             val_dir: Path | None = None, steps: int = 0, batch_size: int = 0,
+             tracking: Tracking | None = None) -> dict[str, Any]:
+    """The train task's work on its node: cpu/gpu replicas in this process, or one process per NPU under
+    ``crnn launch-npu`` (each rank tracks through the CLI, the chief alone logging)."""
+    from crnn.config import recipe_for
+
+    recipe = recipe_for(preset, steps=steps or None, batch_size=batch_size or None)
+    if device != "npu":
+        from crnn.train.devices import make_backend
+
+        backend = make_backend(device, num_devices, precision=recipe.train.precision)
+        result = train(recipe, train_dirs, out_dir, val_dir=val_dir, tracking=tracking, backend=backend)
+        return {"steps": result.steps, "export_dir": str(result.export_dir)}
+    import subprocess
+
+    from crnn.cluster.commands import TrainSpec, npu_command
+
+    tracking_uri, parent_run_id = (tracking or Tracking()).resolved()
+    spec = TrainSpec(tuple(map(str, train_dirs)), str(out_dir), str(val_dir or ""), preset, steps, batch_size,
+                     "npu", num_devices, tracking_uri or "", parent_run_id or "")
+    subprocess.run(npu_command(spec), check=True)  # each rank's output prefixed [rank N] in the task log
+    return {"steps": recipe.train.steps, "export_dir": str(export_dir(out_dir))}
+
+
 def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
              tracking: Tracking | None = None) -> dict[str, Any]:
     """Evaluates an exported model on each named benchmark folder; writes report.json and the table."""

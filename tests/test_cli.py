@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import BASE_IMAGE
 
 CRNN = [sys.executable, "-m", "crnn.cli"]
 
@@ -106,17 +105,6 @@ def test_bad_input_gets_a_clear_error(tmp_path):
 @pytest.mark.parametrize("command", ["download", "convert", "train", "evaluate", "register", "predict"])
 def test_help_names_each_step(command):
     assert crnn(command, "--help").stdout.startswith("usage: crnn " + command)
-
-
-def test_pipeline_compile_writes_yaml(tmp_path):
-    out = Path(tmp_path) / "p.yaml"
-    crnn("pipeline", "compile", "--out", out)
-    spec = yaml.safe_load(out.read_text())
-    assert spec["pipelineInfo"]["name"] == "crnn-training"
-    assert {f"comp-{step}" for step in ("download", "convert", "train", "evaluate", "register", "start-run",
-                                        "finish-run")} <= set(spec["components"])
-    images = {executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()}
-    assert images == {BASE_IMAGE}
 
 
 def test_download_custom_data_and_convert_one_split(http_root, tmp_path):

@@ -1,0 +1,19 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_job(train_data: Input[Dataset], data: Input[Dataset], model: Output[Model], train_sets: list,
+              val_set: str, preset: str, steps: int, batch_size: int, tracking_uri: str, experiment: str,
+              job_id: str, target: str, workers: int, image: str, namespace: str):
+    """Trains on ``workers`` nodes as a TFJob sharing the datasets PVC: stages the data there, runs the job
+    to the end (failing this task if it fails) and brings the exported model back as this task's output."""
+    from crnn.cluster.job_task import train_as_tfjob
+    from crnn.tracking import Tracking
+
+    result = train_as_tfjob(train_data.path, data.path, model.path, train_sets, val_set, preset, steps, batch_size,
+                            Tracking.for_pipeline(tracking_uri, experiment, job_id), target, workers, image,
+                            namespace, job_id)
+    model.metadata.update(result)

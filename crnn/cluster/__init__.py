@@ -1,0 +1,1 @@
+"""What runs on a Kubernetes cluster: compile targets, training commands, training jobs (TFJob)."""

@@ -1,0 +1,72 @@
+"""``crnn pipeline submit``: upload the compiled pipeline to a KFP cluster (a new version if it exists) and start
+a run through ``kfp.Client``, optionally waiting for it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TOKEN_ENV = "KF_PIPELINES_TOKEN"
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that parses as JSON (numbers, lists, true) is passed as that, else as text."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def submit(args: argparse.Namespace) -> dict[str, Any]:
+    """Uploads (or versions) the pipeline, starts a run, waits if asked; prints and returns what it did."""
+    import kfp
+
+    from pipelines.crnn_pipeline import PIPELINE_NAME, compile_pipeline
+
+    params = parse_params(args.param)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    token = args.token or os.environ.get(TOKEN_ENV)
+    client = kfp.Client(host=args.host, existing_token=token, namespace=args.namespace or "kubeflow")
+    with tempfile.TemporaryDirectory() as tmp:
+        package = args.package or compile_pipeline(Path(tmp) / "pipeline.yaml", args.target, args.nodes,
+                                                   args.registry, args.tag)
+        pipeline_id, version_id = _upload(client, str(package), PIPELINE_NAME,
+                                          args.version_name or f"{args.target}-{stamp}", args.namespace)
+    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+    run = client.run_pipeline(experiment.experiment_id, args.run_name or f"crnn-{args.target}-{stamp}",
+                              params=params, pipeline_id=pipeline_id, version_id=version_id,
+                              service_account=args.service_account)
+    result = {"pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": experiment.experiment_id,
+              "run_id": run.run_id, "state": run.state}
+    print(f"submitted run {run.run_id} (pipeline {pipeline_id}, version {version_id})", flush=True)
+    if args.wait:
+        finished = client.wait_for_run_completion(run.run_id, timeout=args.wait, sleep_duration=5)
+        result["state"] = finished.state
+        print(f"run {run.run_id}: {finished.state}")
+        if str(finished.state).upper() != "SUCCEEDED":
+            raise RuntimeError(f"run {run.run_id} ended {finished.state}")
+    return result
+
+
+def _upload(client: Any, package: str, name: str, version_name: str, namespace: str | None) -> tuple[str, str]:
+    """(pipeline id, version id): the pipeline uploaded the first time, a new version of it afterwards."""
+    pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(package, pipeline_name=name, namespace=namespace)
+        pipeline_id = pipeline.pipeline_id
+        versions = client.list_pipeline_versions(pipeline_id, page_size=1).pipeline_versions or []
+        return pipeline_id, versions[0].pipeline_version_id
+    version = client.upload_pipeline_version(package, version_name, pipeline_id=pipeline_id)
+    return pipeline_id, version.pipeline_version_id

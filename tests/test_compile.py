@@ -1,0 +1,112 @@
+"""The compiled pipeline for each cluster target: committed, up to date, and asking for what the target needs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crnn.cli import main
+from pipelines.crnn_pipeline import compile_pipeline
+
+COMPILED = Path(__file__).parent.parent / "pipelines" / "compiled"
+COMMITTED = {"cpu.yaml": ("cpu", 1), "gpu.yaml": ("gpu", 1), "ascend.yaml": ("ascend", 1),
+             "gpu-2-nodes.yaml": ("gpu", 2)}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+    """file name -> (pipeline spec, platform spec), compiled now from the code."""
+    out = tmp_path_factory.mktemp("compiled")
+    specs = {}
+    for name, (target, nodes) in COMMITTED.items():
+        compile_pipeline(out / name, target, nodes)
+        specs[name] = tuple(yaml.safe_load_all((out / name).read_text()))
+        specs[name + ".text"] = (out / name).read_text()
+    return specs
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_the_committed_yaml_is_what_the_code_compiles(compiled, name):
+    assert (COMPILED / name).read_text() == compiled[name + ".text"], (
+        f"pipelines/compiled/{name} is out of date with the code: run `make compile` and commit it")
+
+
+def _executors(spec: dict) -> dict:
+    return spec["deploymentSpec"]["executors"]
+
+
+def _platform(platform: dict) -> dict:
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_ascend_trains_on_8_npus_of_an_ascend_node(compiled):
+    spec, platform = compiled["ascend.yaml"]
+    train = _executors(spec)["exec-train"]["container"]
+    assert train["image"] == "crnn-pipeline/ascend:0.1.0"
+    assert train["resources"]["accelerator"] == {"count": "8", "resourceCount": "8",
+                                                 "resourceType": "huawei.com/Ascend910", "type": "huawei.com/Ascend910"}
+    k8s = _platform(platform)["exec-train"]
+    assert k8s["nodeSelector"]["labels"] == {"accelerator": "huawei-Ascend910"}
+    assert {"key": "huawei.com/Ascend910", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+    assert k8s["pvcMount"][0]["constant"] == "crnn-datasets"
+    train_inputs = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert train_inputs["device"]["runtimeValue"]["constant"] == "npu"  # one process per NPU (launch-npu)
+    assert train_inputs["num_devices"]["runtimeValue"]["constant"] == 8
+
+
+def test_gpu_trains_on_8_gpus_and_other_tasks_stay_on_cpu_images(compiled):
+    spec, platform = compiled["gpu.yaml"]
+    executors = _executors(spec)
+    assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert executors["exec-train"]["container"]["image"] == "crnn-pipeline/gpu:0.1.0"
+    assert {e["container"]["image"] for n, e in executors.items() if n != "exec-train"} == {
+        "crnn-pipeline/cpu:0.1.0"}
+    assert "nodeSelector" not in _platform(platform)["exec-train"]
+
+
+def test_secrets_pvc_retries_caching_and_the_exit_handler(compiled):
+    spec, platform = compiled["cpu.yaml"]
+    k8s = _platform(platform)
+    tracked = {"exec-start-run", "exec-download", "exec-convert", "exec-merge-slices", "exec-train", "exec-evaluate",
+               "exec-register", "exec-finish-run"}
+    for executor in tracked:
+        secrets = {s["secretName"]: s for s in k8s[executor]["secretAsEnv"]}
+        assert {e["envVar"] for e in secrets["mlflow-client"]["keyToEnv"]} == {
+            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, executor
+    s3 = {s["secretName"]: s for s in k8s["exec-download"]["secretAsEnv"]}["crnn-s3"]
+    assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert k8s["exec-download"]["pvcMount"][0]["mountPath"] == "/mnt/datasets"
+
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert tasks["download"]["retryPolicy"]["maxRetryCount"] == 3
+    assert tasks["download"]["cachingOptions"]["enableCache"] is True
+    assert tasks["convert"]["cachingOptions"]["enableCache"] is True
+    assert tasks["train"]["cachingOptions"] == {}  # caching off: it must log under this run
+    finish = spec["root"]["dag"]["tasks"]["finish-run"]
+    assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert finish["dependentTasks"] == ["exit-handler-1"]
+
+
+def test_several_nodes_train_as_a_job_the_task_only_watches(compiled):
+    spec, platform = compiled["gpu-2-nodes.yaml"]
+    executors = _executors(spec)
+    assert "exec-train-job" in executors and "exec-train" not in executors
+    assert "accelerator" not in executors["exec-train-job"]["container"].get("resources", {})
+    assert _platform(platform)["exec-train-job"]["pvcMount"][0]["constant"] == "crnn-datasets"
+    job = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train-job"]["inputs"]["parameters"]
+    assert job["workers"]["runtimeValue"]["constant"] == 2
+    assert job["image"]["runtimeValue"]["constant"] == "crnn-pipeline/gpu:0.1.0"
+
+
+def test_registry_and_tag_set_every_image(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--target", "ascend", "--registry", "r.example/ocr", "--tag", "1.2",
+                 "--out", str(out)]) == 0
+    images = {e["container"]["image"] for e in _executors(next(yaml.safe_load_all(out.read_text()))).values()}
+    assert images == {"r.example/ocr/cpu:1.2", "r.example/ocr/ascend:1.2"}
+
+
+def test_impossible_targets_are_refused(tmp_path, capsys):
+    assert main(["pipeline", "compile", "--target", "ascend", "--nodes", "2", "--out", str(tmp_path / "p")]) == 2
+    assert "multi-node Ascend training is not supported yet" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

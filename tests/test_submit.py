@@ -1,0 +1,78 @@
+"""``crnn pipeline submit`` against a loopback server implementing the KFP v2beta1 endpoints it calls.
+
+This checks the requests the kfp client sends (upload, new version, experiment, run, polling, the token),
+not a live Kubeflow Pipelines: none can run here.
+"""
+
+import json
+
+import pytest
+import yaml
+
+from crnn.cli import main
+from tests.kfp_api import API, FakeKfp, serve
+
+
+@pytest.fixture
+def kfp_api(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the kfp client reads its context from ~/.config/kfp
+    api = FakeKfp()
+    server, url = serve(api)
+    yield api, url
+    server.shutdown()
+
+
+def _calls(api: FakeKfp) -> list[str]:
+    return [f"{r.method} {r.path.removeprefix(API)}" for r in api.requests]
+
+
+def test_first_submit_uploads_then_a_second_adds_a_version_and_runs_wait(kfp_api, capsys):
+    api, url = kfp_api
+    args = ["pipeline", "submit", "--host", url, "--target", "ascend", "--experiment", "ocr", "--token", "s3cret",
+            "--param", "steps=5000", "--param", "benchmarks=[\"IIIT5K/test_3000\"]", "--param",
+            "tracking_uri=http://mlflow.kubeflow:5000", "--wait", "60"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "submitted run" in out and "SUCCEEDED" in out
+    assert _calls(api)[:4] == ["GET /healthz", "GET /pipelines", "POST /pipelines/upload",
+                               "GET /pipelines/" + next(iter(api.pipelines)) + "/versions"]
+    assert "POST /experiments" in _calls(api) and "POST /runs" in _calls(api)
+    assert all(r.headers.get("authorization") == "Bearer s3cret" for r in api.requests)
+
+    pipeline_id = next(iter(api.pipelines))
+    upload = next(r for r in api.requests if r.path.endswith("/pipelines/upload"))
+    assert upload.query["name"] == ["crnn-training"]
+    package = yaml.safe_load_all(api.uploaded(pipeline_id)[0].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0])
+    spec = next(package)
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "huawei.com/Ascend910"
+    assert resources["accelerator"]["resourceCount"] == "8"
+
+    run = next(json.loads(r.body) for r in api.requests if r.path.endswith("/runs") and r.method == "POST")
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": pipeline_id, "pipeline_version_id": api.pipelines[pipeline_id]["versions"][0][
+            "pipeline_version_id"]}
+    assert run["runtime_config"]["parameters"] == {"steps": 5000, "benchmarks": ["IIIT5K/test_3000"],
+                                                   "tracking_uri": "http://mlflow.kubeflow:5000"}
+    assert run["service_account"] == "crnn-pipeline"
+    assert sum(r.path.startswith(API + "/runs/") for r in api.requests) == 2  # polled until it finished
+
+    api.requests.clear()
+    assert main(["pipeline", "submit", "--host", url, "--target", "gpu", "--experiment", "ocr",
+                 "--version-name", "gpu-v2"]) == 0
+    assert "POST /pipelines/upload_version" in _calls(api) and "POST /pipelines/upload" not in _calls(api)
+    assert "POST /experiments" not in _calls(api)  # the experiment exists: reused
+    assert [v["display_name"] for v in api.pipelines[pipeline_id]["versions"]] == ["crnn-training", "gpu-v2"]
+
+
+def test_a_failed_run_fails_the_command(kfp_api, capsys):
+    api, url = kfp_api
+    api.final_state = "FAILED"
+    assert main(["pipeline", "submit", "--host", url, "--wait", "60"]) == 2
+    assert "ended FAILED" in capsys.readouterr().err
+
+
+def test_bad_params_are_named(kfp_api, capsys):
+    _, url = kfp_api
+    assert main(["pipeline", "submit", "--host", url, "--param", "steps"]) == 2
+    assert "--param expects KEY=VALUE, got 'steps'" in capsys.readouterr().err

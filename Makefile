@@ -4,8 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs
+# Images: $(REGISTRY)/<target>:$(TAG), one per target (images/Dockerfile.<target>).
+REGISTRY ?= crnn-pipeline
+TAG      ?= 0.1.0
+TARGETS  ?= cpu gpu ascend
 
-.PHONY: setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean
+.PHONY: setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate
 
 setup: $(STAMP)
 
@@ -42,8 +46,11 @@ bench: setup bench-train
 bench-train: setup
 	$(BIN)/python bench/bench_train.py --out $(OUT)/bench
 
+# The compiled pipelines are committed; tests/test_compile.py fails when they are out of date with the code.
 compile: setup
-	$(BIN)/crnn pipeline compile --out pipelines/crnn_pipeline.yaml
+	$(foreach t,cpu gpu ascend,$(BIN)/crnn pipeline compile --target $(t) --registry $(REGISTRY) --tag $(TAG)$(newline))
+	$(BIN)/crnn pipeline compile --target gpu --nodes 2 --registry $(REGISTRY) --tag $(TAG) \
+	  --out pipelines/compiled/gpu-2-nodes.yaml
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUT))/mlflow/mlflow.db --host 127.0.0.1 --port 5000
@@ -51,8 +58,26 @@ ui: setup
 lint: setup
 	$(BIN)/ruff check .
 
+manifests-validate: setup
+	$(BIN)/python -m tools.validate_manifests
+
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.lock
+
+# The commit goes into the image (CRNN_GIT_COMMIT), as there is no .git inside; "-dirty", as crnn/lineage.py
+# writes it, when tracked files differ from it, since the image then holds code no commit has.
+GIT_HEAD   = $(shell git rev-parse HEAD 2>/dev/null)
+GIT_COMMIT = $(if $(GIT_HEAD),$(GIT_HEAD)$(shell git diff --quiet HEAD -- || echo -dirty),unknown)
+define newline
+
+
+endef
+
+images:
+	$(foreach t,$(TARGETS),docker build -f images/Dockerfile.$(t) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/$(t):$(TAG) .$(newline))
+
+images-lint: setup
+	$(BIN)/hadolint --failure-threshold style $(foreach t,$(TARGETS),images/Dockerfile.$(t))
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -4,22 +4,12 @@ recording every request. It checks the requests the kfp client sends, not the be
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+
+from tests.loopback_api import Request, serve  # noqa: F401 - serve: the tests start FakeKfp with it
 
 API = "/apis/v2beta1"
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
 
 
 @dataclass
@@ -94,27 +84,3 @@ def _filter_value(query: dict[str, list[str]]) -> str | None:
 
 def _new_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def serve(api: FakeKfp) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            url = urlparse(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, payload = api.handle(Request(self.command, url.path, parse_qs(url.query),
-                                                 {k.lower(): v for k, v in self.headers.items()}, body))
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _answer
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"

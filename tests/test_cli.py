@@ -4,11 +4,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
-
 
 CRNN = [sys.executable, "-m", "crnn.cli"]
 

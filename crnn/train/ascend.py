@@ -499,7 +499,7 @@ def open_npu(mixed_precision: bool = False) -> ModuleType:
         raise RuntimeError(NPU_MISSING) from err
     except ImportError as err:  # typically CANN's libraries are not on LD_LIBRARY_PATH
         raise RuntimeError(f"npu_device is installed but failed to load ({err}); source CANN's set_env.sh "
-                           "(the crnn-pipeline/ascend image does this in its entrypoint)") from err
+                           "(the crnn-pipeline/ascend image sets them in its environment)") from err
     if mixed_precision:
         npu_device.global_options().precision_mode = "allow_mix_precision"
     npu_device.open().as_default()

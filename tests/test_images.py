@@ -1,0 +1,380 @@
+"""The container images, checked without Docker: hadolint, what the Dockerfiles copy and install, the user
+they run as, the derived requirement files, and the `make images` commands."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from crnn.cluster.targets import TARGETS as COMPILE_TARGETS
+from crnn.cluster.targets import image
+from crnn.lineage import COMMIT_ENV
+from crnn.train.ascend import NPU_MISSING
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ("cpu", "gpu", "ascend")
+HADOLINT = Path(sys.executable).parent / "hadolint"
+LOCK = ROOT / "requirements.lock"
+ASCEND_REQUIREMENTS = ROOT / "images" / "requirements-ascend.txt"
+GPU_CONSTRAINTS = ROOT / "images" / "constraints-gpu.txt"
+# The requirement file each image installs its dependencies from.
+INSTALLS_FROM = {"cpu": LOCK, "gpu": LOCK, "ascend": ASCEND_REQUIREMENTS}
+
+
+def dockerfile(target: str) -> Path:
+    return ROOT / "images" / f"Dockerfile.{target}"
+
+
+# --- a small Dockerfile reader -----------------------------------------------------------------------------------
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction, continuation lines joined, comments dropped."""
+    result, pending = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        result.append((keyword.upper(), args.strip()))
+        pending = ""
+    return result
+
+
+def stages(path: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, each list starting with its FROM; global ARGs before the first FROM are
+    left out (see `global_args`)."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions(path):
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, args))
+    return result
+
+
+def global_args(path: Path) -> dict[str, str]:
+    defaults = {}
+    for keyword, args in instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = args.partition("=")
+            defaults[name] = default
+    return defaults
+
+
+def base_images(path: Path) -> list[str]:
+    """Every FROM's image with the global ARG defaults substituted, earlier stages (`FROM builder`) left out."""
+    defaults, names, images = global_args(path), set(), []
+    for stage in stages(path):
+        words = stage[0][1].split()
+        image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m.group(1) or m.group(2)], words[0])
+        if image not in names:
+            images.append(image)
+        if len(words) == 3 and words[1].upper() == "AS":
+            names.add(words[2])
+    return images
+
+
+def context_sources(path: Path) -> list[str]:
+    """What COPY and ADD take from the build context: neither `--from=` copies nor flags (--chown, --chmod...)."""
+    sources = []
+    for keyword, args in instructions(path):
+        if keyword not in ("COPY", "ADD"):
+            continue
+        words = json.loads(args) if args.startswith("[") else shlex.split(args)
+        flags = [w for w in words if w.startswith("--")]
+        if any(flag.startswith("--from=") for flag in flags):
+            continue
+        sources.extend(w for w in words[:-1] if not w.startswith("--"))
+    return sources
+
+
+def run_commands(path: Path) -> list[str]:
+    """Each simple command of every RUN (split at &&, ||, ; and |)."""
+    commands = []
+    for keyword, args in instructions(path):
+        if keyword == "RUN":
+            commands.extend(c.strip() for c in re.split(r"&&|\|\||;|\|", args) if c.strip())
+    return commands
+
+
+def is_pinned(image: str) -> bool:
+    """A digest, or a tag naming a release (major.minor.patch...), not a moving tag such as 3.11 or latest."""
+    if "@sha256:" in image:
+        return True
+    name_and_tag = image.rsplit("/", 1)[-1]
+    tag = name_and_tag.partition(":")[2]
+    return tag != "latest" and re.search(r"\d+\.\d+\.\w+", tag) is not None
+
+
+# --- .dockerignore ------------------------------------------------------------------------------------------------
+
+def _pattern(pattern: str) -> re.Pattern:
+    """Docker's pattern syntax (Go's filepath.Match plus `**`) as a regular expression on slash paths."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i:end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern]]:
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        rules.append((include, _pattern(os.path.normpath(line.lstrip("!")).strip("/"))))
+    return rules
+
+
+def is_ignored(rules: list[tuple[bool, re.Pattern]], path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parent folders decides."""
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for include, pattern in rules:
+        if any(pattern.fullmatch(c) for c in candidates):
+            ignored = not include
+    return ignored
+
+
+# --- hadolint -----------------------------------------------------------------------------------------------------
+
+def hadolint(path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    # Our own config and no HADOLINT_* variables: a personal ~/.hadolint.yaml must not relax the check.
+    config = tmp_path / "hadolint.yaml"
+    config.write_text("failure-threshold: style\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
+    return subprocess.run([str(HADOLINT), "--config", str(config), "--failure-threshold", "style", "--no-color",
+                           str(path)], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_dockerfile_passes_hadolint(target, tmp_path):
+    result = hadolint(dockerfile(target), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("rule", "body"), [
+    ("DL3008", "RUN apt-get update && apt-get install -y --no-install-recommends curl "
+               "&& rm -rf /var/lib/apt/lists/*\nUSER 1000:1000"),
+    ("DL3002", "USER root"),
+    ("DL3042", "RUN pip install requests==2.33.0\nUSER 1000:1000"),
+])
+def test_hadolint_fails_on_a_violation(rule, body, tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(f"FROM python:3.11.7-slim-bookworm\n{body}\n")
+    result = hadolint(bad, tmp_path)
+    assert result.returncode != 0 and rule in result.stdout, result.stdout + result.stderr
+
+
+# --- what the images copy and install -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_copied_files_exist_and_are_not_dockerignored(target):
+    rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
+    sources = context_sources(dockerfile(target))
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"{target}: COPY {source}: not in the repository"
+        tracked = subprocess.run(["git", "ls-files", "--", source], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split()
+        for path in [source, *tracked]:  # a folder: every tracked file in it must reach the image too
+            assert not is_ignored(rules, path), f"{target}: COPY {source}: .dockerignore excludes {path}"
+
+
+def test_dockerignore_matching():
+    rules = dockerignore_rules("data\n**/__pycache__\n*.db\ntests\n!tests/keep.txt\n")
+    assert is_ignored(rules, "data/raw/a.tar.gz")
+    assert not is_ignored(rules, "crnn/data/catalog.json")
+    assert is_ignored(rules, "crnn/model/__pycache__/network.cpython-311.pyc")
+    assert is_ignored(rules, "mlflow.db") and not is_ignored(rules, "crnn/x.db")
+    assert is_ignored(rules, "tests/test_images.py") and not is_ignored(rules, "tests/keep.txt")
+
+
+def test_dockerignore_keeps_local_state_out():
+    rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
+    for path in (".venv/bin/python", "outputs/mlflow/mlflow.db", ".git/HEAD", "tests/test_images.py",
+                 "bench/bench_train.py", "crnn/__pycache__/cli.cpython-311.pyc", "crnn_pipeline.egg-info/PKG-INFO"):
+        assert is_ignored(rules, path), path
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_runs_crnn_as_a_non_root_user(target):
+    final = stages(dockerfile(target))[-1]
+    users = [args for keyword, args in final if keyword == "USER"]
+    assert users and re.fullmatch(r"\d+(:\d+)?", users[-1]), f"{target}: last USER is {users[-1:]}"
+    assert int(users[-1].split(":")[0]) != 0
+    entrypoints = [args for keyword, args in final if keyword == "ENTRYPOINT"]
+    assert entrypoints and json.loads(entrypoints[-1]) == ["crnn"]
+    envs = " ".join(args for keyword, args in final if keyword == "ENV")
+    assert re.search(r"\bHOME=/\S+", envs), f"{target}: no HOME"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_pins_its_base_images(target):
+    images = base_images(dockerfile(target))
+    assert images
+    for base in images:
+        assert is_pinned(base), f"{target}: FROM {base} is not pinned"
+
+
+def test_pinned_base_image_rule():
+    assert is_pinned("python:3.11.7-slim-bookworm")
+    assert is_pinned("swr.cn-south-1.myhuaweicloud.com/ascendhub/ascend-tensorflow:24.0.RC1-A1-ubuntu20.04")
+    assert is_pinned("python@sha256:" + "0" * 64)
+    for moving in ("python", "python:latest", "python:3.11-slim", "registry:5000/python", "ubuntu:jammy"):
+        assert not is_pinned(moving), moving
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pip_never_keeps_its_cache(target):
+    pip_runs = [c for c in run_commands(dockerfile(target)) if re.search(r"\bpip3? (install|wheel)\b", c)]
+    assert pip_runs
+    for command in pip_runs:
+        assert "--no-cache-dir" in command.split(), command
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_installs_the_pinned_requirements_then_the_project_once(target):
+    path = dockerfile(target)
+    expected = INSTALLS_FROM[target]
+    assert str(expected.relative_to(ROOT)) in context_sources(path)
+    commands = run_commands(path)
+    requirement_files = [Path(m.group(1)).name for c in commands
+                         for m in re.finditer(r"\bpip install .*?-r (\S+)", c)]
+    assert requirement_files == [expected.name], requirement_files
+    # Components run `python -m kfp...` in the image, and the KFP launcher needs the same kfp.
+    assert re.search(r"^kfp==2\.17\.0$", expected.read_text(), re.MULTILINE)
+    # The project: once, from a wheel built in an earlier stage, without resolving anything again.
+    final = " ".join(args for keyword, args in stages(path)[-1] if keyword == "RUN")
+    assert re.search(r"pip install --no-cache-dir --no-deps \S+\.whl", final)
+    assert len(re.findall(r"pip install [^&;]*\.whl", " ".join(commands))) == 1
+    assert not [c for c in commands if re.search(r"pip install [^&;]*(-e|\s)\.(\s|$)", c)]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_records_its_commit(target):
+    final = stages(dockerfile(target))[-1]
+    assert ("ARG", "GIT_COMMIT=unknown") in final
+    assert ("ENV", f"{COMMIT_ENV}=${{GIT_COMMIT}}") in final
+
+
+def test_accelerator_settings():
+    gpu = dockerfile("gpu").read_text()
+    assert "NVIDIA_VISIBLE_DEVICES=all" in gpu and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in gpu
+    assert '"tensorflow[and-cuda]==2.21.0"' in gpu and "-c /tmp/constraints-gpu.txt" in gpu
+    ascend = " ".join(args for keyword, args in stages(dockerfile("ascend"))[-1] if keyword == "ENV")
+    for name in ("ASCEND_HOME", "ASCEND_TOOLKIT_HOME", "ASCEND_OPP_PATH", "LD_LIBRARY_PATH", "PYTHONPATH"):
+        assert re.search(rf"\b{name}=", ascend), name
+
+
+# --- the files derived from the lock ------------------------------------------------------------------------------
+
+def _requirement_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """Every distribution these requirements pull in, per the installed metadata (extras followed)."""
+    seen: set[tuple[str, frozenset]] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = importlib.metadata.distribution(requirement.name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            child = Requirement(text)
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in {"", *requirement.extras}):
+                todo.append(child)
+    return {name for name, _ in seen}
+
+
+def test_ascend_requirements_are_the_lock_minus_the_tensorflow_bound_lines():
+    header = re.search(r"^# TF-bound: (.+)$", ASCEND_REQUIREMENTS.read_text(), re.MULTILINE)
+    tf_bound = {canonicalize_name(name) for name in header.group(1).split()}
+    lock = _requirement_lines(LOCK)
+    expected = [line for line in lock if canonicalize_name(line.split("==")[0]) not in tf_bound]
+    assert _requirement_lines(ASCEND_REQUIREMENTS) == expected, "regenerate images/requirements-ascend.txt"
+
+    # TF-bound: needed by tensorflow or keras and by nothing else we depend on (dev tools included, as the
+    # image installs them too), per the installed packages, which `make setup` installs from the lock.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    roots = project["dependencies"] + [r for group in project["optional-dependencies"].values() for r in group]
+    by_tf = [r for r in roots if canonicalize_name(Requirement(r).name) in ("tensorflow", "keras")]
+    locked = {canonicalize_name(line.split("==")[0]) for line in lock}
+    bound = (_closure(by_tf) - _closure([r for r in roots if r not in by_tf])) & locked
+    assert tf_bound == bound, f"the TF-bound lines are now {' '.join(sorted(bound))}"
+
+
+def test_gpu_constraints_pin_every_cuda_wheel_of_tensorflow():
+    requires = importlib.metadata.distribution("tensorflow").requires or []
+    cuda = {canonicalize_name(r.name): r.specifier for r in map(Requirement, requires)
+            if r.marker is not None and r.marker.evaluate({"extra": "and-cuda"})
+            and not r.marker.evaluate({"extra": ""})}
+    assert importlib.metadata.version("tensorflow") == "2.21.0" and cuda
+    pins = {}
+    for line in _requirement_lines(GPU_CONSTRAINTS):
+        name, _, version = line.partition("==")
+        pins[canonicalize_name(name)] = version
+    assert pins.keys() == cuda.keys()
+    for name, version in pins.items():
+        assert cuda[name].contains(version), f"{name}=={version} is outside tensorflow's {cuda[name]}"
+
+
+# --- make images --------------------------------------------------------------------------------------------------
+
+def _make_images(*overrides: str) -> list[str]:
+    result = subprocess.run(["make", "-n", "images", *overrides], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, check=True)
+    return result.stdout.splitlines()
+
+
+def test_make_images_builds_every_target_with_its_tag():
+    lines = _make_images("REGISTRY=r.example", "TAG=9")
+    assert len(lines) == len(TARGETS)
+    for line, target in zip(lines, TARGETS, strict=True):
+        pattern = (rf"docker build -f images/Dockerfile\.{target} --build-arg GIT_COMMIT=([0-9a-f]{{40}}(-dirty)?"
+                   rf"|unknown) -t r\.example/{target}:9 \.")
+        assert re.fullmatch(pattern, line), line
+
+
+def test_default_image_names_are_the_ones_the_code_uses():
+    tags = [line.split(" -t ")[1].split()[0] for line in _make_images()]
+    assert tags == [image(t) for t in TARGETS]
+    assert {t.image for t in COMPILE_TARGETS.values()} <= set(TARGETS)  # every image a pipeline names is built
+    assert f"{image('ascend').partition(':')[0]} image (images/Dockerfile.ascend)" in NPU_MISSING

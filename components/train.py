@@ -20,4 +20,4 @@ def train(train_data: Input[Dataset], data: Input[Dataset], model: Output[Model]
     val_dir = Path(data.path) / val_set if val_set else None
     result = crnn_steps.train_on(device, num_devices, preset, train_dirs, Path(model.path), val_dir=val_dir,
                                  steps=steps, batch_size=batch_size, tracking=tracking)
-    model.metadata.update({"steps": result["steps"], "preset": preset, "device": device, "devices": num_devices})
+    model.metadata.update(result | {"preset": preset, "device": device, "devices": num_devices})

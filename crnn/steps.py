@@ -139,7 +139,7 @@ def train_on(device: str, num_devices: int, preset: str, train_dirs: Sequence[Pa
 
         backend = make_backend(device, num_devices, precision=recipe.train.precision)
         result = train(recipe, train_dirs, out_dir, val_dir=val_dir, tracking=tracking, backend=backend)
-        return {"steps": result.steps, "export_dir": str(result.export_dir)}
+        return {"steps": result.steps, "val_accuracy": result.val_accuracy}
     import subprocess
 
     from crnn.cluster.commands import TrainSpec, npu_command
@@ -148,7 +148,7 @@ def train_on(device: str, num_devices: int, preset: str, train_dirs: Sequence[Pa
     spec = TrainSpec(tuple(map(str, train_dirs)), str(out_dir), str(val_dir or ""), preset, steps, batch_size,
                      "npu", num_devices, tracking_uri or "", parent_run_id or "")
     subprocess.run(npu_command(spec), check=True)  # each rank's output prefixed [rank N] in the task log
-    return {"steps": recipe.train.steps, "export_dir": str(export_dir(out_dir))}
+    return {"steps": recipe.train.steps}  # validation: in the chief rank's MLflow run
 
 
 def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,

@@ -9,7 +9,7 @@ REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
 
-.PHONY: setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate
+.PHONY: setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
 
 setup: $(STAMP)
 
@@ -36,6 +36,12 @@ test: setup browser
 
 component-test: setup browser
 	$(BIN)/python -m pytest -q -m component
+
+# Faults and hostile input, each recorded with its outcome; the README's table is written from the records.
+reliability: setup browser
+	rm -f $(OUT)/reliability/results.json
+	CRNN_RELIABILITY_OUT=$(abspath $(OUT))/reliability/results.json $(BIN)/python -m pytest -q -m reliability
+	$(BIN)/python -m tools.reliability_table $(OUT)/reliability/results.json
 
 pipeline-test: setup browser
 	$(BIN)/python -m pytest -q -m pipeline

@@ -47,6 +47,25 @@ def trained_dir(converted_dir, tmp_path_factory) -> Path:
     return out
 
 
+_RECORDER = None
+
+
+@pytest.fixture
+def reliability(request):
+    """``record(area, fault, outcome, lost="nothing")`` for the reliability suite's README table."""
+    global _RECORDER
+    from tests.reliability import Recorder
+
+    _RECORDER = _RECORDER or Recorder()
+    return lambda area, fault, outcome, lost="nothing": _RECORDER.record(request.node.nodeid, area, fault,
+                                                                          outcome, lost)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _RECORDER is not None:
+        _RECORDER.write()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on loopback for the whole session (SQLite backend, local artifacts)."""

@@ -118,3 +118,23 @@ def test_a_candidate_becomes_champion_only_when_it_passes_the_gate(sqlite_tracki
     _, decision = steps.register(export, [weak], Tracking(sqlite_tracking), name="gated",
                                  rule=GateRule(min_average=0.95))
     assert not decision.promote and "average" in decision.reasons()[0]
+
+
+def test_a_retried_register_of_one_pipeline_run_makes_no_second_version(sqlite_tracking, trained_dir):
+    from mlflow.tracking import MlflowClient
+
+    from crnn import steps
+
+    report = {"benchmarks": {"SVT": {"accuracy": 0.5, "correct": 5, "num_samples": 10}}}
+    export = steps.export_dir(trained_dir)
+    first, _ = steps.register(export, [report], Tracking(sqlite_tracking), name="once",
+                              tags={"pipeline_run_id": "job-9"})
+    again, decision = steps.register(export, [report], Tracking(sqlite_tracking), name="once",
+                                     tags={"pipeline_run_id": "job-9"})
+    other, _ = steps.register(export, [report], Tracking(sqlite_tracking), name="once",
+                              tags={"pipeline_run_id": "job-10"})
+    assert first == again == "1" and other == "2"
+    versions = MlflowClient(sqlite_tracking).search_model_versions("name = 'once'")
+    assert sorted(v.version for v in versions) == [1, 2]
+    assert {v.tags["pipeline_run_id"] for v in versions} == {"job-9", "job-10"}
+    assert versions[0].tags["git_commit"]  # the lineage went in with the version

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "crnn"
 CANDIDATE, CHAMPION = "candidate", "champion"
+PIPELINE_RUN_TAG = "pipeline_run_id"  # on a version: the KFP job that registered it
 
 
 def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
@@ -29,6 +30,12 @@ def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    version_tags = lineage_tags(export_dir, report) | dict(tags or {})
+    existing = _registered_by(MlflowClient(run.tracking_uri), name, version_tags.get(PIPELINE_RUN_TAG))
+    if existing is not None:  # a retried register task of the same pipeline run: one version per run
+        log.info("%s version %s is already registered by pipeline run %s", name, existing,
+                 version_tags[PIPELINE_RUN_TAG])
+        return existing
     import crnn
     from crnn.registry.pyfunc import EXPORT_ARTIFACT, CrnnTextReader
 
@@ -42,13 +49,23 @@ def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
             code_paths=[str(Path(crnn.__file__).parent)],
             pip_requirements=_requirements(),
         )
-    version = mlflow.register_model(info.model_uri, name).version
-    client = MlflowClient(run.tracking_uri)
-    version_tags = lineage_tags(export_dir, report) | dict(tags or {})
-    for key, value in version_tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    # The tags go in with the version, so no version exists without its lineage (or its pipeline run).
+    version = mlflow.register_model(info.model_uri, name, tags=version_tags).version
     log.info("registered %s version %s (average accuracy %.4f)", name, version, report["average"])
     return str(version)
+
+
+def _registered_by(client, name: str, pipeline_run_id: str | None) -> str | None:
+    """The version that pipeline run ``pipeline_run_id`` registered already, if any."""
+    if not pipeline_run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
+    except MlflowException:  # no such model yet
+        return None
+    return str(found[0].version) if found else None
 
 
 def lineage_tags(export_dir: Path, report: Mapping[str, Any]) -> dict[str, str]:

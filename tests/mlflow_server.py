@@ -20,21 +20,26 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(self, root: Path, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
         self.root = Path(root)
+        self.extra_args, self.env = list(extra_args), dict(env or {})
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.root / "server.log"
         self._process: subprocess.Popen | None = None
 
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "mlflow"), "server",
+                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination", str(self.root / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1", *self.extra_args]
+
     def start(self, timeout: float = 120) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
-        command = [str(Path(sys.executable).parent / "mlflow"), "server",
-                   "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                   "--artifacts-destination", str(self.root / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         with open(self.log, "a") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True, env=os.environ | self.env)
         deadline = time.monotonic() + timeout
         while not self.healthy():
             if self._process.poll() is not None or time.monotonic() > deadline:

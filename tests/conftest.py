@@ -76,15 +76,31 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
+# Credentials in the environment of the tracked pipeline run; tests/test_security.py looks for them in
+# everything the run wrote.
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAFAKEKEY7Q3ZT9XW2",
+                    "AWS_SECRET_ACCESS_KEY": "fake-secret-9f8e7d6c5b4a",
+                    "MLFLOW_TRACKING_PASSWORD": "fake-mlflow-password-41d2",
+                    "KF_PIPELINES_TOKEN": "fake-kfp-token-77aa"}
+
+
 @pytest.fixture(scope="session")
 def tracked_pipeline(mlflow_server, tmp_path_factory):
-    """The tiny pipeline run once through kfp.local, tracked over HTTP: (server, output folder, summary)."""
-    from pipelines.local_run import run_locally
+    """The tiny pipeline run once through kfp.local in a process of its own, tracked over HTTP, with fake
+    credentials in its environment and its whole output in ``pipeline.log``: (server, output folder, summary)."""
+    import json
+    import subprocess
+    import sys
 
     out = tmp_path_factory.mktemp("pipeline")
-    summary = run_locally(out, tracking_uri=mlflow_server.url, preset="tiny", steps=6, train_size=64, val_size=8,
-                          test_size=10)
-    return mlflow_server, out, summary
+    script = ("import json, sys; from pipelines.local_run import run_locally; "
+              "summary = run_locally(sys.argv[1], tracking_uri=sys.argv[2], preset='tiny', steps=6, "
+              "train_size=64, val_size=8, test_size=10); json.dump(summary, open(sys.argv[3], 'w'))")
+    with open(out / "pipeline.log", "wb") as log:
+        done = subprocess.run([sys.executable, "-c", script, str(out), mlflow_server.url, str(out / "summary.json")],
+                              stdout=log, stderr=subprocess.STDOUT, env=os.environ | FAKE_CREDENTIALS, timeout=900)
+    assert done.returncode == 0, (out / "pipeline.log").read_text()[-5000:]
+    return mlflow_server, out, json.loads((out / "summary.json").read_text())
 
 
 @pytest.fixture

@@ -1,0 +1,330 @@
+"""The cluster manifests: every overlay renders (real kubectl kustomize) and passes tools/validate_manifests.py
+(real kubernetes-validate schemas, the CRDs under manifests/crds, the pod policy), and each check fails when a
+temporary overlay on top of the real ones breaks what it guards."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tools import validate_manifests as vm
+
+OVERLAYS = ("local", "gpu", "ascend")
+NAMESPACE = "kubeflow"
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
+                                   reason="kubectl is not installed: install it to render manifests/")
+
+
+@pytest.fixture(scope="module")
+def crds() -> vm.CrdSchemas:
+    return vm.load_crd_schemas()
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: install it to render manifests/")
+    return {name: vm.render(vm.OVERLAYS_DIR / name) for name in OVERLAYS}
+
+
+def _find(objects: list[dict], kind: str, name: str) -> dict:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def _overlay(tmp_path: Path, on: str, extra: dict, files: dict[str, str] | None = None) -> Path:
+    """A temporary overlay named ``bad`` on top of the real overlay ``on``; returns its folder."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    kustomization = {"resources": [os.path.relpath(vm.OVERLAYS_DIR / on, folder), *(files or {})], **extra}
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return folder
+
+
+def _json_patch(kind: str, name: str, *ops: tuple | dict) -> dict:
+    """Kustomize JSON-patch ops on one object; ("remove", path) and ("replace"|"add", path, value) are short."""
+    ops_ = [op if isinstance(op, dict) else dict(zip(("op", "path", "value"), op, strict=False)) for op in ops]
+    return {"patches": [{"target": {"kind": kind, "name": name}, "patch": yaml.safe_dump(ops_)}]}
+
+
+def _problems(folder: Path, crds: vm.CrdSchemas) -> list[str]:
+    return [message for report in vm.validate_overlay(folder, crds) for message in report.messages()]
+
+
+# --- the repository's overlays -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_overlay_renders_and_validates(rendered, crds, name):
+    reports = vm.validate_objects(rendered[name], name, crds, literal_secrets_allowed=name == "local")
+    assert [m for r in reports for m in r.messages()] == []
+    kinds = {r.kind for r in reports}
+    assert {"Deployment", "Service", "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    assert all(o["metadata"].get("namespace") == NAMESPACE for o in rendered[name])
+
+
+@needs_kubectl
+def test_main_checks_every_overlay_and_passes(capsys):
+    assert vm.main([]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert {line.split(":")[0].split()[-1] for line in out if line.startswith("ok")} == set(OVERLAYS)
+    assert out[-1].startswith(f"{len(out) - 1} objects, 0 failed")
+
+
+def test_kubernetes_version_is_the_newest_kubernetes_validate_knows():
+    assert kubernetes_validate.latest_version() == vm.KUBERNETES_VERSION
+
+
+def test_crds_are_valid_crds_and_close_their_objects(crds):
+    schema = crds[("kubeflow.org/v1", "TFJob")]
+    assert schema["properties"]["spec"]["additionalProperties"] is False
+    replicas = schema["properties"]["spec"]["properties"]["tfReplicaSpecs"]
+    assert set(replicas["properties"]) == {"Chief", "Worker", "PS", "Evaluator"}
+    assert replicas["additionalProperties"] is False
+    assert "additionalProperties" not in replicas["properties"]["Worker"]["properties"]["template"]  # preserved
+
+
+def test_openapi_conversion_keeps_int_or_string_nullable_and_preserved_objects_open():
+    schema = vm.openapi_to_jsonschema({
+        "type": "object",
+        "properties": {"port": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+                       "note": {"type": "string", "nullable": True},
+                       "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                "properties": {"a": {"type": "string"}}},
+                       "map": {"type": "object", "additionalProperties": {"type": "object",
+                                                                          "properties": {"b": {"type": "integer"}}}}}})
+    assert schema["additionalProperties"] is False
+    assert "type" not in schema["properties"]["port"]
+    assert schema["properties"]["note"]["type"] == ["string", "null"]
+    assert "additionalProperties" not in schema["properties"]["free"]
+    assert schema["properties"]["map"]["additionalProperties"]["additionalProperties"] is False
+
+
+def test_rbac_grants_exactly_what_the_training_component_needs(rendered):
+    for objects in rendered.values():
+        rules = _find(objects, "Role", "crnn-pipeline")["rules"]
+        granted = {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+                   for resource in rule["resources"] for verb in rule["verbs"]}
+        job_verbs = {"create", "get", "list", "watch", "delete"}
+        assert granted == {("kubeflow.org", "tfjobs", v) for v in job_verbs} \
+            | {("mindxdl.gitee.com", "ascendjobs", v) for v in job_verbs} \
+            | {("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")} \
+            | {("", "events", v) for v in ("list", "watch")}
+        assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in rules)  # no resourceNames etc.
+        binding = _find(objects, "RoleBinding", "crnn-pipeline")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "crnn-pipeline"}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "crnn-pipeline", "namespace": NAMESPACE}]
+        assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_mlflow_server_settings(rendered):
+    objects = rendered["gpu"]
+    pod = _find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (init,), (server,) = pod["initContainers"], pod["containers"]
+    assert init["command"][:3] == ["mlflow", "db", "upgrade"]
+    assert server["command"] == ["mlflow", "server"]
+    assert {"--app-name=basic-auth", "--allowed-hosts=$(ALLOWED_HOSTS)", "--port=5000"} <= set(server["args"])
+    assert server["livenessProbe"]["httpGet"]["path"] == server["readinessProbe"]["httpGet"]["path"] == "/health"
+    env = {e["name"]: e.get("valueFrom", {}) for e in server["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["secretKeyRef"] == {"name": "mlflow-db", "key": "uri"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "crnn-s3"
+    hosts = _find(objects, "ConfigMap", "mlflow-server")["data"]["allowed-hosts"].split(",")
+    names = ["mlflow", f"mlflow.{NAMESPACE}", f"mlflow.{NAMESPACE}.svc", f"mlflow.{NAMESPACE}.svc.cluster.local"]
+    assert set(hosts) == {*names, *(f"{n}:5000" for n in names), "localhost:5000"}
+    assert _find(objects, "Service", "mlflow")["spec"]["ports"][0]["port"] == 5000
+
+
+def test_datasets_volume_is_shared_on_real_clusters(rendered):
+    for name in ("gpu", "ascend"):
+        assert _find(rendered[name], "PersistentVolumeClaim", "crnn-datasets")["spec"]["accessModes"] == \
+            ["ReadWriteMany"]
+
+
+def test_only_the_local_overlay_has_secrets_and_they_are_labelled_throwaway(rendered):
+    assert not [o for name in ("gpu", "ascend") for o in rendered[name] if o["kind"] == "Secret"]
+    secrets = {o["metadata"]["name"]: o for o in rendered["local"] if o["kind"] == "Secret"}
+    assert {"mlflow-db", "crnn-s3", "mlflow-auth", "mlflow-client"} <= set(secrets)
+    for secret in secrets.values():
+        assert secret["metadata"]["labels"]["crnn-pipeline/local-only"] == "true"
+        for key, value in secret["data"].items():
+            if any(word in key.lower() for word in ("password", "secret", "uri", ".ini")):
+                assert "local-only" in base64.b64decode(value).decode(), f"{secret['metadata']['name']}.{key}"
+
+
+@pytest.mark.parametrize("name", ["gpu", "ascend"])
+def test_accelerator_overlays_match_the_pipelines_targets(rendered, name):
+    from crnn.cluster.targets import TARGETS, image
+
+    target = TARGETS[name]
+    data = _find(rendered[name], "ConfigMap", "crnn-target")["data"]
+    assert data["accelerator-resource"] == target.accelerator
+    assert int(data["devices-per-worker"]) == target.devices_per_node
+    assert data["image"] == image(target.image)
+    assert yaml.safe_load(data["node-selector"]).items() >= target.node_selector.items()
+    assert {t["key"] for t in yaml.safe_load(data["tolerations"])} == {t.key for t in target.tolerations}
+    job = next(o for o in rendered[name] if o["kind"] == "TFJob")
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    (container,) = worker["template"]["spec"]["containers"]
+    assert worker["replicas"] == int(data["workers"]) == 2
+    assert container["name"] == "tensorflow" and container["image"] == data["image"]
+    assert container["resources"]["limits"][target.accelerator] == target.devices_per_node
+    assert f"--device={target.device}" in container["args"]
+    assert job["spec"]["runPolicy"]["suspend"] is True  # applying the overlay starts no training
+
+
+def test_ascend_job_mounts_the_driver_and_hccn_conf_read_only(rendered):
+    job = _find(rendered["ascend"], "TFJob", "crnn-train-npu")
+    pod = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    host_paths = {v["hostPath"]["path"]: v["name"] for v in pod["volumes"] if "hostPath" in v}
+    assert set(host_paths) == {"/usr/local/Ascend/driver", "/etc/hccn.conf"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert all(mounts[name]["readOnly"] for name in host_paths.values())
+    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend910", "host-arch": "huawei-arm"}
+
+
+@pytest.mark.parametrize("name", ["gpu", "ascend"])
+def test_the_training_components_tfjob_passes_the_same_checks(crds, name):
+    from crnn.cluster.commands import TrainSpec
+    from crnn.cluster.targets import TARGETS, image
+    from crnn.cluster.tfjob import tfjob_manifest
+
+    target = TARGETS[name]
+    spec = TrainSpec(train_dirs=("/mnt/datasets/converted/mjsynth/train",), out_dir="/mnt/datasets/runs/x",
+                     device=target.device, num_devices=target.devices_per_node)
+    job = tfjob_manifest("crnn-train-x", NAMESPACE, image(target.image), spec, workers=2, target=target)
+    assert vm.check_object(job, crds) == []
+
+
+# --- the checks fail when they should ------------------------------------------------------------------------------
+
+POD = "/spec/template/spec"  # a Deployment's or Job's pod
+WORKER = "/spec/tfReplicaSpecs/Worker"
+TFJOB_POD = f"{WORKER}/template/spec"
+
+# name: (the real overlay the broken one is on, its kustomization additions, the start of the expected message)
+BROKEN = {
+    "limits removed": (
+        "local", _json_patch("Deployment", "mlflow", ("remove", f"{POD}/containers/0/resources/limits")),
+        "bad: Deployment/mlflow: spec.template: container 'mlflow': no resources.limits.cpu"),
+    "init container escalates": (
+        "gpu", _json_patch("Deployment", "mlflow",
+                           ("replace", f"{POD}/initContainers/0/securityContext/allowPrivilegeEscalation", True)),
+        "bad: Deployment/mlflow: spec.template: init container 'db-upgrade': "
+        "securityContext.allowPrivilegeEscalation is not false"),
+    "privileged": (
+        "local", _json_patch("Deployment", "postgres", ("add", f"{POD}/containers/0/securityContext/privileged", True)),
+        "bad: Deployment/postgres: spec.template: container 'postgres': securityContext.privileged is true"),
+    "runs as root": (
+        "local", _json_patch("Deployment", "minio", ("remove", f"{POD}/containers/0/securityContext/runAsNonRoot"),
+                             ("remove", f"{POD}/securityContext/runAsNonRoot")),
+        "bad: Deployment/minio: spec.template: container 'minio': securityContext.runAsNonRoot is not true"),
+    "writable root filesystem": (
+        "local", _json_patch("Job", "create-buckets",
+                             ("replace", f"{POD}/containers/0/securityContext/readOnlyRootFilesystem", False)),
+        "bad: Job/create-buckets: spec.template: container 'create-buckets': "
+        "securityContext.readOnlyRootFilesystem is not true"),
+    "capabilities kept": (
+        "gpu", _json_patch("TFJob", "crnn-train-gpu",
+                           ("remove", f"{TFJOB_POD}/containers/0/securityContext/capabilities")),
+        "bad: TFJob/crnn-train-gpu: spec.tfReplicaSpecs.Worker.template: container 'tensorflow': "
+        "securityContext.capabilities.drop does not include ALL"),
+    "no readiness probe": (
+        "local", _json_patch("Deployment", "postgres", ("remove", f"{POD}/containers/0/readinessProbe")),
+        "bad: Deployment/postgres: spec.template: container 'postgres': no readinessProbe"),
+    "unpinned image": (
+        "gpu", {"images": [{"name": "crnn-pipeline/cpu", "newTag": "latest"}]},
+        "bad: Deployment/mlflow: spec.template: container 'mlflow': image 'crnn-pipeline/cpu:latest' is not pinned"),
+    "writable hostPath": (
+        "ascend", _json_patch("TFJob", "crnn-train-npu",
+                              ("replace", f"{TFJOB_POD}/containers/0/volumeMounts/0/readOnly", False)),
+        "bad: TFJob/crnn-train-npu: spec.tfReplicaSpecs.Worker.template: container 'tensorflow': "
+        "hostPath volume 'ascend-driver' is not mounted readOnly"),
+    "misspelt built-in field": (
+        "local", _json_patch("Deployment", "mlflow", ("add", f"{POD}/containers/0/resource", {})),
+        "bad: Deployment/mlflow: schema: spec.template.spec.containers.0: Additional properties are not allowed "
+        "('resource' was unexpected)"),
+    "misspelt TFJob field": (
+        "gpu", _json_patch("TFJob", "crnn-train-gpu", ("add", f"{WORKER}/replica", 2)),
+        "bad: TFJob/crnn-train-gpu: schema: spec.tfReplicaSpecs.Worker: Additional properties are not allowed "
+        "('replica' was unexpected)"),
+    "unknown TFJob role": (
+        "gpu", _json_patch("TFJob", "crnn-train-gpu",
+                           {"op": "move", "from": WORKER, "path": "/spec/tfReplicaSpecs/Master"}),
+        "bad: TFJob/crnn-train-gpu: schema: spec.tfReplicaSpecs: Additional properties are not allowed "
+        "('Master' was unexpected)"),
+    "bad restart policy": (
+        "ascend", _json_patch("TFJob", "crnn-train-npu", ("replace", f"{WORKER}/restartPolicy", "Maybe")),
+        "bad: TFJob/crnn-train-npu: schema: spec.tfReplicaSpecs.Worker.restartPolicy: 'Maybe' is not one of"),
+    "misspelt field in the TFJob's pod": (
+        "gpu", _json_patch("TFJob", "crnn-train-gpu", ("add", f"{TFJOB_POD}/containers/0/imagePullPolicyy", "Always")),
+        "bad: TFJob/crnn-train-gpu: spec.tfReplicaSpecs.Worker.template: schema: template.spec.containers.0: "
+        "Additional properties are not allowed ('imagePullPolicyy' was unexpected)"),
+    "TFJob container not named tensorflow": (
+        "ascend", _json_patch("TFJob", "crnn-train-npu", ("replace", f"{TFJOB_POD}/containers/0/name", "trainer")),
+        "bad: TFJob/crnn-train-npu: spec.tfReplicaSpecs.Worker.template: no container named 'tensorflow'"),
+    "secret generated outside local": (
+        "gpu", {"secretGenerator": [{"name": "mlflow-db", "literals": ["uri=postgresql://u:p@db/mlflow"]}],
+                "generatorOptions": {"disableNameSuffixHash": True}},
+        "bad: Secret/mlflow-db: holds literal data (uri): only the local overlay may"),
+}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("case", BROKEN)
+def test_a_broken_overlay_is_reported_naming_the_object(tmp_path, crds, case):
+    on, extra, expected = BROKEN[case]
+    problems = _problems(_overlay(tmp_path, on, extra), crds)
+    assert any(p.startswith(expected) for p in problems), "\n".join(problems)
+
+
+@needs_kubectl
+def test_a_secret_file_with_data_is_rejected_and_main_fails(tmp_path, capsys):
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "crnn-s3"},
+              "stringData": {"AWS_SECRET_ACCESS_KEY": "x"}}
+    folder = _overlay(tmp_path, "ascend", {}, {"secret.yaml": yaml.safe_dump(secret)})
+    assert vm.main([str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  bad: Secret/crnn-s3" in out
+    assert "holds literal data (AWS_SECRET_ACCESS_KEY)" in out
+    assert "ok    bad: Deployment/mlflow" in out
+
+
+def test_throwaway_secrets_need_their_label(crds):
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "eA=="}}
+    assert vm.check_secret(secret, literal_allowed=True) == \
+        ["a throwaway Secret must carry the label crnn-pipeline/local-only=true"]
+    secret["metadata"]["labels"] = {"crnn-pipeline/local-only": "true"}
+    assert vm.check_object(secret, crds, literal_secrets_allowed=True) == []
+    assert vm.check_secret({"kind": "Secret", "metadata": {"name": "s"}}, literal_allowed=False) == []
+
+
+def test_a_custom_resource_without_a_crd_is_an_error(crds):
+    job = {"apiVersion": "mindxdl.gitee.com/v1", "kind": "AscendJob", "metadata": {"name": "j"}, "spec": {}}
+    (problem,) = vm.check_object(job, crds)
+    assert problem.startswith("no schema: mindxdl.gitee.com/v1 AscendJob is neither")
+
+
+def test_missing_kubectl_says_to_install_it(monkeypatch, capsys):
+    monkeypatch.setattr(vm.shutil, "which", lambda name: None)
+    with pytest.raises(vm.ManifestError, match="kubectl not found on PATH: install kubectl"):
+        vm.render(vm.OVERLAYS_DIR / "gpu")
+    assert vm.main([]) == 2
+    assert "install kubectl" in capsys.readouterr().err
+
+
+@needs_kubectl
+def test_an_overlay_kustomize_cannot_build_is_reported(tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    assert vm.main([str(folder)]) == 2
+    assert f"kubectl kustomize {folder} failed" in capsys.readouterr().err

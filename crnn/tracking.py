@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crnn.outbox import Batch, Outbox, OutboxReport
+from crnn.outbox import Batch, Outbox, OutboxReport, is_rejection
 from crnn.run_note import NOTE_TAG, pipeline_note
 
 log = logging.getLogger(__name__)
@@ -219,13 +219,7 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
     if not tracking_uri:
         yield StepRun()
         return
-    client = _client(tracking_uri)
-    if parent_run_id:
-        experiment_id = client.get_run(parent_run_id).info.experiment_id
-        tags = {PARENT_TAG: parent_run_id, STEP_TAG: step}
-    else:
-        experiment_id, tags = ensure_experiment(tracking_uri, tracking.experiment), {STEP_TAG: step}
-    run_id = client.create_run(experiment_id, run_name=step, tags=tags).info.run_id
+    run_id = _create_step_run(tracking_uri, parent_run_id, step, tracking.experiment)
     run = StepRun(run_id, tracking_uri, parent_run_id)
     spool = Path(spool_dir or Path(tempfile.gettempdir()) / "crnn-tracking") / f"{run_id}.jsonl"
     run.outbox = Outbox(run.send, spool, retry_seconds=_RETRY_SECONDS)
@@ -240,6 +234,25 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
         report = run.outbox.close(_flush_seconds())
         run.outbox = None
         _report_delays(run, report)
+
+
+def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, experiment: str) -> str:
+    """The step's run; a server that cannot be reached stops the step here, before it does any work."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        if parent_run_id:
+            experiment_id = client.get_run(parent_run_id).info.experiment_id
+            tags = {PARENT_TAG: parent_run_id, STEP_TAG: step}
+        else:
+            experiment_id, tags = ensure_experiment(tracking_uri, experiment), {STEP_TAG: step}
+        return client.create_run(experiment_id, run_name=step, tags=tags).info.run_id
+    except MlflowException as error:
+        if is_rejection(error):
+            raise
+        raise RuntimeError(f"tracking server {tracking_uri} unreachable when step {step} started: "
+                           f"{str(error)[:300]}") from error
 
 
 def _report_delays(run: StepRun, report: OutboxReport) -> None:

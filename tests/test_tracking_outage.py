@@ -5,6 +5,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from tests.mlflow_server import MlflowServer
 from tests.test_cli import CRNN
 
@@ -28,7 +30,8 @@ def _wait(condition, what: str, proc: subprocess.Popen, log_file, timeout: float
 
 
 
-def test_training_survives_a_tracking_outage_and_sends_what_it_held(converted_dir, tmp_path):
+@pytest.mark.reliability
+def test_training_survives_a_tracking_outage_and_sends_what_it_held(converted_dir, tmp_path, reliability):
     server = MlflowServer(tmp_path / "server").start()
     log_file = tmp_path / "train.log"
     args = ["train", "--train", converted_dir / "mjsynth" / "train", "--out", tmp_path / "run", "--preset", "tiny",
@@ -59,6 +62,10 @@ def test_training_survives_a_tracking_outage_and_sends_what_it_held(converted_di
         assert train["info"]["status"] == "FINISHED"
         tags = {t["key"]: t["value"] for t in train["data"]["tags"]}
         assert int(tags["crnn.tracking.delayed_values"]) > 0 and float(tags["crnn.tracking.outage_s"]) > 0
+        reliability("tracking", f"the MLflow server stopped after step {stopped_at} of {STEPS} and started again",
+                    f"training went on ({_steps_logged(log_file) - stopped_at} more steps); "
+                    f"{tags['crnn.tracking.delayed_values']} values held for {float(tags['crnn.tracking.outage_s']):.0f}"
+                    f" s and sent on its return; all {len(history['metrics'])} loss points present; run FINISHED")
     finally:
         server.stop()
 

@@ -1,8 +1,12 @@
 """Safe extraction of tar (any compression) and zip archives.
 
-Refused: absolute paths, ``..`` components, links that leave the target, device files and an archive whose
-members add up to more than ``max_bytes``. Extraction happens in a temporary folder that is renamed onto the
-target only when complete, so a failure leaves no partial tree.
+Refused: absolute paths, ``..`` components, links that leave the target, device files, and decompression bombs:
+the members' sizes, added up in order, may exceed neither ``max_bytes`` nor ``max_ratio`` times the archive's
+own size (below ``RATIO_ALLOWANCE``, which small archives of text may use, the ratio is not applied). Sizes are
+those the headers declare, checked before a member is written; neither format writes more than it declares (a
+tar member's data is exactly its size, zipfile stops a member at its size). The error names the archive and
+the member. Extraction happens in a temporary folder that is renamed onto the target only when complete, so a
+failure leaves no partial tree.
 
 Corruption is not a refusal: a member that fails its CRC or does not decompress is skipped and counted
 (``corrupt_member``), and a stream that ends early keeps what came before it (``truncated_archive``); the
@@ -17,6 +21,7 @@ import tarfile
 import zipfile
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from crnn.data.files import atomic_path
@@ -24,6 +29,8 @@ from crnn.data.files import atomic_path
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 << 30
+DEFAULT_MAX_RATIO = 100.0  # image datasets expand about 1 to 3 times; a zip bomb of zeros about 1000 times
+RATIO_ALLOWANCE = 64 << 20
 
 
 class UnsafeArchiveError(ValueError):
@@ -34,19 +41,44 @@ class UnsafeArchiveError(ValueError):
 _CORRUPTION = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
-def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Counter:
+def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+            max_ratio: float = DEFAULT_MAX_RATIO) -> Counter:
     """Extracts ``archive`` into ``target`` (replacing it); returns what was skipped, by reason."""
     archive, target = Path(archive), Path(target)
     skipped: Counter = Counter()
+    limit = _Limit.of(archive, max_bytes, max_ratio)
     with atomic_path(target) as tmp:
         tmp.mkdir()
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, tmp, max_bytes, skipped)
+            _extract_zip(archive, tmp, limit, skipped)
         elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, tmp, max_bytes, skipped)
+            _extract_tar(archive, tmp, limit, skipped)
         else:
             raise ValueError(f"{archive}: neither a tar nor a zip archive")
     return skipped
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """How many uncompressed bytes an archive may hold, and why that many."""
+
+    archive: Path
+    max_bytes: int
+    why: str
+
+    @classmethod
+    def of(cls, archive: Path, max_bytes: int, max_ratio: float) -> _Limit:
+        size = archive.stat().st_size
+        by_ratio = max(int(max_ratio * size), RATIO_ALLOWANCE)
+        if by_ratio < max_bytes:
+            return cls(archive, by_ratio, f"{max_ratio:g} times the archive's {size} bytes (a decompression bomb?)")
+        return cls(archive, max_bytes, f"the {max_bytes}-byte cap")
+
+    def check(self, total: int, member: str) -> None:
+        """``total``: the declared sizes up to and including ``member``, which is not written yet."""
+        if total > self.max_bytes:
+            raise UnsafeArchiveError(f"{self.archive}: with member {member!r} the members add up to {total} "
+                                     f"bytes, over {self.why}; the target is left as it was")
 
 
 def _check_name(archive: Path, name: str) -> None:
@@ -55,20 +87,16 @@ def _check_name(archive: Path, name: str) -> None:
         raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside the target")
 
 
-def _check_total(archive: Path, total: int, max_bytes: int) -> None:
-    if total > max_bytes:
-        raise UnsafeArchiveError(f"{archive}: members add up to {total} bytes, over the {max_bytes}-byte cap")
-
-
-def _extract_zip(archive: Path, target: Path, max_bytes: int, skipped: Counter) -> None:
+def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
     with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        for info in members:
+        members, total = zf.infolist(), 0
+        for info in members:  # all of them checked before anything is written
             _check_name(archive, info.filename)
             # A symlink stored in a zip carries S_IFLNK in the high bits of external_attr.
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link")
-        _check_total(archive, sum(info.file_size for info in members), max_bytes)
+            total += info.file_size
+            limit.check(total, info.filename)
         for info in members:
             try:
                 zf.extract(info, target)
@@ -79,7 +107,7 @@ def _extract_zip(archive: Path, target: Path, max_bytes: int, skipped: Counter) 
                 log.warning("%s: skipped member %s: %s", archive, info.filename, err)
 
 
-def _extract_tar(archive: Path, target: Path, max_bytes: int, skipped: Counter) -> None:
+def _extract_tar(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
     total = 0
     # Stream mode, and the member list emptied as we go: MJSynth's tar holds 9 million members.
     with tarfile.open(archive, "r|*") as tar:
@@ -98,7 +126,7 @@ def _extract_tar(archive: Path, target: Path, max_bytes: int, skipped: Counter) 
             if member.isdev():
                 raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device file")
             total += member.size if member.isfile() else 0
-            _check_total(archive, total, max_bytes)
+            limit.check(total, member.name)
             try:
                 # The "data" filter refuses links that leave the target, among other things.
                 tar.extract(member, target, filter="data")

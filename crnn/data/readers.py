@@ -6,14 +6,23 @@ range of the list can be loaded in another process, which is how conversion runs
 A reader starts from the file the format is indexed by (an annotation list, a ``.mat``, an ``.xml``, a
 ``gt.txt``, an LMDB folder); image paths in it are relative to ``images`` (by default that file's folder).
 A missing or undecodable image, a non-UTF-8 label, a missing LMDB key or a malformed line or box is counted
-in ``skipped`` and passed over: never fatal, never silent. A file that is not of its format is an error.
+in ``skipped`` and passed over: never fatal, never silent (the log names the file and line, or the sample).
+An image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels is not decoded (``image_too_large``):
+decoding allocates what the header says, and a 400 KB PNG can declare 20000 x 20000 pixels.
+
+An index that is not of its format is an error naming the file: an XML index that is not well-formed (invalid
+UTF-8 included) or declares entities (refused unexpanded: no external file is read, no entity bomb grows), a
+``.mat`` without the struct array and fields, an LMDB whose ``num-samples`` is not a count.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
+import struct
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +31,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from defusedxml import EntitiesForbidden
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +56,81 @@ class Entry:
     box: tuple[int, int, int, int] | None = None  # (x, y, width, height) of a word on a scene image
 
 
+MAX_IMAGE_PIXELS = 1 << 25  # 33.5 M pixels, about 100 MB decoded in colour: a 8000 x 4000 scene photo passes
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
 def decode_image(data: bytes, grayscale: bool = False) -> np.ndarray | None:
-    """BGR (or grayscale) image, or None when the bytes do not decode to a non-empty image."""
-    if not data:
+    """BGR (or grayscale) image, or None when the bytes do not decode to a non-empty image or declare more
+    than ``MAX_IMAGE_PIXELS`` pixels (``oversized``)."""
+    if not data or oversized(data):
         return None
+    return _imdecode(data, grayscale)
+
+
+def _imdecode(data: bytes, grayscale: bool) -> np.ndarray | None:
     flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # OpenCV's own checks (its pixel limit, a bad header) raise instead of returning None
+        return None
     if image is None or image.size == 0:
         return None
     return image
+
+
+def oversized(data: bytes) -> str | None:
+    """Why the image must not be decoded, or None: its header declares more than ``MAX_IMAGE_PIXELS``
+    pixels, which decoding would allocate however small the file. PNG's IHDR and a JPEG's start of frame are
+    read here (a microsecond); other formats' headers by Pillow, which opens lazily without decoding."""
+    if data[:8] == _PNG:
+        size = struct.unpack_from(">II", data, 16) if data[12:16] == b"IHDR" and len(data) >= 24 else None
+    elif data[:2] == b"\xff\xd8":
+        size = _jpeg_size(data)
+    else:
+        return _pillow_oversized(data)
+    return _over_limit(size)
+
+
+def _over_limit(size: tuple[int, int] | None) -> str | None:
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        return f"its header declares {size[0]} x {size[1]} pixels, over the {MAX_IMAGE_PIXELS}-pixel limit"
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start of frame, found by walking the segments before it as libjpeg does
+    (stray bytes before a marker passed over); None when the scan or the end comes first (libjpeg fails too)."""
+    at = 2
+    while (at := data.find(b"\xff", at)) >= 0 and at + 9 <= len(data):
+        marker = data[at + 1]
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, at + 5)
+            return width, height
+        if marker in (0xDA, 0xD9):
+            return None
+        if marker == 0xFF:  # a fill byte
+            at += 1
+        elif 0xD0 <= marker <= 0xD8 or marker in (0x00, 0x01):  # markers without a length
+            at += 2
+        else:
+            at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+    return None
+
+
+def _pillow_oversized(data: bytes) -> str | None:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return _over_limit(image.size)
+        except Image.DecompressionBombError as err:  # over twice Pillow's own limit, itself above ours
+            return str(err)
+        except Exception:  # not an image Pillow knows; OpenCV will say whether it decodes
+            return None
 
 
 @dataclass
@@ -82,9 +158,9 @@ class Source:
             return _skip(skipped, "unreadable_image", path, str(err))
         if len(data) > _MAX_IMAGE_BYTES:
             return _skip(skipped, "image_too_large", path)
-        image = decode_image(data, grayscale)
+        image = _decode_counted(data, grayscale, skipped, path)
         if image is None:
-            return _skip(skipped, "undecodable_image", path)
+            return None
         if entry.box is not None:
             image = _crop(image, entry.box)
             if image is None:
@@ -120,6 +196,17 @@ def read_capped(path: str, cap: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _decode_counted(data: bytes, grayscale: bool, skipped: Counter, where: str) -> np.ndarray | None:
+    """The decoded image, or None with ``image_too_large`` or ``undecodable_image`` counted."""
+    if not data:
+        return _skip(skipped, "undecodable_image", where, "empty")
+    too_large = oversized(data)
+    if too_large:
+        return _skip(skipped, "image_too_large", where, too_large)
+    image = _imdecode(data, grayscale)
+    return image if image is not None else _skip(skipped, "undecodable_image", where)
 
 
 def _relative(path: str, where: str, skipped: Counter) -> bool:
@@ -169,10 +256,8 @@ def _load_lmdb(folder: Path, entry: Entry, skipped: Counter, grayscale: bool) ->
         label = label_bytes.decode("utf-8")
     except UnicodeDecodeError:
         return _skip(skipped, "label_not_utf8", f"{folder} sample {entry.image}")
-    image = decode_image(image_bytes, grayscale)
-    if image is None:
-        return _skip(skipped, "undecodable_image", f"{folder} sample {entry.image}")
-    return Sample(image, label, entry.source_id)
+    image = _decode_counted(image_bytes, grayscale, skipped, f"{folder} sample {entry.image}")
+    return None if image is None else Sample(image, label, entry.source_id)
 
 
 def _text_lines(path: Path, skipped: Counter) -> Iterator[tuple[int, str]]:
@@ -202,30 +287,77 @@ def list_mjsynth(annotation: Path, skipped: Counter) -> list[Entry]:
 
 
 def list_iiit5k(mat_file: Path, skipped: Counter) -> list[Entry]:
-    """``testdata.mat`` or ``traindata.mat``: a 1 x N struct array with ``ImgName`` and ``GroundTruth``."""
+    """``testdata.mat`` or ``traindata.mat``: a 1 x N struct array with ``ImgName`` and ``GroundTruth``; a
+    record whose fields are not text is counted (``malformed_entry``)."""
+    key, records = _mat_records(mat_file)
+    entries = []
+    for number, record in enumerate(records):
+        name, label = _mat_text(record["ImgName"]), _mat_text(record["GroundTruth"])
+        if name is None or label is None:
+            _skip(skipped, "malformed_entry", f"{mat_file} {key}[{number}]", "ImgName or GroundTruth is not text")
+        elif _relative(name, f"{mat_file} {key}[{number}]", skipped):
+            entries.append(Entry(name, label, name))
+    return entries
+
+
+def _mat_records(mat_file: Path) -> tuple[str, np.ndarray]:
     import scipy.io
 
     try:
         data = scipy.io.loadmat(mat_file, squeeze_me=True, struct_as_record=True)
-    except (ValueError, TypeError, OSError) as err:
-        raise ValueError(f"{mat_file}: not a readable MATLAB file: {err}") from err
+    except Exception as err:  # scipy's parser raises anything from IndexError to MatReadError on a damaged file
+        raise ValueError(f"{mat_file}: not a readable MATLAB file ({type(err).__name__}: {err})") from err
     key = next((k for k in ("testdata", "traindata") if k in data), None)
     if key is None:
         raise ValueError(f"{mat_file}: no 'testdata' or 'traindata' struct array")
     records = np.atleast_1d(data[key])
     missing = {"ImgName", "GroundTruth"} - set(records.dtype.names or ())
     if missing:
-        raise ValueError(f"{mat_file}: struct array lacks field(s) {', '.join(sorted(missing))}")
-    return [Entry(str(r["ImgName"]), str(r["GroundTruth"]), str(r["ImgName"])) for r in records
-            if _relative(str(r["ImgName"]), str(mat_file), skipped)]
+        raise ValueError(f"{mat_file}: struct array {key!r} lacks field(s) {', '.join(sorted(missing))}")
+    return key, records
+
+
+def _mat_text(value) -> str | None:
+    """A MATLAB string as loaded (an empty one comes as an empty character array), else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.size == 0:
+        return ""
+    return None
+
+
+class XmlEntitiesRefused(EntitiesForbidden):
+    """An XML index that declares entities: refused before any is expanded, so no external file (XXE) is read
+    and no entity bomb grows. Still a defusedxml ``EntitiesForbidden`` (and a ``ValueError``), naming the file."""
+
+    def __init__(self, xml_file: Path, err: EntitiesForbidden) -> None:
+        super().__init__(err.name, err.value, err.base, err.sysid, err.pubid, err.notation_name)
+        self.file = xml_file
+
+    def __str__(self) -> str:
+        where = f" (SYSTEM {self.sysid!r})" if self.sysid else ""
+        return f"{self.file}: refused: it declares the XML entity {self.name!r}{where}; entities are never expanded"
+
+
+def _xml_root(xml_file: Path):
+    """The root element of an XML index, parsed by defusedxml: entity declarations refused, external
+    references never fetched; a file that is not well-formed XML is an error naming it."""
+    from defusedxml import DefusedXmlException, ElementTree
+
+    try:
+        return ElementTree.parse(xml_file).getroot()
+    except EntitiesForbidden as err:
+        raise XmlEntitiesRefused(Path(xml_file), err) from None
+    except (DefusedXmlException, ElementTree.ParseError) as err:
+        raise ValueError(f"{xml_file}: not a usable XML index: {err}") from None
 
 
 def list_svt(xml_file: Path, skipped: Counter) -> list[Entry]:
-    """``test.xml``: word boxes on scene images; each box is cropped, clamped to the image, when loaded."""
-    from defusedxml import ElementTree
-
+    """``test.xml``: word boxes on scene images. Each box is cropped when loaded, clamped to the image, and
+    skipped when less than 2 x 2 pixels of it are inside (``box_outside_image``); a box whose numbers are not
+    integers, or whose width or height is not positive, is ``malformed_box``."""
     entries = []
-    for image_node in ElementTree.parse(xml_file).getroot().iter("image"):
+    for image_node in _xml_root(xml_file).iter("image"):
         name = (image_node.findtext("imageName") or "").strip()
         rects = list(image_node.iter("taggedRectangle"))
         if not _relative(name, str(xml_file), Counter()):
@@ -237,16 +369,17 @@ def list_svt(xml_file: Path, skipped: Counter) -> list[Entry]:
             except (TypeError, ValueError):
                 _skip(skipped, "malformed_box", f"{xml_file} {name}#{index}", "x, y, width, height not integers")
                 continue
+            if box[2] <= 0 or box[3] <= 0:
+                _skip(skipped, "malformed_box", f"{xml_file} {name}#{index}", f"width x height {box[2]} x {box[3]}")
+                continue
             entries.append(Entry(name, (rect.findtext("tag") or "").strip(), f"{name}#{index}", box))
     return entries
 
 
 def list_ic03(xml_file: Path, skipped: Counter) -> list[Entry]:
     """ICDAR 2003 ``word.xml``: ``<image file="word/1/1.jpg" tag="311" />``."""
-    from defusedxml import ElementTree
-
     entries = []
-    for index, node in enumerate(ElementTree.parse(xml_file).getroot().iter("image")):
+    for index, node in enumerate(_xml_root(xml_file).iter("image")):
         name, label = node.get("file"), node.get("tag")
         if not name or label is None:
             _skip(skipped, "malformed_entry", f"{xml_file} image {index}", "no file= or tag=")
@@ -286,16 +419,26 @@ def list_image_label(list_file: Path, skipped: Counter) -> list[Entry]:
 
 
 def list_lmdb(folder: Path, skipped: Counter) -> list[Entry]:
-    """The clovaai LMDB layout: ``num-samples``, then ``image-%09d`` and ``label-%09d`` from 1."""
+    """The clovaai LMDB layout: ``num-samples``, then ``image-%09d`` and ``label-%09d`` from 1. Samples the
+    count names but the database lacks are counted as ``missing_key`` when loaded; a count beyond the number
+    of records (which no database of it can fill) lists only that many and counts the rest at once."""
     if not (Path(folder) / "data.mdb").is_file():
         raise FileNotFoundError(f"{folder}: no data.mdb; is this an LMDB dataset folder?")
-    with _lmdb_env(Path(folder)).begin() as txn:
+    env = _lmdb_env(Path(folder))
+    with env.begin() as txn:
         raw = txn.get(b"num-samples")
     try:
         count = int(raw.decode())
     except (AttributeError, UnicodeDecodeError, ValueError):
         raise ValueError(f"{folder}: 'num-samples' is {raw!r}, not a count") from None
-    return [Entry(f"{i:09d}", None, f"{i:09d}") for i in range(1, count + 1)]
+    if count < 0:
+        raise ValueError(f"{folder}: 'num-samples' is {count}, not a count")
+    records = env.stat()["entries"]
+    if count > records:
+        log.warning("%s: 'num-samples' says %d but the database has %d records: %d samples counted missing",
+                    folder, count, records, count - records)
+        skipped["missing_key"] += count - records
+    return [Entry(f"{i:09d}", None, f"{i:09d}") for i in range(1, min(count, records) + 1)]
 
 
 Lister = Callable[[Path, Counter], list[Entry]]

@@ -10,6 +10,7 @@ from typing import Any
 
 from crnn.lineage import read_lineage
 from crnn.registry.gate import Decision, GateRule, champion_accuracies, decide
+from crnn.registry.lock import registry_lock
 from crnn.tracking import StepRun
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,16 @@ def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: Gat
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(run.tracking_uri)
-    client.set_registered_model_alias(name, CANDIDATE, version)
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no champion yet: the minimum alone decides
-        champion = None
-    decision = decide(report, rule, champion_accuracies(champion.tags) if champion else None,
-                      champion.version if champion else None)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
+    with registry_lock(client, name):  # one decision at a time: the champion read is the one replaced
+        client.set_registered_model_alias(name, CANDIDATE, version)
+        try:
+            champion = client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:  # no champion yet: the minimum alone decides
+            champion = None
+        decision = decide(report, rule, champion_accuracies(champion.tags) if champion else None,
+                          champion.version if champion else None)
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=f"```\n{decision.format_table()}```\n")

@@ -1,0 +1,104 @@
+"""The tracking server and registry under concurrency and faults: two pipelines registering at once, the
+server unreachable when a step starts."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from crnn.registry.lock import registry_lock
+from crnn.tracking import Tracking, step_run
+from tests.mlflow_server import free_port
+
+pytestmark = pytest.mark.reliability
+
+
+def _run_pipeline(out, url: str, model: str, steps: int) -> subprocess.Popen:
+    script = ("import json, sys; from pipelines.local_run import run_locally; "
+              "s = run_locally(sys.argv[1], tracking_uri=sys.argv[2], preset='tiny', steps=int(sys.argv[4]), "
+              "train_size=64, val_size=8, test_size=10, model_name=sys.argv[3], min_average=0.0, "
+              "max_drop_points=100.0); json.dump(s, open(sys.argv[1] + '/summary.json', 'w'))")
+    out.mkdir()
+    log = open(out / "run.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-c", script, str(out), url, model, str(steps)], stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _gate_chain(client: MlflowClient, model: str) -> list[str]:
+    """The promoted versions in the order the gate promoted them, each compared with the one before; fails if
+    two decisions read the same champion and both promoted (a lost update)."""
+    versions = {str(v.version): v.tags for v in client.search_model_versions(f"name = '{model}'")}
+    promoted = {v: t for v, t in versions.items() if t["gate.decision"] == "promoted"}
+    chain = [v for v, t in promoted.items() if "gate.champion_version" not in t]
+    assert len(chain) == 1, f"more than one version decided with no champion: {chain}"
+    while successors := [v for v, t in promoted.items() if t.get("gate.champion_version") == chain[-1]]:
+        assert len(successors) == 1, f"versions {successors} both replaced champion {chain[-1]}"
+        chain.append(successors[0])
+    assert set(chain) == set(promoted)
+    return chain
+
+
+def test_two_pipelines_at_once_register_both_and_the_aliases_follow_the_gate(mlflow_server, tmp_path,
+                                                                            reliability):
+    model = "crnn-concurrent"
+    runs = [_run_pipeline(tmp_path / name, mlflow_server.url, model, steps) for name, steps in
+            (("a", 6), ("b", 8))]
+    for run, name in zip(runs, "ab", strict=True):
+        assert run.wait(timeout=900) == 0, (tmp_path / name / "run.log").read_text()[-4000:]
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in "ab"]
+    client = MlflowClient(mlflow_server.url)
+    registered = sorted(s["model_version"] for s in summaries)
+    assert registered == ["1", "2"], "each pipeline run registered its own version"
+    chain = _gate_chain(client, model)
+    champion = str(client.get_model_version_by_alias(model, "champion").version)
+    candidate = str(client.get_model_version_by_alias(model, "candidate").version)
+    assert champion == chain[-1] and candidate in registered
+    assert not client.search_registered_models(f"name = '{model}.gate-lock'"), "the lock was released"
+    reliability("tracking", "two pipeline runs finishing at the same time against one MLflow server and registry",
+                f"versions {', '.join(registered)} registered; gate decisions serialised (promotion chain "
+                f"{' -> '.join(chain)}); champion is version {champion}, the last promoted")
+
+
+def test_the_registry_lock_excludes_and_breaks_when_stale(sqlite_tracking):
+    client = MlflowClient(sqlite_tracking)
+    inside, overlaps = [], []
+
+    def decide(i: int) -> None:
+        with registry_lock(client, "m", poll_seconds=0.01):
+            inside.append(i)
+            overlaps.append(len(inside))
+            time.sleep(0.05)
+            inside.remove(i)
+
+    threads = [threading.Thread(target=decide, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [1, 1, 1, 1]
+
+    client.create_registered_model("m.gate-lock")  # left by a process that died
+    started = time.monotonic()
+    with registry_lock(client, "m", stale_seconds=0.2, poll_seconds=0.05):
+        assert time.monotonic() - started >= 0.1
+    with pytest.raises(TimeoutError, match="m.gate-lock still held"):
+        client.create_registered_model("m.gate-lock")
+        with registry_lock(client, "m", timeout_seconds=0.2, stale_seconds=60, poll_seconds=0.05):
+            pass
+
+
+def test_a_step_started_without_its_tracking_server_fails_at_once_and_clearly(tmp_path, reliability, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with (pytest.raises(RuntimeError, match=f"tracking server {url} unreachable when step convert started"),
+          step_run("convert", Tracking(url))):
+        (tmp_path / "work").write_text("must not happen")
+    assert not (tmp_path / "work").exists()
+    reliability("tracking", "the MLflow server down when a step starts",
+                f"the step stopped before any work with a clear error after {time.monotonic() - started:.1f} s "
+                "(MLflow's HTTP retries first); KFP's task retry or a rerun starts it again")

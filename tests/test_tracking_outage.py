@@ -64,8 +64,9 @@ def test_training_survives_a_tracking_outage_and_sends_what_it_held(converted_di
         assert int(tags["crnn.tracking.delayed_values"]) > 0 and float(tags["crnn.tracking.outage_s"]) > 0
         reliability("tracking", f"the MLflow server stopped after step {stopped_at} of {STEPS} and started again",
                     f"training went on ({_steps_logged(log_file) - stopped_at} more steps); "
-                    f"{tags['crnn.tracking.delayed_values']} values held for {float(tags['crnn.tracking.outage_s']):.0f}"
-                    f" s and sent on its return; all {len(history['metrics'])} loss points present; run FINISHED")
+                    f"{tags['crnn.tracking.delayed_values']} values held for "
+                    f"{float(tags['crnn.tracking.outage_s']):.0f} s and sent on its return; "
+                    f"all {len(history['metrics'])} loss points present; run FINISHED")
     finally:
         server.stop()
 

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-average", type=float, default=0.0, help="gate: the least average accuracy (0-1)")
     p.add_argument("--max-drop-points", type=float, default=1.0,
                    help="gate: how far (percentage points) a benchmark may fall below the champion's")
+    p.add_argument("--pipeline-run-id", help="tag the version with this pipeline run; a retry of the same "
+                   "pipeline run reuses the version it registered")
     _tracking_args(p)
 
     p = commands.add_parser("predict", help="print the text of each image")
@@ -222,8 +224,10 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "register":
         reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
         from crnn.registry.gate import GateRule
+        from crnn.registry.register import PIPELINE_RUN_TAG
 
-        version, decision = steps.register(args.model, reports, name=args.name,
+        tags = {PIPELINE_RUN_TAG: args.pipeline_run_id} if args.pipeline_run_id else None
+        version, decision = steps.register(args.model, reports, name=args.name, tags=tags,
                                            rule=GateRule(args.min_average, args.max_drop_points), **tracking)
         print(f"registered {args.name} version {version} as candidate")
         print(decision.format_table())
@@ -272,7 +276,7 @@ def _convert_one(args: argparse.Namespace) -> dict:
 
 def _predict(model: str, paths: list[Path], batch_size: int, tracking_uri: str | None) -> None:
     """Prints ``file<TAB>text`` per image, in batches; a file that is not an image is named on stderr."""
-    from crnn.data.readers import decode_image
+    from crnn.data.images import decode_image
     from crnn.model.export import Recognizer
     from crnn.registry.locate import local_export
     from crnn.tracking import resolve_tracking_uri

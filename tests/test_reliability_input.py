@@ -27,7 +27,8 @@ import scipy.io
 
 from crnn.data.convert import convert_split
 from crnn.data.extract import UnsafeArchiveError, extract
-from crnn.data.readers import MAX_IMAGE_PIXELS, reader_for
+from crnn.data.images import MAX_IMAGE_PIXELS
+from crnn.data.readers import reader_for
 from crnn.data.shards import LabelPolicy
 from tests import layouts
 from tests.layouts import lmdb_set, word_png

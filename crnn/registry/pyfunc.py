@@ -47,7 +47,7 @@ def _checked_array(image: np.ndarray, index: int) -> np.ndarray:
 
 
 def _one_image(item: Any, index: int) -> np.ndarray:
-    from crnn.data.readers import decode_image
+    from crnn.data.images import decode_image
 
     if isinstance(item, np.ndarray) and item.dtype != object:
         return _checked_array(item, index)

@@ -21,8 +21,11 @@ def free_port() -> int:
 
 class MlflowServer:
     def __init__(self, root: Path, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, artifacts_destination: str | None = None):
+        """``artifacts_destination``: where the server stores artifacts (default ``root/artifacts``), e.g. an
+        ``s3://`` URI, with ``env`` saying how to reach it (``MLFLOW_S3_ENDPOINT_URL``...)."""
         self.root = Path(root)
+        self.artifacts_destination = artifacts_destination or str(self.root / "artifacts")
         self.extra_args, self.env = list(extra_args), dict(env or {})
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -32,7 +35,7 @@ class MlflowServer:
     def command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "mlflow"), "server",
                 "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                "--artifacts-destination", str(self.root / "artifacts"),
+                "--artifacts-destination", self.artifacts_destination,
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1", *self.extra_args]
 
     def start(self, timeout: float = 120) -> MlflowServer:
@@ -58,7 +61,7 @@ class MlflowServer:
             return
         os.killpg(self._process.pid, signal.SIGTERM)  # the server and its uvicorn worker
         try:
-            self._process.wait(timeout=30)
+            self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()

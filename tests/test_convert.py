@@ -85,6 +85,6 @@ def test_resume_rewrites_a_shard_whose_bytes_do_not_match_its_figures(tmp_path):
     source, policy = open_source("mjsynth", index), LabelPolicy()
     convert_shards(source, out, ModelConfig(), policy, 20, _inputs("mjsynth", index, None))  # killed before finish
     assert len(list((out / PARTS).glob("shard-*.json"))) == 3
-    (out / "shard-00001.tfrecord").write_bytes(b"tampered")
+    (out / PARTS / "shard-00001.tfrecord").write_bytes(b"tampered")
     convert_split("mjsynth", index, out, shard_size=20)
     assert _tree(out) == _tree(reference)

@@ -5,9 +5,11 @@ so shard ``k`` holds the same samples whoever writes it: worker processes (``wor
 each take a contiguous range of shards (``convert_shards`` with ``shards=``, then ``merge_parts``). The
 shards and the manifest are byte-identical whatever the number of workers or slices.
 
-Each finished shard leaves its figures in ``.parts/shard-NNNNN.json``; a conversion started again over the
-same plan keeps the shards whose figures and bytes agree and writes only the rest. The manifest is written
-last, and ``.parts`` removed.
+Shards are written into ``.parts/``, each with its figures (``shard-NNNNN.json``); a conversion started again
+over the same plan keeps the shards whose figures and bytes agree and writes only the rest. Only when every
+shard is there are they moved into place and the manifest written, so a conversion that fails (a full disk)
+or is killed leaves an earlier complete conversion in the folder as it was; the price is room for both while
+converting again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from crnn.config import ModelConfig
 from crnn.data.files import sha256_of, write_json
 from crnn.data.readers import Source, find_index, open_source
-from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, shard_name, write_shard
+from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +69,29 @@ def _plan(source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: i
 
 
 def _prepare(out_dir: Path, plan: dict[str, Any]) -> Path:
-    """The parts folder of ``plan``; what an earlier conversion of another plan left there is cleared."""
+    """The parts folder of ``plan``; what an unfinished conversion of another plan left there is cleared. A
+    finished conversion in ``out_dir`` (shards and manifest) stays until ``finish`` replaces it."""
     parts = out_dir / PARTS
     plan_file = parts / PLAN
-    # The manifest is the last thing written: none may describe shards about to be (re)written.
-    (out_dir / MANIFEST).unlink(missing_ok=True)
     if plan_file.is_file() and json.loads(plan_file.read_text()) != json.loads(json.dumps(plan)):
-        log.info("%s: an earlier conversion used other input or settings; starting over", out_dir)
+        log.info("%s: an unfinished conversion used other input or settings; starting over", out_dir)
         shutil.rmtree(parts)
-        for shard in out_dir.glob("shard-*.tfrecord"):
-            shard.unlink()
-    # Half-written shards of a killed run (atomic_path's temporary names) are never resumed from.
-    for leftover in out_dir.glob(".shard-*.tmp-*"):
+    # Half-written files of a killed run (atomic_path's temporary names) are never resumed from.
+    for leftover in parts.glob(".*.tmp-*"):
         leftover.unlink()
     parts.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, plan)
+    _write_json(plan_file, plan)
     return parts
 
 
+def _write_json(dest: Path, data: Any) -> None:
+    with naming_full_storage(dest):
+        write_json(dest, data)
+
+
 def _done(out_dir: Path, number: int) -> dict[str, Any] | None:
-    """The figures of a shard already written whole, else None."""
-    part, shard = out_dir / PARTS / f"{shard_name(number)}.json", out_dir / shard_name(number)
+    """The figures of a shard already written whole into the parts folder, else None."""
+    part, shard = out_dir / PARTS / f"{shard_name(number)}.json", out_dir / PARTS / shard_name(number)
     if not (part.is_file() and shard.is_file()):
         return None
     figures = json.loads(part.read_text())
@@ -102,8 +106,8 @@ def _worker_init() -> None:
 
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
     out_dir, number, source, model, policy = job
-    figures = write_shard(out_dir / shard_name(number), source, source.entries, model, policy)
-    write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
+    figures = write_shard(out_dir / PARTS / shard_name(number), source, source.entries, model, policy)
+    _write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
     return number, figures
 
 
@@ -135,8 +139,8 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
 
 def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int,
            inputs: dict[str, Any] | None = None, written: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Writes ``manifest.json`` from the figures of every shard (all must be done) and removes ``.parts``.
-    ``written``: figures of shards this process has just written or checked, which are not read again."""
+    """Moves every shard (all must be done) into place, writes ``manifest.json`` from their figures and removes
+    ``.parts``. ``written``: figures of shards this process has just written or checked, not read again."""
     out_dir = Path(out_dir)
     count = len(shard_ranges(len(source.entries), shard_size))
     written = written or {}
@@ -164,15 +168,27 @@ def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolic
         "label_policy": asdict(policy),
         "inputs": inputs or {},
     }
-    write_json(out_dir / MANIFEST, manifest)
-    listed = {f["file"] for f in shards}
-    for stale in out_dir.glob("shard-*.tfrecord"):
-        if stale.name not in listed:
-            stale.unlink()
+    _publish(out_dir, manifest)
     shutil.rmtree(out_dir / PARTS)
     log.info("%s: %d samples in %d shard(s), skipped %s", out_dir, manifest["num_samples"], len(shards),
              manifest["skipped"] or "none")
     return manifest
+
+
+def _publish(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Replaces the conversion in ``out_dir`` by the one in ``.parts``. The new manifest is written there first,
+    so a full disk fails before anything is touched; then only renames and removals: the old manifest goes (no
+    manifest ever lists shards it did not describe), the shards move over the old ones, the manifest last."""
+    parts = out_dir / PARTS
+    _write_json(parts / MANIFEST, manifest)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    listed = {f["file"] for f in manifest["shards"]}
+    for name in sorted(listed):
+        os.replace(parts / name, out_dir / name)
+    for stale in out_dir.glob("shard-*.tfrecord"):
+        if stale.name not in listed:
+            stale.unlink()
+    os.replace(parts / MANIFEST, out_dir / MANIFEST)
 
 
 def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -294,7 +310,7 @@ def merge_slices(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys:
                 raise ValueError(f"{part}: converted with other input or settings than {key} now has")
             for figures in sorted((part / PARTS).glob("shard-*.json")):
                 shard = figures.name.removesuffix(".json")
-                shutil.copyfile(part / shard, target / shard)
+                shutil.copyfile(part / PARTS / shard, target / PARTS / shard)
                 shutil.copyfile(figures, target / PARTS / figures.name)
         manifests[key] = finish(target, source, model, job["policy"], shard_size, inputs)
     return manifests

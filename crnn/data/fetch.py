@@ -5,8 +5,9 @@ the expected digest, so no later run trusts a partial or corrupt download. Over 
 resumed with a ``Range`` request (also across runs: the ``.part`` file stays until it is complete), with
 retries and exponential back-off. ``s3://`` goes through boto3, which reads the endpoint, region and
 credentials from the environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``...), so
-MinIO or any S3-compatible store works. URLs are logged and recorded without credentials or query
-(``redact``).
+MinIO or any S3-compatible store works; each request is retried in boto3's standard mode (5xx answers,
+``SlowDown``, dropped connections; jittered back-off), and an S3 that stays unavailable ends in a
+``ConnectionError`` naming the URL. URLs are logged and recorded without credentials or query (``redact``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class RetryPolicy:
     attempts: int = 5
     first_delay_s: float = 1.0
     timeout_s: float = 60.0
+    s3_attempts: int = 9  # per S3 request, in boto3's standard retry mode (its own back-off, capped at 20 s)
 
     def delay(self, attempt: int) -> float:
         return self.first_delay_s * 2 ** (attempt - 1)
@@ -89,7 +91,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = Non
     else:
         part.unlink(missing_ok=True)  # only HTTP resumes; anything else starts over
         try:
-            _s3_download(url, part) if scheme == "s3" else _copy_local(url, part)
+            _s3_download(url, part, retry.s3_attempts) if scheme == "s3" else _copy_local(url, part)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -178,16 +180,35 @@ def _expected_length(response, offset: int) -> int | None:
     return offset + int(length) if length and length.isdigit() else None
 
 
-def _s3_download(url: str, dest: Path) -> None:
+def _s3_download(url: str, dest: Path, attempts: int) -> None:
     import boto3
+    from botocore import exceptions as boto
     from botocore.config import Config
+    from s3transfer.exceptions import RetriesExceededError
 
     parsed = urllib.parse.urlparse(url)
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     if not bucket or not key:
         raise ValueError(f"{url}: expected s3://BUCKET/KEY")
     # boto3 reads AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_S3) itself.
-    client = boto3.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}))
-    size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-    with _progress(size, 0, Path(key).name) as bar:
-        client.download_file(bucket, key, str(dest), Callback=bar.update)
+    client = boto3.client("s3", config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}))
+    try:
+        size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        with _progress(size, 0, Path(key).name) as bar:
+            client.download_file(bucket, key, str(dest), Callback=bar.update)
+    except boto.ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status < 500:
+            raise  # a missing key or a refusal: boto3's error says which, and retrying would not help
+        raise _unavailable(url, err, status) from None
+    except (boto.ConnectionError, boto.HTTPClientError, RetriesExceededError) as err:  # after boto3's retries
+        raise ConnectionError(f"{redact(url)}: {err}") from None
+
+
+def _unavailable(url: str, err, status: int) -> ConnectionError:
+    """What an S3 still failing after boto3's retries (5xx, ``SlowDown``) is reported as."""
+    code = err.response.get("Error", {}).get("Code", "")
+    tried = err.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+    said = f"{status} {code}" if code and code != str(status) else str(status)
+    return ConnectionError(f"{redact(url)}: S3 answered {said} to {err.operation_name} after {tried} attempt(s); "
+                           "nothing was kept")

@@ -29,8 +29,10 @@ normalisation changed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,19 @@ from crnn.preprocess import to_model_input
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no space, over quota, over the file size limit
+
+
+@contextlib.contextmanager
+def naming_full_storage(path: Path) -> Iterator[None]:
+    """A full disk fails ``write()``, ``close()`` or ``fsync()`` with an error that names no file; it is raised
+    again naming ``path``, the file being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _STORAGE_FULL or err.filename is not None:
+            raise
+        raise OSError(err.errno, f"{err.strerror} while writing {path}") from None
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,8 @@ def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: Mod
     charset = Charset(model.charset)
     skipped: Counter = Counter()
     count = normalised = 0
-    with atomic_path(path) as tmp, RecordWriter(tmp) as writer:  # noqa: SIM117 (the writer closes first)
+    # The writer closes (flushes) before atomic_path renames; a full disk surfaces in either, named.
+    with naming_full_storage(path), atomic_path(path) as tmp, RecordWriter(tmp) as writer:
         for entry in entries:
             sample = source.load(entry, skipped, grayscale=model.channels == 1)
             if sample is None:

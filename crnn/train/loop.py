@@ -8,7 +8,9 @@ rate scaled linearly with the global batch (``TrainConfig.scaled_learning_rate``
 Checkpoints hold the model, the optimiser, the step and the input pipeline's position, so a resumed run
 continues the same schedule on the samples it had not yet seen. They are written every ``checkpoint_every``
 steps and at the end (TensorFlow writes the files under temporary names and updates the ``checkpoint``
-index last, so a kill never leaves a half-written latest checkpoint), the latest ``keep_checkpoints`` kept.
+index last, so a kill never leaves a half-written latest checkpoint), the latest ``keep_checkpoints`` kept. A
+save that fails (a full disk) stops training with an ``OSError`` naming the checkpoint; its partial files are
+removed and the checkpoints before it stay, for a resume once there is room.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -252,11 +255,9 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
                      metrics["step_time_ms_p95"], metrics["images_per_sec"])
             window = _Window(global_batch, backend.replicas)
         if step % cfg.checkpoint_every == 0:
-            step_var.assign(step)
-            manager.save(checkpoint_number=step)
+            _save(manager, step_var, step)
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
-        step_var.assign(step)
-        manager.save(checkpoint_number=step)
+        _save(manager, step_var, step)
 
     val_accuracy = None
     if val_dir is not None and backend.is_chief:
@@ -275,6 +276,22 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
         shutil.rmtree(_scratch_dir(out_dir, backend), ignore_errors=True)
     return TrainResult(steps=step, final_loss=last_loss, val_accuracy=val_accuracy, export_dir=export_dir,
                        model=model)
+
+
+def _save(manager: tf.train.CheckpointManager, step_var: tf.Variable, step: int) -> None:
+    """Saves checkpoint ``step``. TensorFlow reports a failed write (a full disk) as an OpError naming only its
+    temporary file: here the partial files go and the error names the checkpoint and the one that is kept."""
+    step_var.assign(step)
+    try:
+        manager.save(checkpoint_number=step)
+    except tf.errors.OpError as err:
+        prefix = Path(manager.directory) / f"ckpt-{step}"
+        for partial in [*prefix.parent.glob(f"{prefix.name}.*"), *prefix.parent.glob(f"{prefix.name}_temp*")]:
+            shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+        cause = re.sub(r"\{\{.*?\}\}\s*", "", err.message)  # drop TensorFlow's "{{function_node ...}}"
+        kept = tf.train.latest_checkpoint(manager.directory)  # what the index on disk names, not the manager
+        raise OSError(f"cannot save checkpoint {prefix}: {cause}; the last good checkpoint, {kept or 'none yet'}, "
+                      "is kept") from None
 
 
 def _float32_copy(model: keras.Model, recipe: Recipe) -> keras.Model:

@@ -2,6 +2,7 @@
 server unreachable when a step starts."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -102,3 +103,57 @@ def test_a_step_started_without_its_tracking_server_fails_at_once_and_clearly(tm
     reliability("tracking", "the MLflow server down when a step starts",
                 f"the step stopped before any work with a clear error after {time.monotonic() - started:.1f} s "
                 "(MLflow's HTTP retries first); KFP's task retry or a rerun starts it again")
+
+
+def test_a_slow_tracking_server_delays_the_metrics_but_not_training(converted_dir, tmp_path, reliability):
+    import re
+
+    from tests.fault_proxy import FaultProxy
+    from tests.mlflow_server import MlflowServer
+    from tests.test_cli import CRNN
+
+    server = MlflowServer(tmp_path / "server").start()
+    proxy = FaultProxy(server.url).start()  # answers held back while delay_s is set
+    steps, log_file = 200, tmp_path / "train.log"
+    env = os.environ | {"MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                        "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = ["train", "--train", converted_dir / "mjsynth" / "train", "--out", tmp_path / "run", "--preset", "tiny",
+            "--steps", steps, "--log-every", 1, "--checkpoint-every", 1000, "--tracking-uri", proxy.url]
+
+    def logged() -> int:
+        found = re.findall(r"step (\d+)/", log_file.read_text())
+        return int(found[-1]) if found else 0
+
+    try:
+        with open(log_file, "w") as log:
+            proc = subprocess.Popen([*CRNN, *map(str, args)], stdout=log, stderr=subprocess.STDOUT, env=env)
+            _wait_for(lambda: logged() >= 10, proc, log_file)
+            proxy.delay_s = 4.0  # every answer now comes after the client's 2 s timeout
+            slow_from = logged()
+            _wait_for(lambda: logged() >= slow_from + 40, proc, log_file)
+            slow_until = logged()
+            proxy.delay_s = 0.0
+            assert proc.wait(timeout=600) == 0, log_file.read_text()[-3000:]
+        client = MlflowClient(server.url)
+        run = client.search_runs([client.get_experiment_by_name("crnn").experiment_id])[0]
+        points = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    finally:
+        proxy.stop()
+        server.stop()
+    assert sorted(set(points)) == list(range(1, steps + 1)) and run.info.status == "FINISHED"
+    assert int(run.data.tags["crnn.tracking.delayed_values"]) > 0
+    # A request that timed out may still have reached the server: the retry repeats its points, identical.
+    repeated = len(points) - len(set(points))
+    reliability("tracking", "the MLflow server answering after the client's 2 s timeout (a slow proxy) for "
+                f"{slow_until - slow_from} training steps",
+                f"training went on; {run.data.tags['crnn.tracking.delayed_values']} values delayed and sent when it "
+                f"answered again; all {steps} loss points present ({repeated} repeated identically by retries of "
+                "requests that had arrived after all); run FINISHED")
+
+
+def _wait_for(condition, proc: subprocess.Popen, log_file, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)

@@ -18,9 +18,9 @@ from crnn.data.catalog import DatasetEntry, catalog_entry, custom_entry
 from crnn.data.convert import convert_all, default_workers
 from crnn.data.download import download_all, download_synthetic
 from crnn.data.fetch import redact
+from crnn.data.shards import manifest_sha256
 from crnn.data.splits import SYNTHETIC
 from crnn.data.synthetic import SyntheticSpec
-from crnn.data.tfrecord import manifest_sha256
 from crnn.evaluate.report import (
     REPORT_FILE,
     TABLE_FILE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_temporaries(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     try:
@@ -40,6 +42,32 @@ def atomic_path(dest: Path) -> Iterator[Path]:
                 shutil.rmtree(leftover, ignore_errors=True)
             elif leftover.exists():
                 leftover.unlink()
+
+
+def clear_stale_temporaries(dest: Path) -> None:
+    """Removes what a killed ``atomic_path`` of ``dest`` left (its process gone): the unfinished temporary,
+    and the previous version it had moved aside, which is put back first if ``dest`` is missing (the kill fell
+    between the two renames)."""
+    for leftover in sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*-*")):
+        kind, _, pid = leftover.name.removeprefix(f".{dest.name}.").partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind == "old" and not dest.exists():
+            os.replace(leftover, dest)
+        elif leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:

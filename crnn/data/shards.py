@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from typing import Any
 
 from crnn.charset import Charset
 from crnn.config import ModelConfig
-from crnn.data.files import atomic_path
+from crnn.data.files import atomic_path, sha256_of
 from crnn.data.readers import Entry, Sample, Source
 from crnn.data.records import RecordWriter, encode_example
 from crnn.preprocess import to_model_input
@@ -137,3 +138,19 @@ def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: Mod
             count += 1
     return {"file": path.name, "count": count, "sha256": writer.sha256, "skipped": dict(sorted(skipped.items())),
             "labels_normalised": normalised}
+
+
+def read_manifest(data_dir: Path) -> dict[str, Any]:
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; is this a converted dataset folder?")
+    manifest = json.loads(path.read_text())
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {manifest.get('schema_version')!r}, "
+                         f"this code reads {SCHEMA_VERSION}")
+    return manifest
+
+
+def manifest_sha256(data_dir: Path) -> str:
+    """The data's identity for lineage: the digest of its manifest (which holds every shard's digest)."""
+    return sha256_of(Path(data_dir) / MANIFEST)

@@ -5,7 +5,6 @@ The record schema and the label policy are documented in ``crnn.data.shards``, w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,7 @@ from typing import Any
 import tensorflow as tf
 
 from crnn.config import ModelConfig
-from crnn.data.files import sha256_of
-from crnn.data.shards import MANIFEST, SCHEMA_VERSION
-
-
-def read_manifest(data_dir: Path) -> dict[str, Any]:
-    path = Path(data_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; is this a converted dataset folder?")
-    manifest = json.loads(path.read_text())
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {manifest.get('schema_version')!r}, "
-                         f"this code reads {SCHEMA_VERSION}")
-    return manifest
-
-
-def manifest_sha256(data_dir: Path) -> str:
-    """The data's identity for lineage: the digest of its manifest (which holds every shard's digest)."""
-    return sha256_of(Path(data_dir) / MANIFEST)
+from crnn.data.shards import manifest_sha256, read_manifest  # noqa: F401 - re-exported
 
 
 def check_compatible(manifest: dict[str, Any], model: ModelConfig, where: Path) -> None:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crnn.charset import Charset
 from crnn.data.files import atomic_path, write_json
-from crnn.data.tfrecord import manifest_sha256, read_manifest
-from crnn.evaluate.benchmark import BenchmarkResult
+from crnn.data.shards import manifest_sha256, read_manifest
 from crnn.evaluate.errors import character_edits, format_errors, word_errors
 from crnn.evaluate.samples import render_samples
+
+if TYPE_CHECKING:  # the report is written where TensorFlow need not load
+    from crnn.evaluate.benchmark import BenchmarkResult
 
 REPORT_FILE = "report.json"
 TABLE_FILE = "test_result.txt"

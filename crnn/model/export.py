@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from crnn.charset import Charset
 from crnn.config import Recipe
 from crnn.data.files import atomic_path
 from crnn.lineage import write_lineage
-from crnn.model.ctc import greedy_decode
 from crnn.preprocess import to_model_input
+
+if TYPE_CHECKING:  # Keras loads with the model, not with the constants other steps import
+    import keras
 
 EXPORT_DIR = "export"  # inside a training output folder
 MODEL_FILE = "model.keras"
@@ -38,11 +40,15 @@ class Recognizer:
         if not (export_dir / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{export_dir}: no {MODEL_FILE}; is this an exported CRNN model?")
         self.recipe = Recipe.load(export_dir / RECIPE_FILE)
+        import keras
+
         self.model = keras.models.load_model(export_dir / MODEL_FILE, compile=False)
         self.charset = Charset(self.recipe.model.charset)
 
     def predict_batch(self, batch: np.ndarray) -> list[str]:
         """Preprocessed uint8 batch (B, H, W, C) -> texts."""
+        from crnn.model.ctc import greedy_decode
+
         return greedy_decode(self.model.predict_on_batch(batch), self.charset)
 
     def read(self, images: list[np.ndarray], batch_size: int = 256) -> list[str]:

@@ -393,7 +393,7 @@ def test_train_killed_after_a_checkpoint_resumes_with_the_same_schedule(converte
         f"compared (the input interleave is non-deterministic, so uninterrupted runs differ too); at the kill the "
         f"{len(saved)} indexed checkpoint(s) read back and {len(at_kill)} files under final names were whole, "
         f"temporary names: {', '.join(temporary_at_kill) or 'none'}; none after the rerun ({len(tree)} files)",
-        lost=f"{done_before_kill - saved[-1]} training steps (at most one checkpoint interval)")
+        lost=f"nothing; {done_before_kill - saved[-1]} training steps redone (at most one checkpoint interval)")
 
 
 # -- evaluate ----------------------------------------------------------------------------------------------
@@ -453,7 +453,7 @@ def test_evaluate_killed_between_benchmarks_reruns_to_the_same_report(trained_re
         f"temporary names {', '.join(temporary_at_kill) or 'none'}; the rerun evaluated all "
         f"{len(evaluated)} benchmarks again (the step does not resume, by design) and wrote a report.json equal "
         f"to an uninterrupted run's but for the measured images_per_sec, and byte-identical review files "
-        f"({len(review)})", lost="the first benchmark's evaluation time")
+        f"({len(review)})", lost="nothing; the first benchmark's evaluation redone")
 
 
 # -- register ----------------------------------------------------------------------------------------------

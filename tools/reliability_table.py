@@ -14,7 +14,7 @@ def table(rows: list[dict]) -> str:
     for row in sorted(rows, key=lambda r: (r["area"], r["fault"])):
         cells = [row[key].replace("|", "\\|").replace("\n", " ") for key in ("area", "fault", "outcome", "lost")]
         lines.append("| " + " | ".join(cells) + " |")
-    lost = [row for row in rows if row["lost"] != "nothing"]
+    lost = [row for row in rows if not row["lost"].startswith("nothing")]  # "nothing; work redone" is no loss
     lines.append("")
     lines.append(f"{len(rows)} cases; {len(lost)} lost anything." if lost else f"{len(rows)} cases; none lost data.")
     return "\n".join(lines)

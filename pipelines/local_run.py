@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import time
@@ -29,7 +30,12 @@ def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"))
     run_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     started = time.monotonic()
-    crnn_pipeline(tracking_uri=tracking_uri, run_name=run_name, **params)
+    real_print = builtins.print
+    try:
+        crnn_pipeline(tracking_uri=tracking_uri, run_name=run_name, **params)
+    finally:
+        # kfp.local indents task output by swapping print(); tasks in parallel threads can leave it swapped.
+        builtins.print = real_print
     summary = pipeline_summary(tracking_uri, run_name)
     summary["pipeline_seconds"] = time.monotonic() - started
     print(format_summary(summary, store))

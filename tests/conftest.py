@@ -50,6 +50,17 @@ def trained_dir(converted_dir, tmp_path_factory) -> Path:
 _RECORDER = None
 
 
+@pytest.fixture(autouse=True)
+def _restore_print():
+    """kfp.local (2.17) indents task output by swapping ``builtins.print``; tasks run in parallel threads can
+    leave the swap in place (each restores what it found, another task's swap). Each test gets the real one."""
+    import builtins
+
+    real = builtins.print
+    yield
+    builtins.print = real
+
+
 @pytest.fixture
 def reliability(request):
     """``record(area, fault, outcome, lost="nothing")`` for the reliability suite's README table."""

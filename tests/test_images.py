@@ -359,8 +359,10 @@ def test_gpu_constraints_pin_every_cuda_wheel_of_tensorflow():
 # --- make images --------------------------------------------------------------------------------------------------
 
 def _make_images(*overrides: str) -> list[str]:
-    result = subprocess.run(["make", "-n", "images", *overrides], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, check=True)
+    # Under `make test` the outer make's variables would make this one announce its directory.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", "images", *overrides], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=True, env=env)
     return result.stdout.splitlines()
 
 

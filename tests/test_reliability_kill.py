@@ -18,7 +18,6 @@ import signal
 import sqlite3
 import struct
 import subprocess
-import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback_api import serve_handler
 from tests.test_cli import CRNN, crnn
 
 pytestmark = pytest.mark.reliability
@@ -168,11 +168,8 @@ class _SlowMirror(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_mirror():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowMirror)
+    server = serve_handler(_SlowMirror)
     server.files, server.requests = {}, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.base = f"http://127.0.0.1:{server.server_address[1]}"
     yield server
     server.shutdown()
     server.server_close()

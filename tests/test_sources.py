@@ -6,13 +6,13 @@ import http.server
 import io
 import json
 import tarfile
-import threading
 
 import pytest
 
 from crnn.data.catalog import DatasetEntry, RemoteFile, Split, load_catalog
 from crnn.data.download import download_all
 from crnn.data.fetch import ChecksumError, RetryPolicy, fetch
+from tests.loopback_api import serve_handler
 
 FAST_RETRY = RetryPolicy(attempts=4, first_delay_s=0.01, timeout_s=10)
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -55,12 +55,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = serve_handler(_Handler)
     server.files, server.requests, server.drops, server.failures = {}, [], 0, 0
     server.ignore_range = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.base = f"http://127.0.0.1:{server.server_address[1]}"
     yield server
     server.shutdown()
     server.server_close()

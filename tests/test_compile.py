@@ -31,6 +31,14 @@ def test_the_committed_yaml_is_what_the_code_compiles(compiled, name):
         f"pipelines/compiled/{name} is out of date with the code: run `make compile` and commit it")
 
 
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_no_task_installs_packages_at_run_time(compiled, name):
+    """The images carry the project and its pinned dependencies; a task that pip-installed would not."""
+    assert "pip install" not in compiled[name + ".text"] and "ensurepip" not in compiled[name + ".text"]
+    commands = [e["container"]["command"] for e in _executors(compiled[name][0]).values()]
+    assert all(command[:2] == ["sh", "-ec"] for command in commands)  # KFP's launcher: why images keep sh
+
+
 def _executors(spec: dict) -> dict:
     return spec["deploymentSpec"]["executors"]
 

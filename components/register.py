@@ -12,12 +12,12 @@ def register(model: Input[Model], reports: Input[list[Artifact]], model_name: st
     from crnn import steps
     from crnn.evaluate.report import read_report
     from crnn.registry.gate import GateRule
-    from crnn.registry.register import PIPELINE_RUN_TAG
+    from crnn.registry.register import VERSION_PIPELINE_RUN_TAG
     from crnn.tracking import Tracking
 
     version, decision = steps.register(
         steps.export_dir(model.path), [read_report(r.path) for r in reports],
-        Tracking.for_pipeline(tracking_uri, experiment, job_id), name=model_name, tags={PIPELINE_RUN_TAG: job_id},
-        rule=GateRule(min_average, max_drop_points))
+        Tracking.for_pipeline(tracking_uri, experiment, job_id), name=model_name,
+        tags={VERSION_PIPELINE_RUN_TAG: job_id}, rule=GateRule(min_average, max_drop_points))
     print(decision.format_table())
     return version

@@ -224,9 +224,9 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "register":
         reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
         from crnn.registry.gate import GateRule
-        from crnn.registry.register import PIPELINE_RUN_TAG
+        from crnn.registry.register import VERSION_PIPELINE_RUN_TAG
 
-        tags = {PIPELINE_RUN_TAG: args.pipeline_run_id} if args.pipeline_run_id else None
+        tags = {VERSION_PIPELINE_RUN_TAG: args.pipeline_run_id} if args.pipeline_run_id else None
         version, decision = steps.register(args.model, reports, name=args.name, tags=tags,
                                            rule=GateRule(args.min_average, args.max_drop_points), **tracking)
         print(f"registered {args.name} version {version} as candidate")

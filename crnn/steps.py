@@ -24,6 +24,7 @@ from crnn.data.synthetic import SyntheticSpec
 from crnn.evaluate.report import (
     REPORT_FILE,
     TABLE_FILE,
+    ErrorTables,
     benchmark_entry,
     format_table,
     summarise,
@@ -145,8 +146,9 @@ def train_on(device: str, num_devices: int, preset: str, train_dirs: Sequence[Pa
     from crnn.cluster.commands import TrainSpec, npu_command
 
     tracking_uri, parent_run_id = (tracking or Tracking()).resolved()
-    spec = TrainSpec(tuple(map(str, train_dirs)), str(out_dir), str(val_dir or ""), preset, steps, batch_size,
-                     "npu", num_devices, tracking_uri or "", parent_run_id or "")
+    spec = TrainSpec(tuple(map(str, train_dirs)), str(out_dir), val_dir=str(val_dir or ""), preset=preset,
+                     steps=steps, batch_size=batch_size, device="npu", num_devices=num_devices,
+                     tracking_uri=tracking_uri or "", parent_run_id=parent_run_id or "")
     subprocess.run(npu_command(spec), check=True)  # each rank's output prefixed [rank N] in the task log
     return {"steps": recipe.train.steps}  # validation: in the chief rank's MLflow run
 
@@ -162,12 +164,13 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
         entries = {}
         for bench, data_dir in benchmarks.items():
             result = evaluate_dataset(recognizer.model, data_dir, recognizer.recipe.model)
-            entries[bench] = benchmark_entry(result, data_dir, recognizer.charset)
+            errors = ErrorTables.of(result, recognizer.charset)
+            entries[bench] = benchmark_entry(result, data_dir, errors)
             run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned,
                              f"num_samples/{bench}": result.score.num_samples,
                              f"images_per_sec/{bench}": result.images_per_sec})
             run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"]})
-            for path in write_review_files(bench, result, recognizer.charset, out_dir):
+            for path in write_review_files(bench, result, errors, out_dir):
                 run.log_artifact(path)
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
         report = summarise(entries)

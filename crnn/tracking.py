@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crnn.outbox import Batch, Outbox, OutboxReport, is_rejection
+from crnn.outbox import Batch, Outbox, OutboxReport, is_rejection, read_spool
 from crnn.run_note import NOTE_TAG, pipeline_note
 
 log = logging.getLogger(__name__)
@@ -277,8 +277,6 @@ def _flush_seconds() -> float:
 
 def replay_spool(spool: Path, tracking_uri: str, run_id: str | None = None) -> int:
     """Sends a spooled backlog (``<run id>.jsonl``) to its run; returns how many values were sent."""
-    from crnn.outbox import read_spool
-
     run = StepRun(run_id or Path(spool).stem, tracking_uri)
     sent = 0
     for batch in read_spool(spool):

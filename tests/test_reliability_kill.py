@@ -473,7 +473,7 @@ def test_register_killed_while_logging_the_model_registers_one_version(trained_r
 
     from crnn.registry.gate import GateRule, decide
     from crnn.registry.pyfunc import EXPORT_ARTIFACT
-    from crnn.registry.register import CANDIDATE, CHAMPION, PIPELINE_RUN_TAG, lineage_tags
+    from crnn.registry.register import CANDIDATE, CHAMPION, VERSION_PIPELINE_RUN_TAG, lineage_tags
     from crnn.tracking import sqlite_uri
 
     db = tmp_path / "mlflow.db"
@@ -485,7 +485,7 @@ def test_register_killed_while_logging_the_model_registers_one_version(trained_r
     proc = _start(args, log)
     _kill_when(proc, lambda: _logged_models_started(db), log, "the model being logged")
     client = MlflowClient(uri)
-    query = f"name = 'crnn' and tags.{PIPELINE_RUN_TAG} = '{PIPELINE_RUN}'"
+    query = f"name = 'crnn' and tags.{VERSION_PIPELINE_RUN_TAG} = '{PIPELINE_RUN}'"
     at_kill = len(client.search_model_versions(query))
 
     result = _rerun(args)
@@ -498,7 +498,7 @@ def test_register_killed_while_logging_the_model_registers_one_version(trained_r
 
     report = json.loads((evaluated_reference / "report.json").read_text())
     decision = decide(report, GateRule(0.0, 1.0), None, None)
-    expected_tags = lineage_tags(export, report) | {PIPELINE_RUN_TAG: PIPELINE_RUN} | decision.as_tags()
+    expected_tags = lineage_tags(export, report) | {VERSION_PIPELINE_RUN_TAG: PIPELINE_RUN} | decision.as_tags()
     assert {k: version.tags.get(k) for k in expected_tags} == expected_tags
     aliases = {alias: client.get_model_version_by_alias("crnn", alias).version
                for alias in client.get_registered_model("crnn").aliases}

@@ -2,7 +2,6 @@
 server answering the Kubernetes custom-objects endpoints the kubernetes client calls."""
 
 import json
-import threading
 from pathlib import Path
 
 import kubernetes_validate
@@ -113,17 +112,15 @@ def test_the_task_stages_data_on_the_pvc_and_brings_the_model_back(kube, tmp_pat
     mount = tmp_path / "pvc"
 
     def workers_train(job: dict) -> None:  # what the job's chief writes to the shared PVC
-        out = Path(job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"][
-            job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"].index("--out") + 1])
+        command = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"]
+        out = Path(command[command.index("--out") + 1])
         (out / "export").mkdir(parents=True, exist_ok=True)
         (out / "export" / "model.keras").write_text("weights")
 
     fake.on_finish = workers_train
-    lock = threading.Lock()
-    with lock:
-        result = train_as_tfjob(str(converted_dir), str(converted_dir), str(tmp_path / "model"), ["mjsynth/train"],
-                                "mjsynth/val", "tiny", 5, 0, Tracking(), "gpu", 2, "crnn-pipeline/gpu:0.1.0", "ml",
-                                "job-7", mount=mount, api=api)
+    result = train_as_tfjob(str(converted_dir), str(converted_dir), str(tmp_path / "model"), ["mjsynth/train"],
+                            "mjsynth/val", "tiny", 5, 0, Tracking(), "gpu", 2, "crnn-pipeline/gpu:0.1.0", "ml",
+                            "job-7", mount=mount, api=api)
     assert result["tfjob"] == "crnn-train-job-7" and result["workers"] == 2
     staged = mount / "jobs" / "job-7" / "data" / "mjsynth" / "train"
     assert (staged / "manifest.json").read_text() == (converted_dir / "mjsynth" / "train" / "manifest.json").read_text()

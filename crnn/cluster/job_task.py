@@ -21,19 +21,18 @@ def train_as_tfjob(train_data: str, data: str, model_dir: str, train_sets: Seque
     """Runs in a task that mounts the datasets PVC at ``mount``; the workers mount it at the same path."""
     chosen = target_named(target)
     work = mount / "jobs" / job_id
-    keys = list(train_sets) + ([val_set] if val_set else [])
-    for key in train_sets:
-        _stage(Path(train_data) / key, work / "data" / key)
-    if val_set:
-        _stage(Path(data) / val_set, work / "data" / val_set)
+    staged = {key: Path(train_data) / key for key in train_sets} | ({val_set: Path(data) / val_set} if val_set else {})
+    for key, source in staged.items():
+        _stage(source, work / "data" / key)
     tracking_uri, parent_run_id = tracking.resolved()
     spec = TrainSpec(tuple(str(work / "data" / k) for k in train_sets), str(work / "out"),
-                     str(work / "data" / val_set) if val_set else "", preset, steps, batch_size, chosen.device,
-                     chosen.devices_per_node, tracking_uri or "", parent_run_id or "")
+                     val_dir=str(work / "data" / val_set) if val_set else "", preset=preset, steps=steps,
+                     batch_size=batch_size, device=chosen.device, num_devices=chosen.devices_per_node,
+                     tracking_uri=tracking_uri or "", parent_run_id=parent_run_id or "")
     name = f"crnn-train-{job_id}"[:63].rstrip("-").lower()
     run_tfjob(api or _custom_objects_api(), tfjob_manifest(name, namespace, image, spec, workers, chosen))
     shutil.copytree(work / "out", model_dir, dirs_exist_ok=True)
-    return {"workers": workers, "target": target, "tfjob": name, "staged": keys}
+    return {"workers": workers, "target": target, "tfjob": name, "staged": list(staged)}
 
 
 def _stage(source: Path, dest: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,23 @@ REPORT_FILE = "report.json"
 TABLE_FILE = "test_result.txt"
 
 
-def benchmark_entry(result: BenchmarkResult, data_dir: Path, charset: Charset) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ErrorTables:
+    """The most frequent errors of one benchmark, worked out once for the report and the review file."""
+
+    words: list[tuple[str, str, int]]  # (ground truth, prediction, count)
+    edits: list[tuple[str, str, int]]  # (expected, read, count)
+
+    @classmethod
+    def of(cls, result: BenchmarkResult, charset: Charset, top: int = 20) -> ErrorTables:
+        pairs = [(charset.normalize(p.ground_truth), charset.normalize(p.prediction)) for p in result.predictions]
+        return cls(word_errors(pairs, top), character_edits(pairs, top))
+
+
+def benchmark_entry(result: BenchmarkResult, data_dir: Path, errors: ErrorTables,
+                    top: int = 10) -> dict[str, Any]:
     manifest = read_manifest(data_dir)
     skipped = sum(manifest["skipped"].values())
-    pairs = normalised_pairs(result, charset)
     return {
         "accuracy": result.score.accuracy,
         "ned": result.score.ned,
@@ -35,25 +49,19 @@ def benchmark_entry(result: BenchmarkResult, data_dir: Path, charset: Charset) -
         "images_per_sec": result.images_per_sec,
         "manifest_sha256": manifest_sha256(data_dir),
         "frequent_errors": [{"ground_truth": gt, "prediction": pred, "count": count}
-                            for gt, pred, count in word_errors(pairs, top=10)],
+                            for gt, pred, count in errors.words[:top]],
         "character_edits": [{"expected": expected, "read": read, "count": count}
-                            for expected, read, count in character_edits(pairs, top=10)],
+                            for expected, read, count in errors.edits[:top]],
     }
 
 
-def normalised_pairs(result: BenchmarkResult, charset: Charset) -> list[tuple[str, str]]:
-    """(ground truth, prediction) as the protocol compares them."""
-    return [(charset.normalize(p.ground_truth), charset.normalize(p.prediction)) for p in result.predictions]
-
-
-def write_review_files(name: str, result: BenchmarkResult, charset: Charset, out_dir: Path) -> list[Path]:
+def write_review_files(name: str, result: BenchmarkResult, errors: ErrorTables, out_dir: Path) -> list[Path]:
     """``samples-<name>.png`` (predictions right and wrong beside their ground truth) and ``errors-<name>.txt``
     (the most frequent word errors and character edits), for people reviewing the run."""
-    pairs = normalised_pairs(result, charset)
-    errors = Path(out_dir) / f"errors-{name}.txt"
-    with atomic_path(errors) as tmp:
-        tmp.write_text(format_errors(name, word_errors(pairs), character_edits(pairs)))
-    written = [errors]
+    errors_file = Path(out_dir) / f"errors-{name}.txt"
+    with atomic_path(errors_file) as tmp:
+        tmp.write_text(format_errors(name, errors.words, errors.edits))
+    written = [errors_file]
     if result.examples:
         score = f"{100 * result.score.accuracy:.2f} % of {result.score.num_samples}"
         written.append(render_samples([(e.image, e.ground_truth, e.prediction, e.correct) for e in result.examples],

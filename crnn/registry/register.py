@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "crnn"
 CANDIDATE, CHAMPION = "candidate", "champion"
-PIPELINE_RUN_TAG = "pipeline_run_id"  # on a version: the KFP job that registered it
+# On a version: the KFP job that registered it (on runs the job id is tracking.PIPELINE_RUN_TAG).
+VERSION_PIPELINE_RUN_TAG = "pipeline_run_id"
 
 
 def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
@@ -32,10 +33,10 @@ def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
     from mlflow.tracking import MlflowClient
 
     version_tags = lineage_tags(export_dir, report) | dict(tags or {})
-    existing = _registered_by(MlflowClient(run.tracking_uri), name, version_tags.get(PIPELINE_RUN_TAG))
+    existing = _registered_by(MlflowClient(run.tracking_uri), name, version_tags.get(VERSION_PIPELINE_RUN_TAG))
     if existing is not None:  # a retried register task of the same pipeline run: one version per run
         log.info("%s version %s is already registered by pipeline run %s", name, existing,
-                 version_tags[PIPELINE_RUN_TAG])
+                 version_tags[VERSION_PIPELINE_RUN_TAG])
         return existing
     import crnn
     from crnn.registry.pyfunc import EXPORT_ARTIFACT, CrnnTextReader
@@ -63,7 +64,8 @@ def _registered_by(client, name: str, pipeline_run_id: str | None) -> str | None
     from mlflow.exceptions import MlflowException
 
     try:
-        found = client.search_model_versions(f"name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.{VERSION_PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
     except MlflowException:  # no such model yet
         return None
     return str(found[0].version) if found else None

@@ -32,7 +32,9 @@ def registry_lock(client, model_name: str, timeout_seconds: float = 600, stale_s
             client.create_registered_model(name, tags={"holder": holder}, description="held while a gate decides")
             break
         except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            # RESOURCE_DOES_NOT_EXIST: the SQL store lost the insert race, then looked the lock up to report
+            # it, and its holder had released it meanwhile (seen with four threads). Either way: try again.
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         _break_if_stale(client, name, stale_seconds)
         if time.monotonic() > deadline:

@@ -29,7 +29,7 @@ class Charset:
 
     def normalize(self, text: str) -> str:
         """The evaluation protocol's normalisation: lowercase, drop what is not in the charset."""
-        lowered = text.lower() if self.chars == self.chars.lower() else text
+        lowered = text.lower() if self._lowercase else text
         if self._index.keys() >= set(lowered):  # the common case, at C speed: nothing to drop
             return lowered
         return "".join(c for c in lowered if c in self._index)
@@ -43,6 +43,11 @@ class Charset:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
+
+    @cached_property
+    def _lowercase(self) -> bool:
+        """Whether the charset has no capitals, so that labels are lowercased (the protocol's case folding)."""
+        return self.chars == self.chars.lower()
 
     @cached_property
     def _index(self) -> dict[str, int]:

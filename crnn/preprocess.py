@@ -14,13 +14,9 @@ def to_model_input(image: np.ndarray, model: ModelConfig) -> np.ndarray:
     The word is stretched to the input size, as in the paper; pixel scaling to [-1, 1] happens inside the
     network so that every caller feeds plain uint8.
     """
-    if image.ndim == 2:
-        image = image[..., None]
-    if model.channels == 1 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[..., None]
-    elif model.channels == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    shrinking = image.shape[0] > model.height or image.shape[1] > model.width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (model.width, model.height), interpolation=interpolation)
-    return resized.reshape(model.height, model.width, model.channels)
+    height, width, channels = model.height, model.width, model.channels
+    if (1 if image.ndim == 2 else image.shape[2]) != channels:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_GRAY2BGR)
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resized.reshape(height, width, channels)

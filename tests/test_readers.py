@@ -133,3 +133,25 @@ def test_ic13_quoted_labels_with_bom(tmp_path):
 def test_unknown_format_is_named():
     with pytest.raises(ValueError, match="'lmdbx'"):
         reader_for("lmdbx")
+
+
+def test_a_source_travels_to_worker_processes_whole(tmp_path):
+    import pickle
+
+    from crnn.data.readers import Entry, Source
+
+    entries = [Entry("a.jpg", "LIVING", "a.jpg#0", (1, 2, 30, 12)), Entry("b.jpg", "ROOM", "b.jpg#1")]
+    source = Source("svt", tmp_path, entries, Counter(malformed_box=1))
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy == source and all(type(e) is Entry for e in copy.entries)
+    lmdb = Source("lmdb", tmp_path, [Entry("000000001", None, "000000001")])
+    assert pickle.loads(pickle.dumps(lmdb)) == lmdb
+    assert pickle.loads(pickle.dumps(Source("ic13", tmp_path, []))).entries == []
+
+
+def test_a_missing_image_folder_counts_every_image_missing(tmp_path):
+    from crnn.data.readers import Entry, Source
+
+    source = Source("ic13", tmp_path / "absent", [Entry("word_1.png", "kills", "word_1.png")] * 3)
+    skipped = Counter()
+    assert list(source.samples(skipped)) == [] and skipped == Counter(missing_image=3)

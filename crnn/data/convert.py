@@ -14,6 +14,7 @@ converting again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,14 +22,14 @@ import multiprocessing
 import os
 import shutil
 from collections import Counter
-from collections.abc import Collection, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Collection, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
-from crnn.data.files import sha256_of, write_json
+from crnn.data.files import sha256_of, start_sync, sync_files, write_json
 from crnn.data.readers import Source, find_index, open_source
 from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
 
@@ -104,17 +105,39 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV's own threads would only contend
 
 
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[Executor | None]:
+    """``workers`` processes for ``convert_shards``, started at once so that they get ready while the caller
+    lists its samples; None for one worker (shards are then written in this process).
+
+    The processes are forked from a fork server: a fresh single-threaded process that has imported the
+    converter once, for this process's lifetime. Forked from this process instead, they would inherit
+    OpenCV's and TensorFlow's thread pools mid-flight and can hang (seen here after OpenCV had resized images
+    in the parent); spawned, each would import everything again (0.2 s of CPU apiece, or more when the main
+    module imports much)."""
+    if workers <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        pool.submit(os.getpid)  # starts every process now rather than at the first shard
+        yield pool
+
+
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
     out_dir, number, source, model, policy = job
     figures = write_shard(out_dir / PARTS / shard_name(number), source, source.entries, model, policy)
+    start_sync(out_dir / PARTS / shard_name(number))  # while the next shard is converted; finish() waits
     _write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
     return number, figures
 
 
 def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: LabelPolicy, shard_size: int,
-                   inputs: dict[str, Any], shards: range | None = None, workers: int = 1) -> dict[int, dict[str, Any]]:
-    """Writes the shards numbered ``shards`` (default: all) that are not already done; returns the figures
-    of every shard in ``shards``."""
+                   inputs: dict[str, Any], shards: range | None = None,
+                   pool: Executor | None = None) -> dict[int, dict[str, Any]]:
+    """Writes the shards numbered ``shards`` (default: all) that are not already done, in ``pool``'s
+    processes (``worker_pool``) or in this one; returns the figures of every shard in ``shards``."""
     out_dir = Path(out_dir)
     ranges = shard_ranges(len(source.entries), shard_size)
     shards = range(len(ranges)) if shards is None else shards
@@ -126,14 +149,7 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
              policy) for n in shards if n not in figures]
     if figures:
         log.info("%s: %d shard(s) already written, %d to go", out_dir, len(figures), len(jobs))
-    if workers > 1 and len(jobs) > 1:
-        # Spawned, not forked: a fork inherits OpenCV's and TensorFlow's thread pools mid-flight and can hang
-        # (seen here with fork after OpenCV had resized images in the parent).
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
-            figures.update(pool.map(_write_one, jobs))
-    else:
-        figures.update(map(_write_one, jobs))
+    figures.update((pool.map if pool is not None and len(jobs) > 1 else map)(_write_one, jobs))
     return figures
 
 
@@ -183,6 +199,8 @@ def _publish(out_dir: Path, manifest: dict[str, Any]) -> None:
     _write_json(parts / MANIFEST, manifest)
     (out_dir / MANIFEST).unlink(missing_ok=True)
     listed = {f["file"] for f in manifest["shards"]}
+    with naming_full_storage(parts):
+        sync_files(parts / name for name in sorted(listed))  # written unsynced (write_shard)
     for name in sorted(listed):
         os.replace(parts / name, out_dir / name)
     for stale in out_dir.glob("shard-*.tfrecord"):
@@ -200,13 +218,16 @@ def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, An
 
 def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | None = None,
                   images: Path | None = None, policy: LabelPolicy | None = None, shard_size: int = 10_000,
-                  workers: int = 1, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One split of format ``fmt`` (its index file, or a folder holding it) -> ``out_dir``; the manifest."""
+                  workers: int = 1, inputs: dict[str, Any] | None = None,
+                  pool: Executor | None = None) -> dict[str, Any]:
+    """One split of format ``fmt`` (its index file, or a folder holding it) -> ``out_dir``; the manifest.
+    ``workers`` processes convert it, or those of ``pool`` (``worker_pool``) when given."""
     model, policy = model or ModelConfig(), policy or LabelPolicy()
-    index = find_index(fmt, source)
-    listed = open_source(fmt, index, images)
-    inputs = _inputs(fmt, index, inputs)
-    written = convert_shards(listed, out_dir, model, policy, shard_size, inputs, workers=workers)
+    with contextlib.nullcontext(pool) if pool is not None else worker_pool(workers) as pool:
+        index = find_index(fmt, source)
+        listed = open_source(fmt, index, images)
+        inputs = _inputs(fmt, index, inputs)
+        written = convert_shards(listed, out_dir, model, policy, shard_size, inputs, pool=pool)
     return finish(out_dir, listed, model, policy, shard_size, inputs, written)
 
 
@@ -243,15 +264,16 @@ def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, 
     """Every split listed in ``raw_dir/datasets.json`` (or those named ``<dataset>/<split>`` in ``only``)
     -> ``out_dir/<dataset>/<split>/``; returns the manifests keyed ``<dataset>/<split>``."""
     manifests = {}
-    for job in split_jobs(raw_dir, only):
-        manifest = convert_split(job["format"], job["index"], Path(out_dir) / job["key"], model,
-                                 images=job["images"], policy=job["policy"], shard_size=shard_size,
-                                 workers=workers, inputs=job["inputs"])
-        expected = job["expected_samples"]
-        if expected is not None and manifest["num_samples"] != expected:
-            log.warning("%s: %d samples, the catalog says %d (skipped: %s)", job["key"], manifest["num_samples"],
-                        expected, manifest["skipped"] or "none")
-        manifests[job["key"]] = manifest
+    with worker_pool(workers) as pool:  # one set of processes for every split
+        for job in split_jobs(raw_dir, only):
+            manifest = convert_split(job["format"], job["index"], Path(out_dir) / job["key"], model,
+                                     images=job["images"], policy=job["policy"], shard_size=shard_size,
+                                     inputs=job["inputs"], pool=pool)
+            expected = job["expected_samples"]
+            if expected is not None and manifest["num_samples"] != expected:
+                log.warning("%s: %d samples, the catalog says %d (skipped: %s)", job["key"],
+                            manifest["num_samples"], expected, manifest["skipped"] or "none")
+            manifests[job["key"]] = manifest
     return manifests
 
 
@@ -286,10 +308,11 @@ def convert_slice(raw_dir: Path, out_dir: Path, ranges: Sequence[dict[str, Any]]
     """Writes the shards of one slice into ``out_dir/<key>/`` with their figures; ``merge_slices`` finishes.
     (Numbers are cast: a pipeline hands them over as JSON, where 3 may arrive as 3.0.)"""
     model = model or ModelConfig()
-    for part in ranges:
-        job, source, inputs = _job(raw_dir, part["key"])
-        convert_shards(source, Path(out_dir) / part["key"], model, job["policy"], shard_size, inputs,
-                       shards=range(int(part["first"]), int(part["last"])), workers=workers)
+    with worker_pool(workers) as pool:
+        for part in ranges:
+            job, source, inputs = _job(raw_dir, part["key"])
+            convert_shards(source, Path(out_dir) / part["key"], model, job["policy"], shard_size, inputs,
+                           shards=range(int(part["first"]), int(part["last"])), pool=pool)
 
 
 def merge_slices(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys: Sequence[str], shard_size: int,

@@ -8,7 +8,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,13 @@ _CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
+def atomic_path(dest: Path, sync: bool = True) -> Iterator[Path]:
     """Yields a temporary sibling of ``dest`` (to fill as a file or a folder); puts it in place of ``dest``
     only if the block succeeds.
 
     A crash or an exception leaves ``dest`` as it was (absent or the previous good version) and no
-    half-written file under its name. A file is flushed to disk before the rename. A folder replaces an old
+    half-written file under its name. A file is flushed to disk before the rename (unless not ``sync``: for
+    files whose bytes are checked before they are trusted, and synced later, ``sync_files``). A folder replaces an old
     one by two renames (the old one moved aside first), so ``dest`` is never missing for longer than that.
     """
     dest = Path(dest)
@@ -33,7 +35,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         yield tmp
         if tmp.is_dir() and dest.is_dir():
             os.replace(dest, aside)
-        elif tmp.is_file():
+        elif sync and tmp.is_file():
             _fsync(tmp)
         os.replace(tmp, dest)
     finally:
@@ -68,6 +70,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def sync_files(paths: Iterable[Path]) -> None:
+    """Flushes the files to disk (those written by ``atomic_path`` without ``sync``)."""
+    for path in paths:
+        _fsync(path)
+
+
+_background_syncs: ThreadPoolExecutor | None = None
+
+
+def start_sync(path: Path) -> None:
+    """Starts flushing ``path`` to disk in a background thread, so that a later ``sync_files`` finds little
+    left to write; the work goes on meanwhile (a 30 MB shard takes tens of milliseconds to reach the disk)."""
+    global _background_syncs
+    if _background_syncs is None:
+        _background_syncs = ThreadPoolExecutor(1, thread_name_prefix="sync")
+    _background_syncs.submit(_fsync, path)
 
 
 def _fsync(path: Path) -> None:

@@ -59,8 +59,13 @@ def _over_limit(size: tuple[int, int] | None) -> str | None:
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a JPEG's start of frame, found by walking the segments before it as libjpeg does
     (stray bytes before a marker passed over); None when the scan or the end comes first (libjpeg fails too)."""
-    at = 2
-    while (at := data.find(b"\xff", at)) >= 0 and at + 9 <= len(data):
+    at, end = 2, len(data) - 9
+    while at <= end:
+        if data[at] != 0xFF:  # stray bytes: on to the next marker
+            at = data.find(b"\xff", at)
+            if at < 0:
+                return None
+            continue
         marker = data[at + 1]
         if marker in _JPEG_SOF:
             height, width = struct.unpack_from(">HH", data, at + 5)
@@ -72,7 +77,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         elif 0xD0 <= marker <= 0xD8 or marker in (0x00, 0x01):  # markers without a length
             at += 2
         else:
-            at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+            at += 2 + (data[at + 2] << 8 | data[at + 3])
     return None
 
 

@@ -17,7 +17,9 @@ UTF-8 included) or declares entities (refused unexpanded: no external file is re
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import logging
 import os
 from collections import Counter
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from defusedxml import EntitiesForbidden
@@ -34,24 +37,25 @@ from crnn.data.images import imdecode, oversized
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """A decoded word image (H x W x 3 BGR, or H x W grayscale; uint8), its ground truth as written, and
-    where it came from."""
+    where it came from. (Tuples, as ``Entry``: millions are made, and a dataclass costs a microsecond each.)"""
 
     image: np.ndarray
     label: str
     source_id: str
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One sample as its index lists it, before its image is read."""
 
     image: str  # a path relative to the image root; for LMDB, the sample's number
     label: str | None  # None: stored beside the image (LMDB)
     source_id: str
     box: tuple[int, int, int, int] | None = None  # (x, y, width, height) of a word on a scene image
+
+
+Load = Callable[[Entry, Counter], "Sample | None"]
 
 
 @dataclass
@@ -63,37 +67,82 @@ class Source:
     entries: list[Entry]
     skipped: Counter = field(default_factory=Counter)  # what listing passed over
 
+    def __getstate__(self) -> dict:
+        # Entries travel to worker processes as columns: pickling millions of tuples one by one would cost a
+        # fifth of converting them.
+        columns = tuple(map(list, zip(*self.entries, strict=True))) if self.entries else ()
+        return {**self.__dict__, "entries": columns}
+
+    def __setstate__(self, state: dict) -> None:
+        with bulk_allocation():
+            self.__dict__.update(state, entries=list(map(Entry._make, zip(*state["entries"], strict=True))))
+
     def load(self, entry: Entry, skipped: Counter, grayscale: bool = False) -> Sample | None:
-        """The sample, or None with the reason counted in ``skipped``."""
+        """The sample, or None with the reason counted in ``skipped``; ``loader`` for many."""
+        with self.loader(grayscale) as load:
+            return load(entry, skipped)
+
+    @contextlib.contextmanager
+    def loader(self, grayscale: bool = False) -> Iterator[Load]:
+        """``load(entry, skipped)`` for this source's samples. Image files are opened relative to the image
+        folder, held open meanwhile: resolving each file's whole path costs a tenth of decoding it."""
         if self.fmt == "lmdb":
-            return _load_lmdb(self.root, entry, skipped, grayscale)
-        # Plain string paths: this runs once per sample, and pathlib's parsing would cost as much as decoding.
-        path = os.path.join(self.root, entry.image)
+            yield partial(_load_lmdb, self.root, grayscale=grayscale)
+            return
         try:
-            data = read_capped(path, _MAX_IMAGE_BYTES + 1)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return _skip(skipped, "missing_image", path)
-        except OSError as err:
-            if err.errno not in _PERMANENT:
-                raise  # a passing I/O error must not turn into a skipped sample that a resume then trusts
-            return _skip(skipped, "unreadable_image", path, str(err))
-        if len(data) > _MAX_IMAGE_BYTES:
-            return _skip(skipped, "image_too_large", path)
-        image = _decode_counted(data, grayscale, skipped, path)
-        if image is None:
-            return None
-        if entry.box is not None:
-            image = _crop(image, entry.box)
-            if image is None:
-                return _skip(skipped, "box_outside_image", f"{path} {entry.source_id}")
-        return Sample(image, entry.label, entry.source_id)
+            folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:  # every image is then missing, and counted so, as when the folder is there but empty
+            folder = None
+        try:
+            yield partial(_load_file, str(self.root), folder, grayscale)
+        finally:
+            if folder is not None:
+                os.close(folder)
 
     def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
         skipped.update(self.skipped)
-        for entry in self.entries:
-            sample = self.load(entry, skipped, grayscale)
-            if sample is not None:
-                yield sample
+        with self.loader(grayscale) as load:
+            for entry in self.entries:
+                sample = load(entry, skipped)
+                if sample is not None:
+                    yield sample
+
+
+def _load_file(root: str, folder: int | None, grayscale: bool, entry: Entry, skipped: Counter) -> Sample | None:
+    """An image file's sample; ``folder``: the image root, open (None when it could not be opened)."""
+    try:
+        if folder is None:
+            raise FileNotFoundError(root)
+        data = read_capped(entry.image, _MAX_IMAGE_BYTES + 1, folder)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return _skip(skipped, "missing_image", os.path.join(root, entry.image))
+    except OSError as err:
+        if err.errno not in _PERMANENT:
+            raise  # a passing I/O error must not turn into a skipped sample that a resume then trusts
+        return _skip(skipped, "unreadable_image", os.path.join(root, entry.image), str(err))
+    if len(data) > _MAX_IMAGE_BYTES:
+        return _skip(skipped, "image_too_large", os.path.join(root, entry.image))
+    image = _decode_counted(data, grayscale, skipped, entry.image, root)
+    if image is None:
+        return None
+    if entry.box is not None:
+        image = _crop(image, entry.box)
+        if image is None:
+            return _skip(skipped, "box_outside_image", f"{os.path.join(root, entry.image)} {entry.source_id}")
+    return Sample(image, entry.label, entry.source_id)
+
+
+@contextlib.contextmanager
+def bulk_allocation() -> Iterator[None]:
+    """Pauses the cycle collector while millions of entries are made: they are tuples of strings, which form
+    no cycles, yet each collection would scan all those made so far (a quarter of listing's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 _MAX_IMAGE_BYTES = 64 << 20  # a word image is kilobytes; anything this size is not one
@@ -101,10 +150,11 @@ _CHUNK = 1 << 16
 _PERMANENT = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-def read_capped(path: str, cap: int) -> bytes:
-    """At most ``cap`` bytes of the file. Read in small chunks: ``read(cap)`` would allocate ``cap`` bytes
-    for every kilobyte-sized word image, which cost as much as decoding it."""
-    fd = os.open(path, os.O_RDONLY)
+def read_capped(path: str, cap: int, folder: int | None = None) -> bytes:
+    """At most ``cap`` bytes of the file (``path`` relative to the open folder ``folder``, if given). Read
+    in small chunks: ``read(cap)`` would allocate ``cap`` bytes for every kilobyte-sized word image, which
+    cost as much as decoding it."""
+    fd = os.open(path, os.O_RDONLY, dir_fd=folder)
     try:
         chunks, size = [], 0
         while size < cap:
@@ -114,25 +164,28 @@ def read_capped(path: str, cap: int) -> bytes:
             size += len(chunk)
             if len(chunk) < want:  # a short read of a regular file is its end: one read() per word image
                 break
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def _decode_counted(data: bytes, grayscale: bool, skipped: Counter, where: str) -> np.ndarray | None:
-    """The decoded image, or None with ``image_too_large`` or ``undecodable_image`` counted."""
+def _decode_counted(data: bytes, grayscale: bool, skipped: Counter, where: str, root: str = "") -> np.ndarray | None:
+    """The decoded image, or None with ``image_too_large`` or ``undecodable_image`` counted. The log names the
+    sample as ``where`` under ``root``, joined only then: the path is not needed for an image that decodes."""
     if not data:
-        return _skip(skipped, "undecodable_image", where, "empty")
+        return _skip(skipped, "undecodable_image", os.path.join(root, where), "empty")
     too_large = oversized(data)
     if too_large:
-        return _skip(skipped, "image_too_large", where, too_large)
+        return _skip(skipped, "image_too_large", os.path.join(root, where), too_large)
     image = imdecode(data, grayscale)
-    return image if image is not None else _skip(skipped, "undecodable_image", where)
+    return image if image is not None else _skip(skipped, "undecodable_image", os.path.join(root, where))
 
 
 def _relative(path: str, where: str, skipped: Counter) -> bool:
     """Image paths in an index stay under the image root: absolute or ``..`` paths are skipped and counted."""
-    if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+    if ".." not in path and not path.startswith("/"):  # most paths, decided without splitting them
+        return True
+    if path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
         _skip(skipped, "path_outside_root", where, repr(path))
         return False
     return True
@@ -197,8 +250,9 @@ def list_mjsynth(annotation: Path, skipped: Counter) -> list[Entry]:
     """``annotation_*.txt`` lines ``./3000/7/182_slinking_71711.jpg 71711``; the label is in the file name."""
     entries = []
     for number, line in _text_lines(annotation, skipped):
-        rel = line.split(" ")[0]
-        parts = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0].split("_")  # the file name's stem, without pathlib
+        rel = line.split(" ", 1)[0]
+        name = rel[rel.rfind("/") + 1:]  # the file name and its stem, without pathlib: this runs per line
+        parts = name[:name.rfind(".")].split("_") if "." in name else name.split("_")
         if len(parts) < 3 or not parts[1]:
             _skip(skipped, "malformed_line", f"{annotation}:{number}", f"{rel!r} is not <n>_<word>_<index>")
             continue
@@ -399,7 +453,8 @@ def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
     _check_format(fmt)
     index = Path(index)
     skipped: Counter = Counter()
-    entries = READERS[fmt](index, skipped)
+    with bulk_allocation():
+        entries = READERS[fmt](index, skipped)
     root = index if fmt == "lmdb" else Path(images) if images else index.parent
     return Source(fmt, root, entries, skipped)
 

@@ -60,47 +60,92 @@ def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
 
 
 def _packed(values: Sequence[int]) -> bytes:
-    if not values:
-        return b""
-    if min(values) >= 0 and max(values) < 128:
-        return bytes(values)  # one byte per varint: class ids always are
+    try:
+        packed = bytes(values)
+    except (ValueError, TypeError):  # a value outside 0-255 (or not an int: said below)
+        packed = b"\x80"
+    if packed.isascii():
+        return packed  # all below 128: one byte per varint, as class ids always are
     if any(v < 0 for v in values):
         raise ValueError("only non-negative int64 values are encoded")
     return b"".join(_varint(v) for v in values)
 
 
+def bytes_feature(key: str, value: bytes) -> bytes:
+    """The map entry ``key -> Feature(bytes_list=[value])`` of an ``Example``."""
+    return _entry_prefix(key, _FIELD_1, len(value)) + value
+
+
+def int64_feature(key: str, values: Sequence[int]) -> bytes:
+    """The map entry ``key -> Feature(int64_list=values)`` of an ``Example`` (non-negative values)."""
+    packed = _packed(values)
+    return _entry_prefix(key, _FIELD_3, len(packed)) + packed
+
+
+def bytes_feature_prefix(key: str, length: int) -> bytes:
+    """What ``bytes_feature(key, value)`` puts before a ``value`` of ``length`` bytes: for values of one size,
+    as images resized to the model input are, the prefix is made once and the value appended as it comes."""
+    return _entry_prefix(key, _FIELD_1, length)
+
+
+def example_of(entries: Sequence[bytes]) -> bytes:
+    """A serialized ``tf.train.Example`` from its map entries (``bytes_feature``, ``int64_feature``), in order."""
+    size = sum(map(len, entries))
+    return b"".join((_FIELD_1, _varint(size), *entries))
+
+
 def encode_example(features: Mapping[str, bytes | Sequence[int]]) -> bytes:
     """A serialized ``tf.train.Example``; bytes values become ``bytes_list``, integer lists ``int64_list``."""
-    parts = []
-    for key, value in features.items():
-        if isinstance(value, bytes):
-            parts.append(_entry_prefix(key, _FIELD_1, len(value)) + value)
-        else:
-            packed = _packed(value)
-            parts.append(_entry_prefix(key, _FIELD_3, len(packed)) + packed)
-    entries = b"".join(parts)
-    return _FIELD_1 + _varint(len(entries)) + entries
+    return example_of([bytes_feature(key, value) if isinstance(value, bytes) else int64_feature(key, value)
+                       for key, value in features.items()])
 
 
 class RecordWriter:
-    """Writes records to a TFRecord file, and keeps the file's sha256 as it goes."""
+    """Writes records to a TFRecord file, and keeps the file's sha256 as it goes.
+
+    Records are framed in memory and written, and hashed, a few megabytes at a time: one write and one hash
+    update per record would cost more than building the record."""
+
+    _FLUSH_BYTES = 64 << 10
 
     def __init__(self, path: Path):
-        self._file = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 (closed by close() / the context manager)
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close() / the context manager)
         self._digest = hashlib.sha256()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._headers: dict[int, bytes] = {}  # record length -> its framing header; records have few lengths
 
     def write(self, record: bytes) -> None:
-        length = struct.pack("<Q", len(record))
-        framed = length + _masked_crc(length) + record + _masked_crc(record)
-        self._file.write(framed)
-        self._digest.update(framed)
+        size = len(record)
+        header = self._headers.get(size)
+        if header is None:
+            length = struct.pack("<Q", size)
+            header = self._headers[size] = length + _masked_crc(length)
+        self._pending += (header, record, _masked_crc(record))
+        self._pending_bytes += size + 16
+        if self._pending_bytes >= self._FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._digest.update(data)
+        view = memoryview(data)
+        while view:  # an unbuffered write may write less than asked
+            view = view[self._file.write(view):]
 
     @property
     def sha256(self) -> str:
+        """The digest of everything written so far (flushed first)."""
+        self._flush()
         return self._digest.hexdigest()
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._flush()
+        finally:
+            self._file.close()
 
     def __enter__(self) -> RecordWriter:
         return self

@@ -19,11 +19,12 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -105,24 +106,47 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV's own threads would only contend
 
 
-@contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[Executor | None]:
-    """``workers`` processes for ``convert_shards``, started at once so that they get ready while the caller
-    lists its samples; None for one worker (shards are then written in this process).
+class Workers:
+    """Up to ``count`` processes that write shards (``convert_shards``), made when a conversion has more than
+    one shard to write and kept for the next (``worker_pool`` closes them)."""
 
-    The processes are forked from a fork server: a fresh single-threaded process that has imported the
-    converter once, for this process's lifetime. Forked from this process instead, they would inherit
-    OpenCV's and TensorFlow's thread pools mid-flight and can hang (seen here after OpenCV had resized images
-    in the parent); spawned, each would import everything again (0.2 s of CPU apiece, or more when the main
-    module imports much)."""
+    def __init__(self, count: int, context: multiprocessing.context.BaseContext):
+        self._count, self._context = count, context
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, function: Callable, jobs: list) -> Iterator:
+        if len(jobs) <= 1:
+            return map(function, jobs)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self._count, mp_context=self._context, initializer=_worker_init)
+        return self._pool.map(function, jobs)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[Workers | None]:
+    """``Workers`` for ``convert_shards``; None for one worker (shards are then written in this process).
+
+    The processes are forked from a fork server: a fresh single-threaded process that imports the converter
+    once, for this process's lifetime. It is started here, so that it imports while the caller lists its
+    samples; the processes themselves only when there are shards for them. Forked from this process instead,
+    they would inherit OpenCV's and TensorFlow's thread pools mid-flight and can hang (seen here after OpenCV
+    had resized images in the parent); spawned, each would import everything again (0.2 s of CPU apiece, or
+    more when the main module imports much)."""
     if workers <= 1:
         yield None
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", __name__])
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-        pool.submit(os.getpid)  # starts every process now rather than at the first shard
+    multiprocessing.forkserver.ensure_running()
+    pool = Workers(workers, context)
+    try:
         yield pool
+    finally:
+        pool.close()
 
 
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
@@ -135,7 +159,7 @@ def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
 
 def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: LabelPolicy, shard_size: int,
                    inputs: dict[str, Any], shards: range | None = None,
-                   pool: Executor | None = None) -> dict[int, dict[str, Any]]:
+                   pool: Workers | None = None) -> dict[int, dict[str, Any]]:
     """Writes the shards numbered ``shards`` (default: all) that are not already done, in ``pool``'s
     processes (``worker_pool``) or in this one; returns the figures of every shard in ``shards``."""
     out_dir = Path(out_dir)
@@ -149,7 +173,7 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
              policy) for n in shards if n not in figures]
     if figures:
         log.info("%s: %d shard(s) already written, %d to go", out_dir, len(figures), len(jobs))
-    figures.update((pool.map if pool is not None and len(jobs) > 1 else map)(_write_one, jobs))
+    figures.update((pool.map if pool is not None else map)(_write_one, jobs))
     return figures
 
 
@@ -219,7 +243,7 @@ def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, An
 def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | None = None,
                   images: Path | None = None, policy: LabelPolicy | None = None, shard_size: int = 10_000,
                   workers: int = 1, inputs: dict[str, Any] | None = None,
-                  pool: Executor | None = None) -> dict[str, Any]:
+                  pool: Workers | None = None) -> dict[str, Any]:
     """One split of format ``fmt`` (its index file, or a folder holding it) -> ``out_dir``; the manifest.
     ``workers`` processes convert it, or those of ``pool`` (``worker_pool``) when given."""
     model, policy = model or ModelConfig(), policy or LabelPolicy()

@@ -22,9 +22,10 @@ def atomic_path(dest: Path, sync: bool = True) -> Iterator[Path]:
     only if the block succeeds.
 
     A crash or an exception leaves ``dest`` as it was (absent or the previous good version) and no
-    half-written file under its name. A file is flushed to disk before the rename (unless not ``sync``: for
-    files whose bytes are checked before they are trusted, and synced later, ``sync_files``). A folder replaces an old
-    one by two renames (the old one moved aside first), so ``dest`` is never missing for longer than that.
+    half-written file under its name. A file is flushed to disk before the rename, unless not ``sync`` (for
+    files whose bytes are checked before they are trusted, and synced later with ``sync_files``). A folder
+    replaces an old one by two renames (the old one moved aside first), so ``dest`` is never missing for
+    longer than that.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

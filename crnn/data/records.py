@@ -62,10 +62,10 @@ def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
 def _packed(values: Sequence[int]) -> bytes:
     try:
         packed = bytes(values)
-    except (ValueError, TypeError):  # a value outside 0-255 (or not an int: said below)
-        packed = b"\x80"
-    if packed.isascii():
-        return packed  # all below 128: one byte per varint, as class ids always are
+        if packed.isascii():
+            return packed  # every value below 128: one byte per varint, as class ids always are
+    except ValueError:  # a value outside 0-255
+        pass
     if any(v < 0 for v in values):
         raise ValueError("only non-negative int64 values are encoded")
     return b"".join(_varint(v) for v in values)

@@ -127,8 +127,8 @@ def _essential(paths: list[str], model: ModelConfig) -> None:
             record = _decode_resize(_read(path), model).tobytes()
             length = struct.pack("<Q", len(record))
             pending += (length, masked(length), record, masked(record))
-            size += len(record)
-            if size >= 1 << 16:
+            size += len(record) + 16
+            if size >= 1 << 16 or path is paths[-1]:
                 chunk = b"".join(pending)
                 digest.update(chunk)
                 out.write(chunk)

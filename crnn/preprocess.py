@@ -15,7 +15,12 @@ def to_model_input(image: np.ndarray, model: ModelConfig) -> np.ndarray:
     network so that every caller feeds plain uint8.
     """
     height, width, channels = model.height, model.width, model.channels
-    if (1 if image.ndim == 2 else image.shape[2]) != channels:
+    given = 1 if image.ndim == 2 else image.shape[2]
+    if image.ndim not in (2, 3) or given not in (1, 3, 4):
+        raise ValueError(f"expected a grayscale, BGR or BGRA image, got an array of shape {image.shape}")
+    if given == 4:  # the alpha channel is not part of the word
+        image, given = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), 3
+    if given != channels:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_GRAY2BGR)
     shrinking = image.shape[0] > height or image.shape[1] > width
     resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

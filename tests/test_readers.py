@@ -155,3 +155,22 @@ def test_a_missing_image_folder_counts_every_image_missing(tmp_path):
     source = Source("ic13", tmp_path / "absent", [Entry("word_1.png", "kills", "word_1.png")] * 3)
     skipped = Counter()
     assert list(source.samples(skipped)) == [] and skipped == Counter(missing_image=3)
+
+
+def test_an_image_folder_that_cannot_be_opened_for_a_passing_reason_is_an_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from crnn.data.readers import Entry, Source
+
+    real_open = os.open
+
+    def no_descriptors_left(path, flags, *args, **kwargs):
+        if str(path) == str(tmp_path):
+            raise OSError(errno.EMFILE, "Too many open files", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_descriptors_left)
+    source = Source("ic13", tmp_path, [Entry("word_1.png", "kills", "word_1.png")])
+    with pytest.raises(OSError, match="Too many open files"):  # not counted as a missing image: a resume trusts that
+        list(source.samples(Counter()))

@@ -40,3 +40,13 @@ def test_an_empty_file_is_a_valid_shard(tmp_path):
         pass
     assert (tmp_path / "empty.tfrecord").read_bytes() == b""
     assert writer.sha256 == sha256_of(tmp_path / "empty.tfrecord")
+
+
+def test_arrays_and_iterables_of_ints_are_encoded_by_value():
+    import numpy as np
+
+    cases = [(np.array([3, 4]), [3, 4]), (np.array([300], dtype=np.int32), [300]), (range(3), [0, 1, 2]),
+             ((v for v in [1, 300]), [1, 300])]
+    for values, expected in cases:
+        feature = tf.train.Example.FromString(encode_example({"ids": values})).features.feature["ids"]
+        assert list(feature.int64_list.value) == expected

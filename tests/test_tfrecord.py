@@ -101,3 +101,17 @@ def test_each_worker_reads_its_own_part(tmp_path, shard_size, workers):
         seen.append(part)
     assert sum(len(part) for part in seen) == len(labels)  # disjoint
     assert set().union(*seen) == set(labels)
+
+
+def test_images_of_any_channel_layout_become_the_model_input():
+    from crnn.preprocess import to_model_input
+
+    gray, colour = ModelConfig(channels=1), ModelConfig(channels=3)
+    bgra = np.zeros((20, 60, 4), np.uint8)
+    bgra[..., 2] = 255  # red, fully transparent: the alpha channel is dropped, not blended
+    assert to_model_input(bgra, colour).shape == (32, 100, 3) and to_model_input(bgra, colour)[..., 2].min() == 255
+    assert to_model_input(bgra, gray).shape == (32, 100, 1)
+    assert to_model_input(np.zeros((20, 60), np.uint8), colour).shape == (32, 100, 3)
+    assert to_model_input(np.zeros((20, 60, 1), np.uint8), gray).shape == (32, 100, 1)
+    with pytest.raises(ValueError, match="grayscale, BGR or BGRA"):
+        to_model_input(np.zeros((20, 60, 2), np.uint8), gray)

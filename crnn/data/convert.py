@@ -24,13 +24,13 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
-from crnn.data.files import sha256_of, start_sync, sync_files, write_json
+from crnn.data.files import sha256_of, sync_files, write_json
 from crnn.data.readers import Source, find_index, open_source
 from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
 
@@ -152,7 +152,6 @@ def worker_pool(workers: int) -> Iterator[Workers | None]:
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
     out_dir, number, source, model, policy = job
     figures = write_shard(out_dir / PARTS / shard_name(number), source, source.entries, model, policy)
-    start_sync(out_dir / PARTS / shard_name(number))  # while the next shard is converted; finish() waits
     _write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
     return number, figures
 
@@ -220,17 +219,28 @@ def _publish(out_dir: Path, manifest: dict[str, Any]) -> None:
     so a full disk fails before anything is touched; then only renames and removals: the old manifest goes (no
     manifest ever lists shards it did not describe), the shards move over the old ones, the manifest last."""
     parts = out_dir / PARTS
+    listed = sorted(f["file"] for f in manifest["shards"])
+    _sync_shards([parts / name for name in listed])
     _write_json(parts / MANIFEST, manifest)
     (out_dir / MANIFEST).unlink(missing_ok=True)
-    listed = {f["file"] for f in manifest["shards"]}
-    with naming_full_storage(parts):
-        sync_files(parts / name for name in sorted(listed))  # written unsynced (write_shard)
-    for name in sorted(listed):
+    for name in listed:
         os.replace(parts / name, out_dir / name)
     for stale in out_dir.glob("shard-*.tfrecord"):
         if stale.name not in listed:
             stale.unlink()
     os.replace(parts / MANIFEST, out_dir / MANIFEST)
+
+
+def _sync_shards(shards: list[Path]) -> None:
+    """Flushes the shards to disk (``write_shard`` leaves that to here), several at once: each waits on the
+    disk, not on the CPU. A full disk is named by the shard it stopped."""
+
+    def sync(shard: Path) -> None:
+        with naming_full_storage(shard):
+            sync_files([shard])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(sync, shards))
 
 
 def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, Any]:

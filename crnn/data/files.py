@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +76,6 @@ def sync_files(paths: Iterable[Path]) -> None:
     """Flushes the files to disk (those written by ``atomic_path`` without ``sync``)."""
     for path in paths:
         _fsync(path)
-
-
-_background_syncs: ThreadPoolExecutor | None = None
-
-
-def start_sync(path: Path) -> None:
-    """Starts flushing ``path`` to disk in a background thread, so that a later ``sync_files`` finds little
-    left to write; the work goes on meanwhile (a 30 MB shard takes tens of milliseconds to reach the disk)."""
-    global _background_syncs
-    if _background_syncs is None:
-        _background_syncs = ThreadPoolExecutor(1, thread_name_prefix="sync")
-    _background_syncs.submit(_fsync, path)
 
 
 def _fsync(path: Path) -> None:

@@ -89,14 +89,14 @@ class Source:
         if self.fmt == "lmdb":
             yield partial(_load_lmdb, self.root, grayscale=grayscale)
             return
-        try:
-            folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:  # every image is then missing, and counted so, as when the folder is there but empty
-            folder = None
+        try:  # O_PATH: a folder that may be searched but not listed still works
+            folder: int | OSError = os.open(self.root, os.O_PATH | os.O_DIRECTORY)
+        except OSError as err:  # raised again for each image, as opening it by its whole path would be
+            folder = err
         try:
             yield partial(_load_file, str(self.root), folder, grayscale)
         finally:
-            if folder is not None:
+            if isinstance(folder, int):
                 os.close(folder)
 
     def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
@@ -108,11 +108,11 @@ class Source:
                     yield sample
 
 
-def _load_file(root: str, folder: int | None, grayscale: bool, entry: Entry, skipped: Counter) -> Sample | None:
-    """An image file's sample; ``folder``: the image root, open (None when it could not be opened)."""
+def _load_file(root: str, folder: int | OSError, grayscale: bool, entry: Entry, skipped: Counter) -> Sample | None:
+    """An image file's sample; ``folder``: the image root, open, or why it could not be opened."""
     try:
-        if folder is None:
-            raise FileNotFoundError(root)
+        if isinstance(folder, OSError):  # a new one each time: raising one object again grows its traceback
+            raise OSError(folder.errno, folder.strerror, folder.filename)
         data = read_capped(entry.image, _MAX_IMAGE_BYTES + 1, folder)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return _skip(skipped, "missing_image", os.path.join(root, entry.image))

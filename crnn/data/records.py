@@ -60,6 +60,8 @@ def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
 
 
 def _packed(values: Sequence[int]) -> bytes:
+    if not isinstance(values, (list, tuple)):  # bytes() would read an array's buffer, or make N zero bytes
+        values = [int(v) for v in values]
     try:
         packed = bytes(values)
         if packed.isascii():
@@ -103,8 +105,8 @@ def encode_example(features: Mapping[str, bytes | Sequence[int]]) -> bytes:
 class RecordWriter:
     """Writes records to a TFRecord file, and keeps the file's sha256 as it goes.
 
-    Records are framed in memory and written, and hashed, a few megabytes at a time: one write and one hash
-    update per record would cost more than building the record."""
+    Records are framed in memory and written, and hashed, 64 KiB at a time: one write and one hash update per
+    record would cost more than building the record, and larger writes were slower (page cache)."""
 
     _FLUSH_BYTES = 64 << 10
 

@@ -153,7 +153,7 @@ def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: Mod
     ``file``, ``count``, ``sha256``, ``skipped`` (reason -> count) and ``labels_normalised``.
 
     The file is not synced to disk here: a resume checks every shard's bytes against its sha256 anyway, and
-    the shards are synced once, before the manifest that names them is written (``sync_files``)."""
+    the conversion syncs all its shards at once before it writes the manifest that names them."""
     encoder = SampleEncoder(model, policy)
     # The writer closes (flushes) before atomic_path renames; a full disk surfaces in either, named.
     with (naming_full_storage(path), atomic_path(path, sync=False) as tmp, RecordWriter(tmp) as writer,

@@ -85,7 +85,7 @@ class Source:
     @contextlib.contextmanager
     def loader(self, grayscale: bool = False) -> Iterator[Load]:
         """``load(entry, skipped)`` for this source's samples. Image files are opened relative to the image
-        folder, held open meanwhile: resolving each file's whole path costs a tenth of decoding it."""
+        folder, held open meanwhile, so that an open does not walk the whole path again for every image."""
         if self.fmt == "lmdb":
             yield partial(_load_lmdb, self.root, grayscale=grayscale)
             return

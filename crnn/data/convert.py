@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
-from crnn.data.files import sha256_of, sync_files, write_json
+from crnn.data.files import sha256_of, start_writeback, sync_files, write_json
 from crnn.data.readers import Source, find_index, open_source
 from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
 
@@ -152,6 +152,7 @@ def worker_pool(workers: int) -> Iterator[Workers | None]:
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
     out_dir, number, source, model, policy = job
     figures = write_shard(out_dir / PARTS / shard_name(number), source, source.entries, model, policy)
+    start_writeback(out_dir / PARTS / shard_name(number))  # the disk works on it while the next is converted
     _write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
     return number, figures
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
-from crnn.data.files import sha256_of, start_writeback, sync_files, write_json
+from crnn.data.files import sha256_of, start_writeback, sync_file, write_json
 from crnn.data.readers import Source, find_index, open_source
 from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
 
@@ -216,9 +216,10 @@ def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolic
 
 
 def _publish(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Replaces the conversion in ``out_dir`` by the one in ``.parts``. The new manifest is written there first,
-    so a full disk fails before anything is touched; then only renames and removals: the old manifest goes (no
-    manifest ever lists shards it did not describe), the shards move over the old ones, the manifest last."""
+    """Replaces the conversion in ``out_dir`` by the one in ``.parts``. The new shards are synced to disk and the
+    new manifest written there first, so a full disk fails before anything is touched; then only renames and
+    removals: the old manifest goes (no manifest ever lists shards it did not describe), the shards move over
+    the old ones, the manifest last."""
     parts = out_dir / PARTS
     listed = sorted(f["file"] for f in manifest["shards"])
     _sync_shards([parts / name for name in listed])
@@ -238,7 +239,7 @@ def _sync_shards(shards: list[Path]) -> None:
 
     def sync(shard: Path) -> None:
         with naming_full_storage(shard):
-            sync_files([shard])
+            sync_file(shard)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(sync, shards))

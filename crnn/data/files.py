@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ def atomic_path(dest: Path, sync: bool = True) -> Iterator[Path]:
 
     A crash or an exception leaves ``dest`` as it was (absent or the previous good version) and no
     half-written file under its name. A file is flushed to disk before the rename, unless not ``sync`` (for
-    files whose bytes are checked before they are trusted, and synced later with ``sync_files``). A folder
+    files whose bytes are checked before they are trusted, and synced later with ``sync_file``). A folder
     replaces an old one by two renames (the old one moved aside first), so ``dest`` is never missing for
     longer than that.
     """
@@ -36,7 +36,7 @@ def atomic_path(dest: Path, sync: bool = True) -> Iterator[Path]:
         if tmp.is_dir() and dest.is_dir():
             os.replace(dest, aside)
         elif sync and tmp.is_file():
-            _fsync(tmp)
+            sync_file(tmp)
         os.replace(tmp, dest)
     finally:
         for leftover in (tmp, aside):
@@ -72,15 +72,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sync_files(paths: Iterable[Path]) -> None:
-    """Flushes the files to disk (those written by ``atomic_path`` without ``sync``)."""
-    for path in paths:
-        _fsync(path)
-
-
 def start_writeback(path: Path) -> None:
     """Asks the kernel to start writing ``path`` to disk now, without waiting (``POSIX_FADV_DONTNEED``
-    starts write-back of dirty pages and drops those already clean), so that a later ``sync_files`` finds
+    starts write-back of dirty pages and drops those already clean), so that a later ``sync_file`` finds
     little left to do. A write error is not consumed here: the later sync still reports it."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -89,7 +83,8 @@ def start_writeback(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync(path: Path) -> None:
+def sync_file(path: Path) -> None:
+    """Flushes the file to disk (one written by ``atomic_path`` without ``sync``)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

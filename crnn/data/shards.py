@@ -119,7 +119,9 @@ class SampleEncoder:
 
     def encode(self, sample: Sample) -> bytes | None:
         """The sample's record, or None with the reason counted in ``skipped``."""
-        label = self._labels.get(sample.label) or self._add_label(sample.label)
+        label = self._labels.get(sample.label)
+        if label is None:
+            label = self._labels[sample.label] = self._label_features(sample.label)
         if isinstance(label, str):
             self.skipped[label] += 1
             return None
@@ -128,10 +130,6 @@ class SampleEncoder:
         self.normalised += normalised
         return example_of((self._image_prefix, to_model_input(sample.image, self._model).tobytes(), features,
                            bytes_feature("source_id", sample.source_id.encode("utf-8"))))
-
-    def _add_label(self, label: str) -> tuple[bytes, bool] | str:
-        features = self._labels[label] = self._label_features(label)
-        return features
 
     def _label_features(self, label: str) -> tuple[bytes, bool] | str:
         text, reason = kept_label(label, self._charset, self._model, self._policy)

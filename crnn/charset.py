@@ -29,16 +29,21 @@ class Charset:
 
     def normalize(self, text: str) -> str:
         """The evaluation protocol's normalisation: lowercase, drop what is not in the charset."""
-        lowered = text.lower() if self._lowercase else text
-        if self._index.keys() >= set(lowered):  # the common case, at C speed: nothing to drop
-            return lowered
-        return "".join(c for c in lowered if c in self._index)
+        return (text.lower() if self._lowercase else text).translate(self._kept)
 
     def encode(self, text: str) -> list[int]:
         """Class ids of an already normalised text."""
+        return list(map(ord, self._id_chars(text)))
+
+    def encode_bytes(self, text: str) -> bytes:
+        """``encode`` as bytes, one per character: for charsets of at most 256 characters (a word's record is
+        made of these without a list of integers in between)."""
+        return self._id_chars(text).encode("latin-1")
+
+    def _id_chars(self, text: str) -> str:
         try:
-            return [self._index[c] for c in text]
-        except KeyError as err:
+            return text.translate(self._ids)
+        except _Unknown as err:
             raise ValueError(f"character {err.args[0]!r} of {text!r} is not in the charset") from None
 
     def decode(self, ids) -> str:
@@ -50,5 +55,25 @@ class Charset:
         return self.chars == self.chars.lower()
 
     @cached_property
-    def _index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.chars)}
+    def _kept(self) -> _Dropping:
+        """``str.translate`` table keeping the charset's characters and dropping the rest, at C speed."""
+        return _Dropping({ord(c): c for c in self.chars})
+
+    @cached_property
+    def _ids(self) -> _Refusing:
+        """``str.translate`` table from each character to the character whose code is its class id."""
+        return _Refusing({ord(c): i for i, c in enumerate(self.chars)})
+
+
+class _Unknown(Exception):  # not a LookupError, which str.translate takes as "leave the character as it is"
+    pass
+
+
+class _Dropping(dict):
+    def __missing__(self, code: int) -> None:
+        return None  # str.translate drops it
+
+
+class _Refusing(dict):
+    def __missing__(self, code: int) -> None:
+        raise _Unknown(chr(code))

@@ -28,3 +28,16 @@ def test_encode_rejects_unknown_character():
 def test_repeated_characters_are_refused():
     with pytest.raises(ValueError, match="repeated"):
         Charset("abca")
+
+
+def test_encode_bytes_matches_encode():
+    charset = Charset()
+    assert list(charset.encode_bytes("crnn2015")) == charset.encode("crnn2015")
+    with pytest.raises(ValueError, match="'!'"):
+        charset.encode_bytes("a!")
+
+
+def test_normalize_keeps_characters_of_a_cased_charset_and_drops_others():
+    charset = Charset("aBé")
+    assert charset.normalize("AaBbé€") == "aBé"
+    assert charset.normalize("") == ""

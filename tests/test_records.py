@@ -50,3 +50,11 @@ def test_arrays_and_iterables_of_ints_are_encoded_by_value():
     for values, expected in cases:
         feature = tf.train.Example.FromString(encode_example({"ids": values})).features.feature["ids"]
         assert list(feature.int64_list.value) == expected
+
+
+def test_ids_given_as_bytes_are_encoded_as_integers():
+    from crnn.data.records import example_of, int64_feature
+
+    for ids in (b"\x00\x05\x7f", bytes([1, 128, 255])):  # one-byte varints as they are, the rest encoded
+        feature = tf.train.Example.FromString(example_of([int64_feature("ids", ids)])).features.feature["ids"]
+        assert list(feature.int64_list.value) == list(ids)

@@ -60,6 +60,8 @@ def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
 
 
 def _packed(values: Sequence[int]) -> bytes:
+    if isinstance(values, bytes) and values.isascii():  # values below 128, one byte each: already varints
+        return values
     if not isinstance(values, (list, tuple)):  # bytes() would read an array's buffer, or make N zero bytes
         values = [int(v) for v in values]
     try:
@@ -92,8 +94,8 @@ def bytes_feature_prefix(key: str, length: int) -> bytes:
 
 def example_of(entries: Sequence[bytes]) -> bytes:
     """A serialized ``tf.train.Example`` from its map entries (``bytes_feature``, ``int64_feature``), in order."""
-    size = sum(map(len, entries))
-    return b"".join((_FIELD_1, _varint(size), *entries))
+    body = b"".join(entries)
+    return _FIELD_1 + _varint(len(body)) + body
 
 
 def encode_example(features: Mapping[str, bytes | Sequence[int]]) -> bytes:

@@ -135,7 +135,7 @@ class SampleEncoder:
         text, reason = kept_label(label, self._charset, self._model, self._policy)
         if text is None:
             return reason
-        ids = self._charset.encode(text)
+        ids = self._charset.encode_bytes(text) if len(self._charset.chars) <= 256 else self._charset.encode(text)
         features = b"".join((int64_feature("label", ids), int64_feature("label_length", (len(ids),)),
                              bytes_feature("text", label.encode("utf-8"))))
         return features, text != label

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -70,8 +71,9 @@ class Source:
 
     def __getstate__(self) -> dict:
         # Entries travel to worker processes as columns: pickled and rebuilt that way they cost a third of
-        # what pickling each tuple does (0.4 us an entry against 1.2).
-        columns = tuple(map(list, zip(*self.entries, strict=True))) if self.entries else ()
+        # what pickling each tuple does (0.4 us an entry against 1.2). Gathered field by field: zip(*entries)
+        # would take as long again as the pickling, with an argument per entry.
+        columns = tuple(list(map(itemgetter(field), self.entries)) for field in range(len(Entry._fields)))
         return {**self.__dict__, "entries": columns}
 
     def __setstate__(self, state: dict) -> None:

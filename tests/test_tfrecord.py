@@ -55,6 +55,14 @@ def test_dataset_round_trip(tmp_path):
     assert np.array_equal(features["image"].numpy()[0, ..., 0], stored)
 
 
+def test_a_charset_of_more_than_256_characters_keeps_its_class_ids(tmp_path):
+    chars = "".join(chr(0x4E00 + i) for i in range(300))  # CJK ideographs: ids past one byte and past 127
+    model = ModelConfig(charset=chars, max_label_length=5)
+    _convert(tmp_path, [chars[0] + chars[130] + chars[299]], model=model)
+    features, _ = next(iter(make_dataset(tmp_path / "out", model, batch_size=1, training=False)))
+    assert features["label"].numpy()[0].tolist() == [0, 130, 299]
+
+
 def test_training_batches_have_a_fixed_shape(tmp_path):
     model = ModelConfig()
     _convert(tmp_path, ["ab"] * 5, shard_size=2)

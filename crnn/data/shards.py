@@ -112,6 +112,8 @@ class SampleEncoder:
 
     def __init__(self, model: ModelConfig, policy: LabelPolicy):
         self._model, self._policy, self._charset = model, policy, Charset(model.charset)
+        small = len(self._charset.chars) <= 256  # then ids fit a byte each, made without a list of integers
+        self._encode_ids = self._charset.encode_bytes if small else self._charset.encode
         self._image_prefix = bytes_feature_prefix("image", model.height * model.width * model.channels)
         self._labels: dict[str, tuple[bytes, bool] | str] = {}  # label -> (its features, normalised) or reason
         self.skipped: Counter = Counter()
@@ -135,7 +137,7 @@ class SampleEncoder:
         text, reason = kept_label(label, self._charset, self._model, self._policy)
         if text is None:
             return reason
-        ids = self._charset.encode_bytes(text) if len(self._charset.chars) <= 256 else self._charset.encode(text)
+        ids = self._encode_ids(text)
         features = b"".join((int64_feature("label", ids), int64_feature("label_length", (len(ids),)),
                              bytes_feature("text", label.encode("utf-8"))))
         return features, text != label

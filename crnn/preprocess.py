@@ -15,8 +15,8 @@ def to_model_input(image: np.ndarray, model: ModelConfig) -> np.ndarray:
     network so that every caller feeds plain uint8.
     """
     height, width, channels = model.height, model.width, model.channels
-    given = 1 if image.ndim == 2 else image.shape[2]
-    if image.ndim not in (2, 3) or given not in (1, 3, 4):
+    given = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    if given not in (1, 3, 4):
         raise ValueError(f"expected a grayscale, BGR or BGRA image, got an array of shape {image.shape}")
     if given == 4:  # the alpha channel is not part of the word
         image, given = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), 3

@@ -121,5 +121,6 @@ def test_images_of_any_channel_layout_become_the_model_input():
     assert to_model_input(bgra, gray).shape == (32, 100, 1)
     assert to_model_input(np.zeros((20, 60), np.uint8), colour).shape == (32, 100, 3)
     assert to_model_input(np.zeros((20, 60, 1), np.uint8), gray).shape == (32, 100, 1)
-    with pytest.raises(ValueError, match="grayscale, BGR or BGRA"):
-        to_model_input(np.zeros((20, 60, 2), np.uint8), gray)
+    for shape in ((20, 60, 2), (60,), (2, 20, 60, 3)):
+        with pytest.raises(ValueError, match="grayscale, BGR or BGRA"):
+            to_model_input(np.zeros(shape, np.uint8), gray)

@@ -60,9 +60,7 @@ def _entry_prefix(key: str, kind: bytes, length: int) -> bytes:
 
 
 def _packed(values: Sequence[int]) -> bytes:
-    if isinstance(values, bytes) and values.isascii():  # values below 128, one byte each: already varints
-        return values
-    if not isinstance(values, (list, tuple)):  # bytes() would read an array's buffer, or make N zero bytes
+    if not isinstance(values, (list, tuple, bytes)):  # bytes() would read an array's buffer, or make N zero bytes
         values = [int(v) for v in values]
     try:
         packed = bytes(values)

@@ -90,7 +90,7 @@ def _filtered_out(label: str, rule: str | None) -> str | None:
 
 def kept_label(label: str, charset: Charset, model: ModelConfig, policy: LabelPolicy) -> tuple[str | None, str]:
     """(the normalised label, "") under the label policy, or (None, the reason the sample is dropped)."""
-    reason = policy.filter and _filtered_out(label, policy.filter)
+    reason = _filtered_out(label, policy.filter)
     if reason:
         return None, reason
     text = charset.normalize(label)

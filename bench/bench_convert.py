@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from crnn.config import PRESETS, ModelConfig  # noqa: E402
 from crnn.data.convert import convert_split, default_workers  # noqa: E402
-from crnn.data.readers import list_mjsynth, read_capped  # noqa: E402
+from crnn.data.readers import open_source, read_capped  # noqa: E402
 from crnn.data.shards import LabelPolicy  # noqa: E402
 from crnn.data.synthetic import SyntheticSpec, mjsynth_members  # noqa: E402
 from crnn.preprocess import to_model_input  # noqa: E402
@@ -203,7 +203,7 @@ def main() -> None:
             return written / (time.perf_counter() - started)
 
         baseline = best_of(args.runs, baseline_rate)
-        paths = [str(index.parent / e.image) for e in list_mjsynth(index, Counter())]
+        paths = [str(index.parent / e.image) for e in open_source("mjsynth", index).entries(Counter())]
         per_core = best_of(args.runs, lambda: _decode_resize_rate(paths, model, "decode"))
         bound, with_reads, essential = (best_of(args.runs, lambda k=kind: all_cores_rate(paths, model, cores, k))
                                         for kind in ("decode", "read", "essential"))

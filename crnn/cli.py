@@ -11,7 +11,7 @@ from pathlib import Path
 
 from crnn.config import DEVICES, PRECISIONS, PRESETS, recipe_for
 from crnn.data.catalog import FILTERS
-from crnn.data.readers import READERS
+from crnn.data.readers import FORMATS
 from crnn.data.synthetic import SyntheticSpec
 from crnn.train.ascend import add_launch_command
 
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--source", help="fetch from this URL instead (https, http, s3, file or a path)")
     p.add_argument("--mirror", help="fetch catalog files from BASE/<dataset>/<file> (HTTP or S3), same checksums")
-    p.add_argument("--format", dest="fmt", choices=sorted(READERS), help="format of custom data")
+    p.add_argument("--format", dest="fmt", choices=sorted(FORMATS), help="format of custom data")
     p.add_argument("--name", default="custom", help="the name custom data is filed under (default: custom)")
     p.add_argument("--role", choices=["train", "benchmark"], default="benchmark", help="what custom data is for")
     checksum = p.add_mutually_exclusive_group()
@@ -61,14 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--raw", type=Path, help="a download folder: convert its splits (see --split)")
     source.add_argument("--input", type=Path, help="one split in --format: its index file, or a folder holding it")
     p.add_argument("--split", action="append", metavar="DATASET/SPLIT", help="with --raw: only these (repeatable)")
-    p.add_argument("--format", dest="fmt", choices=sorted(READERS), help="with --input: the split's format")
+    p.add_argument("--format", dest="fmt", choices=sorted(FORMATS), help="with --input: the split's format")
     p.add_argument("--images", type=Path, help="with --input: where image paths point (default: beside the index)")
     p.add_argument("--filter", choices=FILTERS, help="with --input: a benchmark's subset rule")
     p.add_argument("--unfiltered", action="store_true", help="with --input: keep every label")
     p.add_argument("--role", choices=["train", "benchmark"], help="with --input: train data also drops labels "
                    "CTC cannot align (default: train for mjsynth, else benchmark)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--shard-size", type=int, default=10_000, help="samples listed per shard")
+    p.add_argument("--shard-size", type=int, default=10_000, help="index items (lines, LMDB samples) per shard")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
     _tracking_args(p)
 

@@ -88,3 +88,34 @@ def test_resume_rewrites_a_shard_whose_bytes_do_not_match_its_figures(tmp_path):
     (out / PARTS / "shard-00001.tfrecord").write_bytes(b"tampered")
     convert_split("mjsynth", index, out, shard_size=20)
     assert _tree(out) == _tree(reference)
+
+
+def test_slices_of_an_index_with_skipped_lines_merge_into_what_one_machine_writes(raw_dir, tmp_path):
+    """Shards are cut by index lines, so lines that name no sample (blank, malformed, outside the root, not
+    UTF-8) are counted by whichever shard or slice lists them, once, and every cut gives the same output."""
+    import shutil
+
+    from crnn.data.convert import convert_all, convert_slice, merge_slices, plan_slices, split_jobs
+    from crnn.data.readers import find_index
+
+    raw, key = tmp_path / "raw", "mjsynth/train"
+    shutil.copytree(raw_dir, raw)
+    index = find_index("mjsynth", split_jobs(raw, [key])[0]["index"])
+    lines = index.read_bytes().splitlines(keepends=True)
+    bad = [b"\n", b"no_word.jpg 1\n", b"../../etc/1_passwd_1.jpg 2\n", b"./1/1_caf\xe9_1.jpg 3\n"]
+    for position, line in zip((3, 10, 11, 25), bad, strict=True):
+        lines.insert(position, line)
+    index.write_bytes(b"".join(lines))
+
+    single = convert_all(raw, tmp_path / "single", shard_size=7, only=[key], workers=2)[key]
+    slices = plan_slices(raw, [key], 7, 3)
+    assert len(slices) == 3
+    for number, part in enumerate(slices):
+        convert_slice(raw, tmp_path / f"slice-{number}", part["ranges"], 7)
+    merged = merge_slices(raw, [tmp_path / f"slice-{n}" for n in range(3)], tmp_path / "merged", [key], 7)[key]
+
+    assert merged == single
+    assert _tree(tmp_path / "merged") == _tree(tmp_path / "single")
+    assert len(single["shards"]) == -(-len(lines) // 7)
+    assert {"malformed_line": 1, "path_outside_root": 1, "label_not_utf8": 1}.items() <= single["skipped"].items()
+    assert single["num_listed"] == single["num_samples"] + sum(single["skipped"].values()) == len(lines) - 1

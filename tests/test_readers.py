@@ -135,33 +135,79 @@ def test_unknown_format_is_named():
         reader_for("lmdbx")
 
 
-def test_a_source_travels_to_worker_processes_whole(tmp_path):
+def _annotation(path, lines):
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+_LINES = [b"\xef\xbb\xbf./1/1_Hello_1.jpg 1\r\n", b"\n", b"./1/2_World_2.jpg 2\n", b"no_word.jpg 3\n",
+          b"./1/3_caf\xe9_3.jpg 4\n", b"   \n", b"../4_up_4.jpg 5\n", b"./2/5_crnn_5.jpg 6\r\n", b"./2/6_Last_6.jpg 7"]
+
+
+def test_parts_of_a_text_index_list_apart_what_the_whole_lists(tmp_path, caplog):
+    from crnn.data.readers import open_source
+
+    index = _annotation(tmp_path / "annotation_train.txt", _LINES)
+    source = open_source("mjsynth", index)
+    assert source.items == len(_LINES)
+    whole_skipped = Counter()
+    whole = source.entries(whole_skipped)
+    assert [e.label for e in whole] == ["Hello", "World", "crnn", "Last"]
+    assert whole_skipped == Counter(malformed_line=1, label_not_utf8=1, path_outside_root=1)
+    for cut in range(len(_LINES) + 1):
+        skipped_a, skipped_b = Counter(), Counter()
+        a = source.part(range(0, cut)).entries(skipped_a)
+        b = source.part(range(cut, len(_LINES))).entries(skipped_b)
+        assert a + b == whole and skipped_a + skipped_b == whole_skipped, cut
+    caplog.clear()
+    source.part(range(4, 7)).entries(Counter())  # lines 5 to 7: messages name them by their number in the file
+    assert f"{index}:5" in caplog.text and f"{index}:7" in caplog.text and f"{index}:4" not in caplog.text
+
+
+def test_line_bounds_of_empty_and_unterminated_files(tmp_path):
+    from crnn.data.readers import line_bounds, open_source
+
+    assert line_bounds(_annotation(tmp_path / "empty.txt", [])).tolist() == [0]
+    assert line_bounds(_annotation(tmp_path / "one.txt", [b"a\n"])).tolist() == [0, 2]
+    assert line_bounds(_annotation(tmp_path / "open.txt", [b"a\n", b"bc"])).tolist() == [0, 2, 4]
+    assert open_source("mjsynth", tmp_path / "empty.txt").items == 0
+    with pytest.raises(ValueError, match="not within"):
+        open_source("mjsynth", tmp_path / "one.txt").part(range(0, 2))
+
+
+def test_a_part_travels_to_worker_processes_as_a_few_numbers(tmp_path):
     import pickle
 
-    from crnn.data.readers import Entry, Source
+    from crnn.data.readers import Entry, Part, open_source
 
-    entries = [Entry("a.jpg", "LIVING", "a.jpg#0", (1, 2, 30, 12)), Entry("b.jpg", "ROOM", "b.jpg#1")]
-    source = Source("svt", tmp_path, entries, Counter(malformed_box=1))
-    copy = pickle.loads(pickle.dumps(source))
-    assert copy == source and all(type(e) is Entry for e in copy.entries)
-    lmdb = Source("lmdb", tmp_path, [Entry("000000001", None, "000000001")])
-    assert pickle.loads(pickle.dumps(lmdb)) == lmdb
-    assert pickle.loads(pickle.dumps(Source("ic13", tmp_path, []))).entries == []
+    lines = [f"./1/{i}_w{i}_{i}.jpg {i}\n".encode() for i in range(5000)]
+    part = open_source("mjsynth", _annotation(tmp_path / "annotation_train.txt", lines)).part(range(4000, 4100))
+    assert len(pickle.dumps(part)) < 500  # the shard's byte span, not its entries
+    labels = [e.label for e in pickle.loads(pickle.dumps(part)).entries(Counter())]
+    assert labels == [f"w{i}" for i in range(4000, 4100)]
+    entries = (Entry("a.jpg", "LIVING", "a.jpg#0", (1, 2, 30, 12)), Entry("b.jpg", "ROOM", "b.jpg#1"))
+    svt = Part("svt", tmp_path / "test.xml", tmp_path, range(2), listed=entries)
+    assert pickle.loads(pickle.dumps(svt)) == svt
+    lmdb = Part("lmdb", tmp_path, tmp_path, range(7, 9))
+    assert pickle.loads(pickle.dumps(lmdb)).entries(Counter()) == [Entry(f"00000000{i}", None, f"00000000{i}")
+                                                                    for i in (8, 9)]
+
+
+def _ic13_part(root, count):
+    from crnn.data.readers import Entry, Part
+
+    entry = Entry("word_1.png", "kills", "word_1.png")
+    return Part("ic13", root / "gt.txt", root, range(count), listed=(entry,) * count)
 
 
 def test_a_missing_image_folder_counts_every_image_missing(tmp_path):
-    from crnn.data.readers import Entry, Source
-
-    source = Source("ic13", tmp_path / "absent", [Entry("word_1.png", "kills", "word_1.png")] * 3)
     skipped = Counter()
-    assert list(source.samples(skipped)) == [] and skipped == Counter(missing_image=3)
+    assert list(_ic13_part(tmp_path / "absent", 3).samples(skipped)) == [] and skipped == Counter(missing_image=3)
 
 
 def test_an_image_folder_that_cannot_be_opened_for_a_passing_reason_is_an_error(tmp_path, monkeypatch):
     import errno
     import os
-
-    from crnn.data.readers import Entry, Source
 
     real_open = os.open
 
@@ -171,6 +217,5 @@ def test_an_image_folder_that_cannot_be_opened_for_a_passing_reason_is_an_error(
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", no_descriptors_left)
-    source = Source("ic13", tmp_path, [Entry("word_1.png", "kills", "word_1.png")])
     with pytest.raises(OSError, match="Too many open files"):  # not counted as a missing image: a resume trusts that
-        list(source.samples(Counter()))
+        list(_ic13_part(tmp_path, 1).samples(Counter()))

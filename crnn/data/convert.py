@@ -1,9 +1,11 @@
 """The convert step: dataset splits -> TFRecord shards and a manifest, in parallel, resumable, deterministic.
 
-A split's listed samples are cut into shards of ``shard_size`` consecutive entries, by position in the list,
-so shard ``k`` holds the same samples whoever writes it: worker processes (``workers``), or KFP tasks that
-each take a contiguous range of shards (``convert_shards`` with ``shards=``, then ``merge_parts``). The
-shards and the manifest are byte-identical whatever the number of workers or slices.
+A split's index is cut into shards of ``shard_size`` consecutive items (lines of a text index, LMDB samples,
+entries of an XML or ``.mat`` index: ``readers.Part``), so shard ``k`` holds the samples of the same items
+whoever writes it: worker processes (``workers``), or KFP tasks that each take a contiguous range of shards
+(``convert_slice``, then ``merge_slices``). Each shard's process lists its own items: the converting process
+only finds where the shards' lines start. The shards and the manifest are byte-identical whatever the number
+of workers or slices.
 
 Shards are written into ``.parts/``, each with its figures (``shard-NNNNN.json``); a conversion started again
 over the same plan keeps the shards whose figures and bytes agree and writes only the rest. Only when every
@@ -15,7 +17,6 @@ converting again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -52,22 +53,20 @@ def default_workers() -> int:
     return cores
 
 
-def shard_ranges(num_entries: int, shard_size: int) -> list[range]:
-    """Entry positions of each shard; at least one (possibly empty) shard."""
+def shard_ranges(items: int, shard_size: int) -> list[range]:
+    """The index items of each shard; at least one (possibly empty) shard."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    return [range(start, min(start + shard_size, num_entries))
-            for start in range(0, max(num_entries, 1), shard_size)]
+    return [range(start, min(start + shard_size, items)) for start in range(0, max(items, 1), shard_size)]
 
 
 def _plan(source: Source, model: ModelConfig, policy: LabelPolicy, shard_size: int,
           inputs: dict[str, Any]) -> dict[str, Any]:
-    """What the shards' bytes depend on, and a resume or a merge must find unchanged: the listing, the
-    inputs' digests and the settings (not where the data is mounted, which differs between pipeline tasks)."""
-    listing = "".join(f"{e.image}\t{e.label}\t{e.source_id}\t{e.box}\n" for e in source.entries)
-    return {"format": source.fmt, "entries": len(source.entries),
-            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(), "inputs": inputs,
-            "shard_size": shard_size, "model": asdict(model), "policy": asdict(policy)}
+    """What the shards' bytes depend on, and a resume or a merge must find unchanged: the index (its digest is
+    in ``inputs``, but for an LMDB, whose files' digests come from its download), its items, and the settings
+    (not where the data is mounted, which differs between pipeline tasks)."""
+    return {"format": source.fmt, "items": source.items, "inputs": inputs, "shard_size": shard_size,
+            "model": asdict(model), "policy": asdict(policy)}
 
 
 def _prepare(out_dir: Path, plan: dict[str, Any]) -> Path:
@@ -150,8 +149,8 @@ def worker_pool(workers: int) -> Iterator[Workers | None]:
 
 
 def _write_one(job: tuple) -> tuple[int, dict[str, Any]]:
-    out_dir, number, source, model, policy = job
-    figures = write_shard(out_dir / PARTS / shard_name(number), source, source.entries, model, policy)
+    out_dir, number, part, model, policy = job
+    figures = write_shard(out_dir / PARTS / shard_name(number), part, model, policy)
     start_writeback(out_dir / PARTS / shard_name(number))  # the disk works on it while the next is converted
     _write_json(out_dir / PARTS / f"{shard_name(number)}.json", figures)
     return number, figures
@@ -163,14 +162,11 @@ def convert_shards(source: Source, out_dir: Path, model: ModelConfig, policy: La
     """Writes the shards numbered ``shards`` (default: all) that are not already done, in ``pool``'s
     processes (``worker_pool``) or in this one; returns the figures of every shard in ``shards``."""
     out_dir = Path(out_dir)
-    ranges = shard_ranges(len(source.entries), shard_size)
+    ranges = shard_ranges(source.items, shard_size)
     shards = range(len(ranges)) if shards is None else shards
     _prepare(out_dir, _plan(source, model, policy, shard_size, inputs))
     figures = {n: f for n in shards if (f := _done(out_dir, n)) is not None}
-    # Each job carries only its own entries: pickling the whole list for every shard would cost more than
-    # the conversion.
-    jobs = [(out_dir, n, Source(source.fmt, source.root, source.entries[ranges[n].start:ranges[n].stop]), model,
-             policy) for n in shards if n not in figures]
+    jobs = [(out_dir, n, source.part(ranges[n]), model, policy) for n in shards if n not in figures]
     if figures:
         log.info("%s: %d shard(s) already written, %d to go", out_dir, len(figures), len(jobs))
     figures.update((pool.map if pool is not None else map)(_write_one, jobs))
@@ -182,7 +178,7 @@ def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolic
     """Moves every shard (all must be done) into place, writes ``manifest.json`` from their figures and removes
     ``.parts``. ``written``: figures of shards this process has just written or checked, not read again."""
     out_dir = Path(out_dir)
-    count = len(shard_ranges(len(source.entries), shard_size))
+    count = len(shard_ranges(source.items, shard_size))
     written = written or {}
     shards = []
     for number in range(count):
@@ -200,7 +196,7 @@ def finish(out_dir: Path, source: Source, model: ModelConfig, policy: LabelPolic
         "charset": model.charset,
         "max_label_length": model.max_label_length,
         "num_samples": sum(f["count"] for f in shards),
-        "num_listed": len(source.entries) + sum(source.skipped.values()),
+        "num_listed": sum(f["listed"] for f in shards) + source.skipped.total(),
         "shards": [{"file": f["file"], "count": f["count"], "sha256": f["sha256"]} for f in shards],
         "shard_size": shard_size,
         "skipped": dict(sorted(skipped.items())),
@@ -328,7 +324,7 @@ def plan_slices(raw_dir: Path, keys: Sequence[str], shard_size: int, slices: int
     shards = []
     for key in keys:
         _, source, _ = _job(raw_dir, key)
-        shards += [(key, number) for number in range(len(shard_ranges(len(source.entries), shard_size)))]
+        shards += [(key, number) for number in range(len(shard_ranges(source.items, shard_size)))]
     bounds = [round(i * len(shards) / slices) for i in range(slices + 1)]
     plan = []
     for start, stop in zip(bounds, bounds[1:], strict=False):

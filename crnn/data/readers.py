@@ -1,7 +1,10 @@
 """One reader per dataset format, in two phases: list the samples an index names, then load each one.
 
-Listing is cheap and done once; loading (reading and decoding the image) is the work, and any contiguous
-range of the list can be loaded in another process, which is how conversion runs in parallel and resumes.
+An index is cut into items that can be listed apart: the lines of a text index (MJSynth, IC13/IC15, SVTP,
+CUTE80), the samples of an LMDB, the entries of an XML or ``.mat`` index (small sets, listed whole). Any
+contiguous range of items (a ``Part``) is listed and loaded in another process from a few numbers, which is how
+conversion runs in parallel, resumes, and fans out over pipeline tasks: MJSynth's 9 million lines are never
+listed, let alone pickled, in one process.
 
 A reader starts from the file the format is indexed by (an annotation list, a ``.mat``, an ``.xml``, a
 ``gt.txt``, an LMDB folder); image paths in it are relative to ``images`` (by default that file's folder).
@@ -26,7 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,34 +62,34 @@ class Entry(NamedTuple):
 Load = Callable[[Entry, Counter], "Sample | None"]
 
 
-@dataclass
-class Source:
-    """The listed samples of one split and how to load them. Picklable: worker processes load from it."""
+@dataclass(frozen=True)
+class Part:
+    """The items ``items`` of a split's index: what a process needs to list and load their samples, in a few
+    numbers (``Source.part``). Picklable: worker processes and pipeline tasks each take their own parts."""
 
     fmt: str
+    index: Path
     root: Path  # image root, or the LMDB folder
-    entries: list[Entry]
-    skipped: Counter = field(default_factory=Counter)  # what listing passed over
+    items: range
+    span: tuple[int, int] = (0, 0)  # where the items' lines are in a text index (bytes, end exclusive)
+    listed: tuple[Entry, ...] | None = None  # the entries, for a format listed whole (XML, .mat)
 
-    def __getstate__(self) -> dict:
-        # Entries travel to worker processes as columns: pickled and rebuilt that way they cost a third of
-        # what pickling each tuple does (0.4 us an entry against 1.2). Gathered field by field: zip(*entries)
-        # would take as long again as the pickling, with an argument per entry.
-        columns = tuple(list(map(itemgetter(field), self.entries)) for field in range(len(Entry._fields)))
-        return {**self.__dict__, "entries": columns}
-
-    def __setstate__(self, state: dict) -> None:
+    def entries(self, skipped: Counter) -> list[Entry]:
+        """The part's entries; what its lines hold that is not a sample is counted in ``skipped``."""
+        if self.listed is not None:
+            return list(self.listed)
+        if self.fmt == "lmdb":
+            return [Entry(f"{i:09d}", None, f"{i:09d}") for i in range(self.items.start + 1, self.items.stop + 1)]
+        with open(self.index, "rb") as stream:
+            stream.seek(self.span[0])
+            data = stream.read(self.span[1] - self.span[0])
         with bulk_allocation():
-            self.__dict__.update(state, entries=list(map(Entry._make, zip(*state["entries"], strict=True))))
-
-    def load(self, entry: Entry, skipped: Counter, grayscale: bool = False) -> Sample | None:
-        """The sample, or None with the reason counted in ``skipped``; ``loader`` for many."""
-        with self.loader(grayscale) as load:
-            return load(entry, skipped)
+            return LINE_LISTERS[self.fmt](_text_lines(data, self.index, skipped, self.items.start + 1),
+                                          self.index, skipped)
 
     @contextlib.contextmanager
     def loader(self, grayscale: bool = False) -> Iterator[Load]:
-        """``load(entry, skipped)`` for this source's samples. Image files are opened relative to the image
+        """``load(entry, skipped)`` for this part's samples. Image files are opened relative to the image
         folder, held open meanwhile, so that an open does not walk the whole path again for every image."""
         if self.fmt == "lmdb":
             yield partial(_load_lmdb, self.root, grayscale=grayscale)
@@ -103,12 +105,44 @@ class Source:
                 os.close(folder)
 
     def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
-        skipped.update(self.skipped)
+        entries = self.entries(skipped)
         with self.loader(grayscale) as load:
-            for entry in self.entries:
+            for entry in entries:
                 sample = load(entry, skipped)
                 if sample is not None:
                     yield sample
+
+
+@dataclass
+class Source:
+    """A split's index, opened (``open_source``): how many items it has and where each starts, not yet listed
+    (but for the small formats listed whole)."""
+
+    fmt: str
+    index: Path
+    root: Path  # image root, or the LMDB folder
+    items: int  # lines of a text index, LMDB samples, or entries of a format listed whole
+    skipped: Counter = field(default_factory=Counter)  # what opening the whole index passed over
+    # A text index: where each line starts, then the end of the file (``line_bounds``).
+    bounds: np.ndarray | None = field(default=None, repr=False, compare=False)
+    listed: list[Entry] | None = field(default=None, repr=False)  # a format listed whole
+
+    def part(self, items: range) -> Part:
+        """Items ``items`` (a range within ``range(self.items)``), to list and load anywhere."""
+        if not (0 <= items.start <= items.stop <= self.items and items.step == 1):
+            raise ValueError(f"{self.index}: items {items.start}..{items.stop} are not within its {self.items}")
+        span = (int(self.bounds[items.start]), int(self.bounds[items.stop])) if self.bounds is not None else (0, 0)
+        listed = tuple(self.listed[items.start:items.stop]) if self.listed is not None else None
+        return Part(self.fmt, self.index, self.root, items, span, listed)
+
+    def entries(self, skipped: Counter) -> list[Entry]:
+        """Every entry, in order (in one process: a conversion lists by part)."""
+        skipped.update(self.skipped)
+        return self.part(range(self.items)).entries(skipped)
+
+    def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
+        skipped.update(self.skipped)
+        yield from self.part(range(self.items)).samples(skipped, grayscale)
 
 
 def _load_file(root: str, folder: int | OSError, grayscale: bool, entry: Entry, skipped: Counter) -> Sample | None:
@@ -235,9 +269,13 @@ def _load_lmdb(folder: Path, entry: Entry, skipped: Counter, grayscale: bool) ->
     return None if image is None else Sample(image, label, entry.source_id)
 
 
-def _text_lines(path: Path, skipped: Counter) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a text file, a UTF-8 BOM removed; non-UTF-8 lines are counted and skipped."""
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+Lines = Iterator[tuple[int, str]]
+
+
+def _text_lines(data: bytes, path: Path, skipped: Counter, first: int = 1) -> Lines:
+    """(line number, line) of a text index's bytes whose first line is number ``first``; a UTF-8 BOM removed,
+    blank lines passed over, non-UTF-8 lines counted and skipped."""
+    for number, raw in enumerate(data.splitlines(), start=first):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError:
@@ -247,10 +285,26 @@ def _text_lines(path: Path, skipped: Counter) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
-def list_mjsynth(annotation: Path, skipped: Counter) -> list[Entry]:
+_SCAN = 1 << 24
+
+
+def line_bounds(path: Path) -> np.ndarray:
+    """Where each line of a text file starts, then where the file ends: line ``i`` is bytes
+    ``bounds[i]:bounds[i + 1]``. Found by numpy, 16 MiB at a time, without decoding or splitting anything."""
+    size = Path(path).stat().st_size
+    starts = [np.zeros(1, np.int64)]
+    if size:
+        data = np.memmap(path, np.uint8, mode="r")
+        for offset in range(0, size, _SCAN):
+            starts.append(np.flatnonzero(data[offset:offset + _SCAN] == 10) + (offset + 1))
+    bounds = np.concatenate(starts)
+    return bounds if bounds[-1] == size else np.append(bounds, size)
+
+
+def list_mjsynth(lines: Lines, annotation: Path, skipped: Counter) -> list[Entry]:
     """``annotation_*.txt`` lines ``./3000/7/182_slinking_71711.jpg 71711``; the label is in the file name."""
     entries = []
-    for number, line in _text_lines(annotation, skipped):
+    for number, line in lines:
         rel = line.split(" ", 1)[0]
         name = rel[rel.rfind("/") + 1:]  # the file name and its stem, without pathlib: this runs per line
         parts = name[:name.rfind(".")].split("_") if "." in name else name.split("_")
@@ -365,10 +419,10 @@ def list_ic03(xml_file: Path, skipped: Counter) -> list[Entry]:
     return entries
 
 
-def list_ic13(gt_file: Path, skipped: Counter) -> list[Entry]:
+def list_ic13(lines: Lines, gt_file: Path, skipped: Counter) -> list[Entry]:
     """ICDAR 2013/2015 task 3 ``gt.txt``: ``word_1.png, "Tiredness"`` (quoted, may start with a BOM)."""
     entries = []
-    for number, line in _text_lines(gt_file, skipped):
+    for number, line in lines:
         name, sep, label = line.partition(",")
         if not sep:
             _skip(skipped, "malformed_line", f"{gt_file}:{number}", "no comma")
@@ -381,10 +435,10 @@ def list_ic13(gt_file: Path, skipped: Counter) -> list[Entry]:
     return entries
 
 
-def list_image_label(list_file: Path, skipped: Counter) -> list[Entry]:
+def list_image_label(lines: Lines, list_file: Path, skipped: Counter) -> list[Entry]:
     """SVTP ``13_15_0_par.jpg WYNDHAM`` and CUTE80 ``timage/001.jpg RONALDO ...`` lines: image, label, rest."""
     entries = []
-    for number, line in _text_lines(list_file, skipped):
+    for number, line in lines:
         parts = line.split()
         if len(parts) < 2:
             _skip(skipped, "malformed_line", f"{list_file}:{number}", "expected '<image> <label>'")
@@ -394,10 +448,10 @@ def list_image_label(list_file: Path, skipped: Counter) -> list[Entry]:
     return entries
 
 
-def list_lmdb(folder: Path, skipped: Counter) -> list[Entry]:
-    """The clovaai LMDB layout: ``num-samples``, then ``image-%09d`` and ``label-%09d`` from 1. Samples the
-    count names but the database lacks are counted as ``missing_key`` when loaded; a count beyond the number
-    of records (which no database of it can fill) lists only that many and counts the rest at once."""
+def lmdb_samples(folder: Path, skipped: Counter) -> int:
+    """How many samples a clovaai LMDB holds: ``num-samples``, then ``image-%09d`` and ``label-%09d`` from 1.
+    Samples the count names but the database lacks are counted as ``missing_key`` when loaded; a count beyond
+    the number of records (which no database of it can fill) is cut to that many and the rest counted at once."""
     if not (Path(folder) / "data.mdb").is_file():
         raise FileNotFoundError(f"{folder}: no data.mdb; is this an LMDB dataset folder?")
     env = _lmdb_env(Path(folder))
@@ -414,21 +468,22 @@ def list_lmdb(folder: Path, skipped: Counter) -> list[Entry]:
         log.warning("%s: 'num-samples' says %d but the database has %d records: %d samples counted missing",
                     folder, count, records, count - records)
         skipped["missing_key"] += count - records
-    return [Entry(f"{i:09d}", None, f"{i:09d}") for i in range(1, min(count, records) + 1)]
+    return min(count, records)
 
 
-Lister = Callable[[Path, Counter], list[Entry]]
-READERS: dict[str, Lister] = {
+LINE_LISTERS: dict[str, Callable[[Lines, Path, Counter], list[Entry]]] = {
     "mjsynth": list_mjsynth,
-    "iiit5k": list_iiit5k,
-    "svt": list_svt,
-    "ic03": list_ic03,
     "ic13": list_ic13,
     "ic15": list_ic13,  # the same gt.txt form; IC15's files often start with a BOM, which _text_lines drops
     "svtp": list_image_label,
     "cute80": list_image_label,
-    "lmdb": list_lmdb,
 }
+WHOLE_LISTERS: dict[str, Callable[[Path, Counter], list[Entry]]] = {
+    "iiit5k": list_iiit5k,
+    "svt": list_svt,
+    "ic03": list_ic03,
+}
+FORMATS = (*LINE_LISTERS, *WHOLE_LISTERS, "lmdb")
 
 # The file names each format's index usually has, to find it in a folder (first pattern that matches wins).
 INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
@@ -445,19 +500,24 @@ INDEX_PATTERNS: dict[str, tuple[str, ...]] = {
 
 
 def _check_format(fmt: str) -> None:
-    if fmt not in READERS:
-        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(READERS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
 def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
-    """Lists the samples of the split whose index is ``index``."""
+    """Opens the index ``index`` of a split: its items counted (and, for a format listed whole, listed)."""
     _check_format(fmt)
     index = Path(index)
-    skipped: Counter = Counter()
-    with bulk_allocation():
-        entries = READERS[fmt](index, skipped)
     root = index if fmt == "lmdb" else Path(images) if images else index.parent
-    return Source(fmt, root, entries, skipped)
+    skipped: Counter = Counter()
+    if fmt in LINE_LISTERS:
+        bounds = line_bounds(index)
+        return Source(fmt, index, root, len(bounds) - 1, skipped, bounds=bounds)
+    if fmt == "lmdb":
+        return Source(fmt, index, root, lmdb_samples(index, skipped), skipped)
+    with bulk_allocation():
+        entries = WHOLE_LISTERS[fmt](index, skipped)
+    return Source(fmt, index, root, len(entries), skipped, listed=entries)
 
 
 def read(fmt: str, index: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:

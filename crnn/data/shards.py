@@ -33,7 +33,7 @@ import contextlib
 import errno
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from typing import Any
 from crnn.charset import Charset
 from crnn.config import ModelConfig
 from crnn.data.files import atomic_path, sha256_of
-from crnn.data.readers import Entry, Sample, Source
+from crnn.data.readers import Part, Sample
 from crnn.data.records import RecordWriter, bytes_feature, bytes_feature_prefix, example_of, int64_feature
 from crnn.preprocess import to_model_input
 
@@ -147,22 +147,24 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.tfrecord"
 
 
-def write_shard(path: Path, source: Source, entries: Sequence[Entry], model: ModelConfig,
-                policy: LabelPolicy) -> dict[str, Any]:
-    """Loads ``entries``, writes the kept ones to ``path`` (whole or not at all); returns the shard's figures:
-    ``file``, ``count``, ``sha256``, ``skipped`` (reason -> count) and ``labels_normalised``.
+def write_shard(path: Path, part: Part, model: ModelConfig, policy: LabelPolicy) -> dict[str, Any]:
+    """Lists and loads ``part``, writes the kept samples to ``path`` (whole or not at all); returns the shard's
+    figures: ``file``, ``count``, ``sha256``, ``listed`` (the samples its items named), ``skipped`` (reason ->
+    count) and ``labels_normalised``.
 
     The file is not synced to disk here: a resume checks every shard's bytes against its sha256 anyway, and
     the conversion syncs all its shards at once before it writes the manifest that names them."""
     encoder = SampleEncoder(model, policy)
+    entries = part.entries(encoder.skipped)
+    listed = len(entries) + encoder.skipped.total()  # what listing skipped, and the entries to load
     # The writer closes (flushes) before atomic_path renames; a full disk surfaces in either, named.
     with (naming_full_storage(path), atomic_path(path, sync=False) as tmp, RecordWriter(tmp) as writer,
-          source.loader(grayscale=model.channels == 1) as load):
+          part.loader(grayscale=model.channels == 1) as load):
         for entry in entries:
             sample = load(entry, encoder.skipped)
             if sample is not None and (record := encoder.encode(sample)) is not None:
                 writer.write(record)
-    return {"file": path.name, "count": encoder.count, "sha256": writer.sha256,
+    return {"file": path.name, "count": encoder.count, "sha256": writer.sha256, "listed": listed,
             "skipped": dict(sorted(encoder.skipped.items())), "labels_normalised": encoder.normalised}
 
 

@@ -50,6 +50,7 @@ pipeline-test: setup browser
 
 bench: setup bench-train
 	$(BIN)/python bench/bench_convert.py --out $(OUT)/bench
+	$(BIN)/python bench/bench_listing.py --out $(OUT)/bench
 
 bench-train: setup
 	$(BIN)/python bench/bench_train.py --out $(OUT)/bench

@@ -130,8 +130,8 @@ def worker_pool(workers: int) -> Iterator[Workers | None]:
     """``Workers`` for ``convert_shards``; None for one worker (shards are then written in this process).
 
     The processes are forked from a fork server: a fresh single-threaded process that imports the converter
-    once, for this process's lifetime. It is started here, so that it imports while the caller lists its
-    samples; the processes themselves only when there are shards for them. Forked from this process instead,
+    once, for this process's lifetime. It is started here, so that it imports while the caller opens its
+    index; the processes themselves only when there are shards for them. Forked from this process instead,
     they would inherit OpenCV's and TensorFlow's thread pools mid-flight and can hang (seen here after OpenCV
     had resized images in the parent); spawned, each would import everything again (0.2 s of CPU apiece, or
     more when the main module imports much)."""
@@ -257,10 +257,10 @@ def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | No
     model, policy = model or ModelConfig(), policy or LabelPolicy()
     with contextlib.nullcontext(pool) if pool is not None else worker_pool(workers) as pool:
         index = find_index(fmt, source)
-        listed = open_source(fmt, index, images)
+        opened = open_source(fmt, index, images)
         inputs = _inputs(fmt, index, inputs)
-        written = convert_shards(listed, out_dir, model, policy, shard_size, inputs, pool=pool)
-    return finish(out_dir, listed, model, policy, shard_size, inputs, written)
+        written = convert_shards(opened, out_dir, model, policy, shard_size, inputs, pool=pool)
+    return finish(out_dir, opened, model, policy, shard_size, inputs, written)
 
 
 def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[str, Any]]:

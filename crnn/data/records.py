@@ -75,7 +75,7 @@ def _packed(values: Sequence[int]) -> bytes:
 
 def bytes_feature(key: str, value: bytes) -> bytes:
     """The map entry ``key -> Feature(bytes_list=[value])`` of an ``Example``."""
-    return _entry_prefix(key, _FIELD_1, len(value)) + value
+    return bytes_feature_prefix(key, len(value)) + value
 
 
 def int64_feature(key: str, values: Sequence[int]) -> bytes:

@@ -68,8 +68,12 @@ def test_two_workers_on_loopback_train_together_and_agree(converted_dir, tmp_pat
 
 
 def _latest_checkpoint(out: Path) -> int:
-    state = (out / "checkpoints" / "checkpoint").read_text()
-    return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+    """The step of the checkpoint the state file names (0 before there is one). TensorFlow writes the state
+    file last and atomically, after the checkpoint's own files."""
+    state = out / "checkpoints" / "checkpoint"
+    if not state.is_file():
+        return 0
+    return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text()).group(1))
 
 
 def test_sigkill_after_a_checkpoint_then_resume_loses_at_most_one_interval(converted_dir, tmp_path):
@@ -81,7 +85,9 @@ def test_sigkill_after_a_checkpoint_then_resume_loses_at_most_one_interval(conve
         proc = subprocess.Popen([*CRNN, *map(str, args)], stdout=log, stderr=subprocess.STDOUT,
                                 env=os.environ | QUIET)
         deadline = time.monotonic() + 300
-        while not (out / "checkpoints" / f"ckpt-{2 * every}.index").is_file():
+        # Wait on the state file, not on ckpt-N.index: the index is written before the state names it, and a
+        # kill between the two leaves the checkpoint before it as the latest.
+        while _latest_checkpoint(out) < 2 * every:
             assert proc.poll() is None and time.monotonic() < deadline, log_file.read_text()[-3000:]
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)

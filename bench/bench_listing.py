@@ -1,10 +1,10 @@
 """What a conversion does in one process before its workers start, against listing the index, at MJSynth's size.
 
-A conversion's converting process opens the index (finds where every line starts), digests it, plans the
-shards and hands each worker a part (a few numbers); the workers list their own lines. Listing every line is
-the work that would otherwise sit in that one process, ahead of every worker (as it did before shards were
-cut by index lines). Both are measured in this run on a generated MJSynth annotation file; the figure is
-their ratio. Nothing here reads an image.
+A conversion's converting process opens the index (finds where every line starts and digests it, in one
+read), plans the shards and hands each worker a part (a few numbers); the workers list their own lines.
+Listing every line is the work that would otherwise sit in that one process, ahead of every worker (as it did
+before shards were cut by index lines). Both are measured in this run on a generated MJSynth annotation
+file; the figure is their ratio. Nothing here reads an image.
 
 Usage: python bench/bench_listing.py [--lines 9000000] [--out outputs/bench]
 """
@@ -36,7 +36,7 @@ def serial_seconds(index: Path, shard_size: int) -> tuple[float, int]:
     """(seconds, shards): what the converting process does before its workers start."""
     started = time.perf_counter()
     source = open_source("mjsynth", index)
-    _plan(source, ModelConfig(), LabelPolicy(), shard_size, _inputs("mjsynth", index, None))
+    _plan(source, ModelConfig(), LabelPolicy(), shard_size, _inputs(source, None))
     parts = [pickle.dumps(source.part(items)) for items in shard_ranges(source.items, shard_size)]
     return time.perf_counter() - started, len(parts)
 
@@ -65,7 +65,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "listing.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{args.lines} index lines, {shards} shards of {args.shard_size}")
-    print(f"{'before the workers start (open, digest, plan, parts), s':<58} {serial:>8.2f}")
+    print(f"{'before the workers start (open and digest, plan, parts), s':<58} {serial:>8.2f}")
     print(f"{'listing every line in one process, s':<58} {listing:>8.2f}")
     print(f"{'  listing / before the workers start':<58} {listing / serial:>7.0f}x")
     print(f"\nwritten to {args.out / 'listing.json'}")

@@ -83,11 +83,30 @@ def test_resume_rewrites_a_shard_whose_bytes_do_not_match_its_figures(tmp_path):
     convert_split("mjsynth", index, reference, shard_size=20)
     out = tmp_path / "out"
     source, policy = open_source("mjsynth", index), LabelPolicy()
-    convert_shards(source, out, ModelConfig(), policy, 20, _inputs("mjsynth", index, None))  # killed before finish
+    convert_shards(source, out, ModelConfig(), policy, 20, _inputs(source, None))  # killed before finish
     assert len(list((out / PARTS).glob("shard-*.json"))) == 3
     (out / PARTS / "shard-00001.tfrecord").write_bytes(b"tampered")
     convert_split("mjsynth", index, out, shard_size=20)
     assert _tree(out) == _tree(reference)
+
+
+def test_an_index_written_to_after_it_was_opened_stops_the_workers_and_loses_nothing(tmp_path):
+    """Workers read their lines by byte offsets found when the index was opened: if the index has changed
+    since (a download rewriting it), they stop, naming it, rather than convert other lines under the plan."""
+    from crnn.config import ModelConfig
+    from crnn.data.convert import _inputs, convert_shards, worker_pool
+    from crnn.data.readers import IndexChanged, open_source
+
+    index = _mjsynth_copies(tmp_path / "in", 120)
+    out = tmp_path / "out"
+    convert_split("mjsynth", index, out, shard_size=20)
+    before = _tree(out)
+    source = open_source("mjsynth", index)
+    with open(index, "a") as stream:
+        stream.write("./0/0/0_Hello_0.jpg 0\n")
+    with worker_pool(2) as pool, pytest.raises(IndexChanged, match=f"{index}: changed since the conversion opened"):
+        convert_shards(source, out, ModelConfig(), LabelPolicy(), 20, _inputs(source, None), pool=pool)
+    assert {name: data for name, data in _tree(out).items() if not name.startswith(".parts/")} == before
 
 
 def test_slices_of_an_index_with_skipped_lines_merge_into_what_one_machine_writes(raw_dir, tmp_path):

@@ -17,6 +17,8 @@ def _png(path, height=20, width=50):
 
 def test_synthetic_download_reads_back_in_every_format(raw_dir):
     from crnn.data.download import read_datasets
+    from crnn.data.files import sha256_of
+    from crnn.data.readers import find_index, open_source
 
     for dataset in read_datasets(raw_dir):
         for entry in dataset["splits"].values():
@@ -25,6 +27,10 @@ def test_synthetic_download_reads_back_in_every_format(raw_dir):
             assert samples, dataset["name"]
             assert skipped == Counter(), dataset["name"]
             assert all(s.image.ndim == 3 and s.image.size and s.label for s in samples)
+            source = open_source(dataset["format"], find_index(dataset["format"], raw_dir / entry["index"]))
+            # The index's digest, for the manifest: an LMDB's comes from its download's files instead.
+            expected = None if dataset["format"] == "lmdb" else sha256_of(source.index)
+            assert source.sha256 == expected, dataset["name"]
 
 
 def test_mjsynth_label_from_file_name_and_bad_images_counted(tmp_path):
@@ -173,6 +179,39 @@ def test_line_bounds_of_empty_and_unterminated_files(tmp_path):
     assert open_source("mjsynth", tmp_path / "empty.txt").items == 0
     with pytest.raises(ValueError, match="not within"):
         open_source("mjsynth", tmp_path / "one.txt").part(range(0, 2))
+
+
+def test_opening_an_index_reads_it_once_for_its_lines_and_its_digest(tmp_path, monkeypatch):
+    from crnn.data import readers
+    from crnn.data.files import sha256_of
+
+    index = _annotation(tmp_path / "annotation_train.txt", [f"./1/{i}_w_{i}.jpg {i}\n".encode() for i in range(999)])
+    monkeypatch.setattr(readers, "_SCAN", 1000)  # several chunks, the last one short
+    source = readers.open_source("mjsynth", index)
+    assert source.sha256 == sha256_of(index) and source.items == 999
+    assert source.bounds.tolist() == [0] + [i + 1 for i, c in enumerate(index.read_bytes()) if c == 10]
+
+
+@pytest.mark.parametrize("change", ["append", "rewrite in place", "replace"])
+def test_a_part_of_an_index_changed_since_it_was_opened_is_refused(tmp_path, change):
+    import os
+
+    from crnn.data.readers import IndexChanged, open_source
+
+    lines = [f"./1/{i}_w{i}_{i}.jpg {i}\n".encode() for i in range(100)]
+    index = _annotation(tmp_path / "annotation_train.txt", lines)
+    part = open_source("mjsynth", index).part(range(50, 60))
+    assert len(part.entries(Counter())) == 10
+    if change == "append":
+        with open(index, "ab") as stream:
+            stream.write(b"./1/0_new_0.jpg 0\n")
+    elif change == "rewrite in place":  # same size, other bytes: only the time tells
+        index.write_bytes(b"".join(lines[::-1]))
+        os.utime(index, ns=(index.stat().st_atime_ns, index.stat().st_mtime_ns + 1))
+    else:
+        _annotation(tmp_path / "new.txt", lines).replace(index)
+    with pytest.raises(IndexChanged, match=f"{index}: changed since the conversion opened it; its lines 51-60"):
+        part.entries(Counter())
 
 
 def test_a_part_travels_to_worker_processes_as_a_few_numbers(tmp_path):

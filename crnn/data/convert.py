@@ -241,11 +241,11 @@ def _sync_shards(shards: list[Path]) -> None:
         list(pool.map(sync, shards))
 
 
-def _inputs(fmt: str, index: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
+def _inputs(source: Source, extra: dict[str, Any] | None) -> dict[str, Any]:
     """What the manifest says of its input: the index by name (not by where it is mounted) and its digest.
     An LMDB's data.mdb can be many gigabytes; its digest comes from the download's files instead."""
-    digest = {} if fmt == "lmdb" else {"index_sha256": sha256_of(index)}
-    return {"format": fmt, "index": index.name, **digest, **(extra or {})}
+    digest = {} if source.sha256 is None else {"index_sha256": source.sha256}
+    return {"format": source.fmt, "index": source.index.name, **digest, **(extra or {})}
 
 
 def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | None = None,
@@ -256,9 +256,8 @@ def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | No
     ``workers`` processes convert it, or those of ``pool`` (``worker_pool``) when given."""
     model, policy = model or ModelConfig(), policy or LabelPolicy()
     with contextlib.nullcontext(pool) if pool is not None else worker_pool(workers) as pool:
-        index = find_index(fmt, source)
-        opened = open_source(fmt, index, images)
-        inputs = _inputs(fmt, index, inputs)
+        opened = open_source(fmt, find_index(fmt, source), images)
+        inputs = _inputs(opened, inputs)
         written = convert_shards(opened, out_dir, model, policy, shard_size, inputs, pool=pool)
     return finish(out_dir, opened, model, policy, shard_size, inputs, written)
 
@@ -312,8 +311,8 @@ def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, 
 def _job(raw_dir: Path, key: str) -> tuple[dict[str, Any], Source, dict[str, Any]]:
     """(the split's job, its listed source, the manifest's inputs) for a split of a download folder."""
     job = split_jobs(raw_dir, [key])[0]
-    index = find_index(job["format"], job["index"])
-    return job, open_source(job["format"], index, job["images"]), _inputs(job["format"], index, job["inputs"])
+    source = open_source(job["format"], find_index(job["format"], job["index"]), job["images"])
+    return job, source, _inputs(source, job["inputs"])
 
 
 def plan_slices(raw_dir: Path, keys: Sequence[str], shard_size: int, slices: int) -> list[dict[str, Any]]:

@@ -107,3 +107,13 @@ def file_digest(path: Path, algorithm: str) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+FileStamp = tuple[int, int, int, int]
+
+
+def file_stamp(file: Path | int) -> FileStamp:
+    """What tells a file's bytes changed without reading them: device, inode (a replacement), size and
+    modification time (in place) of a path or an open descriptor."""
+    status = os.stat(file)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -35,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 from defusedxml import EntitiesForbidden
 
+from crnn.data.files import FileStamp, file_stamp, sha256_of
 from crnn.data.images import imdecode, oversized
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,10 @@ class Entry(NamedTuple):
 Load = Callable[[Entry, Counter], "Sample | None"]
 
 
+class IndexChanged(RuntimeError):
+    """A text index was written to while a conversion read it by byte offsets."""
+
+
 @dataclass(frozen=True)
 class Part:
     """The items ``items`` of a split's index: what a process needs to list and load their samples, in a few
@@ -73,6 +79,7 @@ class Part:
     items: range
     span: tuple[int, int] = (0, 0)  # where the items' lines are in a text index (bytes, end exclusive)
     listed: tuple[Entry, ...] | None = None  # the entries, for a format listed whole (XML, .mat)
+    stamp: FileStamp | None = None  # a text index's as it was opened: its bytes must still be those
 
     def entries(self, skipped: Counter) -> list[Entry]:
         """The part's entries; what its lines hold that is not a sample is counted in ``skipped``."""
@@ -83,6 +90,9 @@ class Part:
         with open(self.index, "rb") as stream:
             stream.seek(self.span[0])
             data = stream.read(self.span[1] - self.span[0])
+            if self.stamp is not None and file_stamp(stream.fileno()) != self.stamp:
+                raise IndexChanged(f"{self.index}: changed since the conversion opened it; its lines "
+                                   f"{self.items.start + 1}-{self.items.stop} are no longer where they were")
         with bulk_allocation():
             return LINE_LISTERS[self.fmt](_text_lines(data, self.index, skipped, self.items.start + 1),
                                           self.index, skipped)
@@ -126,6 +136,8 @@ class Source:
     # A text index: where each line starts, then the end of the file (``line_bounds``).
     bounds: np.ndarray | None = field(default=None, repr=False, compare=False)
     listed: list[Entry] | None = field(default=None, repr=False)  # a format listed whole
+    sha256: str | None = None  # the index's digest, of the bytes opened (an LMDB's comes from its download)
+    stamp: FileStamp | None = None  # a text index's, as opened (``file_stamp``)
 
     def part(self, items: range) -> Part:
         """Items ``items`` (a range within ``range(self.items)``), to list and load anywhere."""
@@ -133,7 +145,7 @@ class Source:
             raise ValueError(f"{self.index}: items {items.start}..{items.stop} are not within its {self.items}")
         span = (int(self.bounds[items.start]), int(self.bounds[items.stop])) if self.bounds is not None else (0, 0)
         listed = tuple(self.listed[items.start:items.stop]) if self.listed is not None else None
-        return Part(self.fmt, self.index, self.root, items, span, listed)
+        return Part(self.fmt, self.index, self.root, items, span, listed, self.stamp)
 
     def entries(self, skipped: Counter) -> list[Entry]:
         """Every entry, in order (in one process: a conversion lists by part)."""
@@ -288,15 +300,19 @@ def _text_lines(data: bytes, path: Path, skipped: Counter, first: int = 1) -> Li
 _SCAN = 1 << 24
 
 
-def line_bounds(path: Path) -> np.ndarray:
+def line_bounds(path: Path, digest: hashlib._Hash | None = None) -> np.ndarray:
     """Where each line of a text file starts, then where the file ends: line ``i`` is bytes
-    ``bounds[i]:bounds[i + 1]``. Found by numpy, 16 MiB at a time, without decoding or splitting anything."""
+    ``bounds[i]:bounds[i + 1]``. Found by numpy, 16 MiB at a time, without decoding or splitting anything;
+    ``digest`` (a ``hashlib`` object), if given, is updated with the same bytes, so the file is read once."""
     size = Path(path).stat().st_size
     starts = [np.zeros(1, np.int64)]
     if size:
         data = np.memmap(path, np.uint8, mode="r")
         for offset in range(0, size, _SCAN):
-            starts.append(np.flatnonzero(data[offset:offset + _SCAN] == 10) + (offset + 1))
+            chunk = data[offset:offset + _SCAN]
+            if digest is not None:
+                digest.update(chunk)
+            starts.append(np.flatnonzero(chunk == 10) + (offset + 1))
     bounds = np.concatenate(starts)
     return bounds if bounds[-1] == size else np.append(bounds, size)
 
@@ -511,13 +527,17 @@ def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
     root = index if fmt == "lmdb" else Path(images) if images else index.parent
     skipped: Counter = Counter()
     if fmt in LINE_LISTERS:
-        bounds = line_bounds(index)
-        return Source(fmt, index, root, len(bounds) - 1, skipped, bounds=bounds)
+        stamp, digest = file_stamp(index), hashlib.sha256()
+        bounds = line_bounds(index, digest)
+        if file_stamp(index) != stamp:
+            raise IndexChanged(f"{index}: changed while it was being opened; convert it once it is written")
+        return Source(fmt, index, root, len(bounds) - 1, skipped, bounds=bounds, sha256=digest.hexdigest(),
+                      stamp=stamp)
     if fmt == "lmdb":
         return Source(fmt, index, root, lmdb_samples(index, skipped), skipped)
-    with bulk_allocation():
+    with bulk_allocation():  # small files, listed here whole: what changes after this is not read
         entries = WHOLE_LISTERS[fmt](index, skipped)
-    return Source(fmt, index, root, len(entries), skipped, listed=entries)
+    return Source(fmt, index, root, len(entries), skipped, listed=entries, sha256=sha256_of(index))
 
 
 def read(fmt: str, index: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:

@@ -297,7 +297,7 @@ def _save(manager: tf.train.CheckpointManager, step_var: tf.Variable, step: int)
 def _float32_copy(model: keras.Model, recipe: Recipe) -> keras.Model:
     """The served model is float32 whatever the training precision, outside any distribution strategy."""
     with dtype_policy("float32"):
-        copy = build_crnn(recipe.model)
+        copy = build_crnn(recipe.model, for_training=False)
     copy.set_weights([np.asarray(w) for w in model.get_weights()])
     return copy
 

@@ -1,6 +1,7 @@
 """Parallel conversion: byte-identical output whatever the worker count, and resume after a kill."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from crnn.data.convert import convert_split
 from crnn.data.shards import LabelPolicy
+from tests.test_readers import INDEX_CHANGES, change_index
 
 
 def _tree(folder):
@@ -90,7 +92,8 @@ def test_resume_rewrites_a_shard_whose_bytes_do_not_match_its_figures(tmp_path):
     assert _tree(out) == _tree(reference)
 
 
-def test_an_index_written_to_after_it_was_opened_stops_the_workers_and_loses_nothing(tmp_path):
+@pytest.mark.parametrize("change", INDEX_CHANGES)
+def test_an_index_written_to_after_it_was_opened_stops_the_workers_and_loses_nothing(tmp_path, change):
     """Workers read their lines by byte offsets found when the index was opened: if the index has changed
     since (a download rewriting it), they stop, naming it, rather than convert other lines under the plan."""
     from crnn.config import ModelConfig
@@ -102,9 +105,9 @@ def test_an_index_written_to_after_it_was_opened_stops_the_workers_and_loses_not
     convert_split("mjsynth", index, out, shard_size=20)
     before = _tree(out)
     source = open_source("mjsynth", index)
-    with open(index, "a") as stream:
-        stream.write("./0/0/0_Hello_0.jpg 0\n")
-    with worker_pool(2) as pool, pytest.raises(IndexChanged, match=f"{index}: changed since the conversion opened"):
+    change_index(index, index.read_bytes().splitlines(keepends=True), change)
+    with (worker_pool(2) as pool,
+          pytest.raises(IndexChanged, match=re.escape(f"{index}: changed since the conversion opened"))):
         convert_shards(source, out, ModelConfig(), LabelPolicy(), 20, _inputs(source, None), pool=pool)
     assert {name: data for name, data in _tree(out).items() if not name.startswith(".parts/")} == before
 

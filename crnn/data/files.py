@@ -109,11 +109,12 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-FileStamp = tuple[int, int, int, int]
+FileStamp = tuple[int, int]
 
 
 def file_stamp(file: Path | int) -> FileStamp:
-    """What tells a file's bytes changed without reading them: device, inode (a replacement), size and
-    modification time (in place) of a path or an open descriptor."""
+    """What tells a file's bytes changed without reading them: size and modification time, of a path or an
+    open descriptor. Not the inode: some network and FUSE file systems number a file anew when the kernel
+    forgets it, and a file replaced since was written later anyway."""
     status = os.stat(file)
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+    return status.st_size, status.st_mtime_ns

@@ -87,15 +87,25 @@ class Part:
             return list(self.listed)
         if self.fmt == "lmdb":
             return [Entry(f"{i:09d}", None, f"{i:09d}") for i in range(self.items.start + 1, self.items.stop + 1)]
-        with open(self.index, "rb") as stream:
-            stream.seek(self.span[0])
-            data = stream.read(self.span[1] - self.span[0])
-            if self.stamp is not None and file_stamp(stream.fileno()) != self.stamp:
-                raise IndexChanged(f"{self.index}: changed since the conversion opened it; its lines "
-                                   f"{self.items.start + 1}-{self.items.stop} are no longer where they were")
+        data = self._span()
         with bulk_allocation():
             return LINE_LISTERS[self.fmt](_text_lines(data, self.index, skipped, self.items.start + 1),
                                           self.index, skipped)
+
+    def _span(self) -> bytes:
+        """The part's lines, read by the byte offsets found when the index was opened; an index changed since
+        is refused: its stamp differs, or (a rewrite the clock did not tell) the lines no longer start there."""
+        start, stop = self.span
+        with open(self.index, "rb") as stream:
+            stream.seek(max(start - 1, 0))
+            data = stream.read(stop - start + (start > 0))
+            stamp = file_stamp(stream.fileno())
+        before, data = (data[:1], data[1:]) if start > 0 else (b"\n", data)
+        at_line_ends = start == stop or (before == b"\n" and (data.endswith(b"\n") or stop == stamp[0]))
+        if (self.stamp is not None and stamp != self.stamp) or not at_line_ends:
+            raise IndexChanged(f"{self.index}: changed since the conversion opened it; its lines "
+                               f"{self.items.start + 1}-{self.items.stop} are no longer where they were")
+        return data
 
     @contextlib.contextmanager
     def loader(self, grayscale: bool = False) -> Iterator[Load]:
@@ -520,6 +530,11 @@ def _check_format(fmt: str) -> None:
         raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
+def _unchanged_since(index: Path, stamp: FileStamp) -> None:
+    if file_stamp(index) != stamp:
+        raise IndexChanged(f"{index}: changed while it was being opened; convert it once it is written")
+
+
 def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
     """Opens the index ``index`` of a split: its items counted (and, for a format listed whole, listed)."""
     _check_format(fmt)
@@ -529,15 +544,17 @@ def open_source(fmt: str, index: Path, images: Path | None = None) -> Source:
     if fmt in LINE_LISTERS:
         stamp, digest = file_stamp(index), hashlib.sha256()
         bounds = line_bounds(index, digest)
-        if file_stamp(index) != stamp:
-            raise IndexChanged(f"{index}: changed while it was being opened; convert it once it is written")
+        _unchanged_since(index, stamp)
         return Source(fmt, index, root, len(bounds) - 1, skipped, bounds=bounds, sha256=digest.hexdigest(),
                       stamp=stamp)
     if fmt == "lmdb":
         return Source(fmt, index, root, lmdb_samples(index, skipped), skipped)
+    stamp = file_stamp(index)
     with bulk_allocation():  # small files, listed here whole: what changes after this is not read
         entries = WHOLE_LISTERS[fmt](index, skipped)
-    return Source(fmt, index, root, len(entries), skipped, listed=entries, sha256=sha256_of(index))
+    digest = sha256_of(index)
+    _unchanged_since(index, stamp)
+    return Source(fmt, index, root, len(entries), skipped, listed=entries, sha256=digest)
 
 
 def read(fmt: str, index: Path, skipped: Counter, images: Path | None = None) -> Iterator[Sample]:

@@ -159,12 +159,15 @@ class Source:
 
     def entries(self, skipped: Counter) -> list[Entry]:
         """Every entry, in order (in one process: a conversion lists by part)."""
-        skipped.update(self.skipped)
-        return self.part(range(self.items)).entries(skipped)
+        return self._whole(skipped).entries(skipped)
 
     def samples(self, skipped: Counter, grayscale: bool = False) -> Iterator[Sample]:
+        return self._whole(skipped).samples(skipped, grayscale)
+
+    def _whole(self, skipped: Counter) -> Part:
+        """Every item as one part; what opening the index passed over is counted in ``skipped``."""
         skipped.update(self.skipped)
-        yield from self.part(range(self.items)).samples(skipped, grayscale)
+        return self.part(range(self.items))
 
 
 def _load_file(root: str, folder: int | OSError, grayscale: bool, entry: Entry, skipped: Counter) -> Sample | None:

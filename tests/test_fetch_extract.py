@@ -134,3 +134,97 @@ def test_truncated_tar_keeps_what_came_before(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "target").iterdir())
     assert kept and kept == sorted(members)[: len(kept)] and len(kept) < 8
     assert all((tmp_path / "target" / name).read_bytes() == members[name] for name in kept)
+
+
+def _plain_tar(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["cut at a member boundary", "cut inside a header", "a header byte flipped"])
+def test_a_tar_cut_or_damaged_at_a_header_is_counted_not_taken_for_its_end(tmp_path, damage):
+    # tarfile itself ends its iteration quietly at such a header, as at the end-of-archive block.
+    members = {f"m{i}.bin": bytes([i]) * 1000 for i in range(6)}
+    data = _plain_tar(members)
+    boundary = 3 * (512 + 1024)  # each member: a header block and two data blocks
+    damaged = {"cut at a member boundary": data[:boundary], "cut inside a header": data[:boundary + 100],
+               "a header byte flipped": data[:boundary + 10] + b"\xff" + data[boundary + 11:]}[damage]
+    (tmp_path / "a.tar").write_bytes(damaged)
+    assert extract(tmp_path / "a.tar", tmp_path / "target") == {"truncated_archive": 1}
+    assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["m0.bin", "m1.bin", "m2.bin"]
+    (tmp_path / "b.tar").write_bytes(data)
+    assert extract(tmp_path / "b.tar", tmp_path / "whole") == {}
+
+
+def test_a_tar_whose_last_member_is_a_zip_is_extracted_as_a_tar(tmp_path):
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("README.txt", "docs")
+    (tmp_path / "a.tar").write_bytes(_plain_tar({"gt.txt": b"word_1.png, \"a\"\n", "docs.zip": inner.getvalue()}))
+    assert zipfile.is_zipfile(tmp_path / "a.tar")  # why the kind is told by the first bytes
+    assert extract(tmp_path / "a.tar", tmp_path / "target") == {}
+    assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["docs.zip", "gt.txt"]
+
+
+def test_a_cut_zip_is_counted_as_truncated(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"m{i}.bin", bytes([i]) * 5000)
+    path.write_bytes(path.read_bytes()[:10_000])
+    assert extract(path, tmp_path / "target") == {"truncated_archive": 1}
+    assert list((tmp_path / "target").iterdir()) == []
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_corrupt_bzip2_or_lzma_member_is_skipped_and_counted(tmp_path, method):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for i in range(3):
+            zf.writestr(f"m{i}.txt", f"member {i} ".encode() * 2000)
+    data = bytearray(path.read_bytes())
+    second = data.find(b"PK\x03\x04", 4)
+    data[second + 80] ^= 0xFF  # inside the second member's compressed data
+    path.write_bytes(bytes(data))
+    assert extract(path, tmp_path / "target") == {"corrupt_member": 1}
+    assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["m0.txt", "m2.txt"]
+
+
+def test_a_206_from_another_offset_is_not_kept_as_the_file(tmp_path):
+    """A server that answers a resume with some other range: the file is fetched whole instead."""
+    import http.server
+    import threading
+
+    payload = bytes(range(256)) * 40
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Range"):  # always the first 4096 bytes, whatever was asked
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes 0-4095/{len(payload)}")
+                self.send_header("Content-Length", "4096")
+                self.end_headers()
+                self.wfile.write(payload[:4096])
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / ".data.bin.part").write_bytes(payload[:1000])  # a dropped earlier attempt
+        dest = fetch(f"http://127.0.0.1:{server.server_address[1]}/data.bin", tmp_path / "data.bin")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dest.read_bytes() == payload

@@ -39,3 +39,16 @@ def test_a_writer_killed_between_its_renames_gets_the_previous_version_back(tmp_
         pass
     assert dest.read_text() == "previous good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_a_leftover_under_this_process_id_is_an_earlier_process_s(tmp_path):
+    """In a container every run may be pid 1: a temporary left by a killed run under the same pid must not
+    block the next write for good."""
+    dest = tmp_path / "dataset"
+    half = tmp_path / f".dataset.tmp-{os.getpid()}"
+    half.mkdir()
+    (half / "partial.bin").write_bytes(b"\0" * 100)
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        (tmp / "done").write_text("ok")
+    assert sorted(p.name for p in dest.iterdir()) == ["done"] and not half.exists()

@@ -170,6 +170,21 @@ def test_parts_of_a_text_index_list_apart_what_the_whole_lists(tmp_path, caplog)
     assert f"{index}:5" in caplog.text and f"{index}:7" in caplog.text and f"{index}:4" not in caplog.text
 
 
+def test_a_stray_carriage_return_or_nul_byte_in_a_text_index(tmp_path, caplog):
+    """Lines end at \\n only, as the parts are cut: a \\r inside a line shifts no numbering; a path with a NUL
+    byte is a malformed line, counted, not an error that names nothing."""
+    from crnn.data.readers import open_source
+
+    index = _annotation(tmp_path / "annotation_train.txt", [
+        b"./1/1_Hello_1.jpg 1\n", b"./1/2_Wor\rld_2.jpg 2\n", b"./1/3_a\x00b_3.jpg 3\n", b"bad 4\n"])
+    source = open_source("mjsynth", index)
+    skipped = Counter()
+    assert [e.label for e in source.entries(skipped)] == ["Hello", "Wor\rld"]
+    assert source.items == 4 and skipped == Counter(malformed_line=2)
+    assert f"{index}:3" in caplog.text and "NUL" in caplog.text and f"{index}:4" in caplog.text
+    assert f"{index}:5" not in caplog.text
+
+
 def test_line_bounds_of_empty_and_unterminated_files(tmp_path):
     from crnn.data.readers import line_bounds, open_source
 

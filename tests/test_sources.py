@@ -146,9 +146,7 @@ def test_s3_source_fetches_with_endpoint_and_credentials_from_the_environment(s3
     s3.put_object(Bucket="datasets", Key="raw/data.bin", Body=PAYLOAD)
     dest = fetch("s3://datasets/raw/data.bin", tmp_path / "data.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest())
     assert dest.read_bytes() == PAYLOAD
-    from botocore.exceptions import ClientError
-
-    with pytest.raises(ClientError, match="404|Not Found|NoSuchKey"):
+    with pytest.raises(FileNotFoundError, match=r"s3://datasets/raw/absent\.bin: S3 answered (404|NoSuchKey)"):
         fetch("s3://datasets/raw/absent.bin", tmp_path / "absent.bin")
     assert not (tmp_path / "absent.bin").exists()
 
@@ -170,6 +168,16 @@ def _entry(archive: bytes) -> DatasetEntry:
                         (RemoteFile("svtp.tar.gz", "https://example.invalid/svtp.tar.gz",
                                     sha256=hashlib.sha256(archive).hexdigest()),),
                         {"test": Split("svtp/gt.txt")})
+
+
+def test_s3_endpoint_from_mlflows_variable_when_boto3s_is_unset(s3, tmp_path, monkeypatch):
+    """A MinIO that serves MLflow's artifacts (MLFLOW_S3_ENDPOINT_URL) serves an s3:// mirror too."""
+    import os
+
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", os.environ["AWS_ENDPOINT_URL"])
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    s3.put_object(Bucket="datasets", Key="raw/data.bin", Body=PAYLOAD)
+    assert fetch("s3://datasets/raw/data.bin", tmp_path / "data.bin").read_bytes() == PAYLOAD
 
 
 def test_mirror_over_http_keeps_checksums_and_is_not_fetched_twice(http_server, tmp_path):
@@ -290,3 +298,24 @@ def test_catalog_paths_must_stay_inside_the_dataset(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="index '../../etc/passwd' must be a relative path"):
         load_catalog(path)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../models", "a/b", "a\\b"])
+def test_a_custom_dataset_name_must_be_a_plain_folder_name(name):
+    """The dataset's folder is replaced by its extraction: a name that is a path would replace another."""
+    from crnn.data.catalog import custom_entry
+
+    with pytest.raises(ValueError, match="--name .*plain name"):
+        custom_entry("https://example.org/my.tar.gz", "svtp", name=name)
+    assert custom_entry("https://example.org/my.tar.gz", "svtp", name="my-set_2.0").name == "my-set_2.0"
+
+
+def test_a_file_without_a_published_checksum_is_named_in_a_warning_and_copied_whole(tmp_path, caplog):
+    source = tmp_path / "gt.txt"
+    source.write_text('word_1.png, "a"\n')
+    entry = DatasetEntry(name="plain", format="ic13", role="benchmark",
+                         files=(RemoteFile("gt.txt", source.as_uri()),), splits={"test": Split()})
+    download_all([entry], tmp_path / "raw", mirror=None, source=None)
+    assert "plain: gt.txt has no published checksum" in caplog.text
+    assert (tmp_path / "raw" / "plain" / "gt.txt").read_text() == source.read_text()
+    assert [p.name for p in (tmp_path / "raw" / "plain").iterdir() if p.name.startswith(".gt.txt")] == []

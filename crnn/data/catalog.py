@@ -102,7 +102,10 @@ def catalog_entry(name: str, path: Path = CATALOG_FILE) -> DatasetEntry:
 
 def custom_entry(url: str, fmt: str, name: str = "custom", sha256: str | None = None,
                  md5: str | None = None, role: str = "benchmark") -> DatasetEntry:
-    """An entry for data outside the catalog; its split's index is found by the format's usual file names."""
+    """An entry for data outside the catalog; its split's index is found by the format's usual file names.
+    ``name`` becomes a folder of the download folder, which its extraction replaces: a plain name only."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"--name {name!r}: the dataset's folder must be a plain name (no path, not '.' or '..')")
     file_name = PurePosixPath(url.split("?")[0]).name or "download"
     return DatasetEntry(name=name, format=fmt, role=role,
                         files=(RemoteFile(file_name, url, md5=md5, sha256=sha256),),

@@ -20,7 +20,7 @@ from typing import Any
 from crnn.data.catalog import DatasetEntry, RemoteFile
 from crnn.data.extract import DEFAULT_MAX_BYTES, extract
 from crnn.data.fetch import fetch, redact
-from crnn.data.files import sha256_of, write_json
+from crnn.data.files import atomic_path, sha256_of, write_json
 from crnn.data.synthetic import SyntheticSpec, build_mirror
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
         url = _source_url(entry, file, mirror, source)
         if not file.confirmed and not (mirror or source):
             log.warning("%s: %s is not a confirmed address; if it fails, use --mirror", entry.name, redact(url))
+        if not (file.sha256 or file.md5):
+            log.warning("%s: %s has no published checksum; only damage found when extracting it is noticed",
+                        entry.name, file.name)
         local = fetch(url, out_dir / ARCHIVES_DIR / entry.name / file.name, sha256=file.sha256, md5=file.md5)
         # fetch has just checked a published sha256; only the others need hashing (archives run to gigabytes).
         digest = file.sha256.lower() if file.sha256 else sha256_of(local)
@@ -70,8 +73,8 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
                 if skipped:
                     damage[file["name"]] = dict(skipped)
             else:
-                (target / file["into"]).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(local, target / file["into"] / file["name"])
+                with atomic_path(target / file["into"] / file["name"]) as copy:
+                    shutil.copyfile(local, copy)
         write_json(target / DAMAGE, damage)
         unverified = [f["name"] for f in files if f["name"] in damage and not f["verified"]]
         for name in unverified:

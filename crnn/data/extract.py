@@ -10,13 +10,19 @@ failure leaves no partial tree.
 
 Corruption is not a refusal: a member that fails its CRC or does not decompress is skipped and counted
 (``corrupt_member``), and a stream that ends early keeps what came before it (``truncated_archive``); the
-samples those members held then show up as missing images when the split is read.
+samples those members held then show up as missing images when the split is read. A tar must end with its
+end-of-archive block: one that stops at a cut or damaged header (which Python's ``tarfile`` takes for the end)
+is counted as truncated too, as is a zip whose directory at the end is missing.
+
+The kind is told by the first bytes (a zip's local header), not by ``zipfile.is_zipfile``, which looks for a
+zip directory at the end and finds one in a tar whose last member is a zip.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import lzma
 import tarfile
 import zipfile
 import zlib
@@ -37,8 +43,16 @@ class UnsafeArchiveError(ValueError):
     """The archive tries to write outside its target, or is too large."""
 
 
-# Damaged data, as opposed to a full disk or a permission problem (those stop the extraction).
-_CORRUPTION = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
+# Damaged data, as opposed to a full disk or a permission problem (those stop the extraction). bz2 reports
+# damage as an OSError without an errno (``_damaged``).
+_CORRUPTION = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError,
+               OSError)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty zip's directory
+
+
+def _damaged(err: BaseException) -> bool:
+    """Whether ``err`` (one of ``_CORRUPTION``) says the data is damaged rather than the disk or the system."""
+    return not isinstance(err, OSError) or err.errno is None
 
 
 def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -49,7 +63,9 @@ def extract(archive: Path, target: Path, max_bytes: int = DEFAULT_MAX_BYTES,
     limit = _Limit.of(archive, max_bytes, max_ratio)
     with atomic_path(target) as tmp:
         tmp.mkdir()
-        if zipfile.is_zipfile(archive):
+        with open(archive, "rb") as head:
+            is_zip = head.read(4) in _ZIP_MAGIC
+        if is_zip:
             _extract_zip(archive, tmp, limit, skipped)
         elif tarfile.is_tarfile(archive):
             _extract_tar(archive, tmp, limit, skipped)
@@ -88,7 +104,13 @@ def _check_name(archive: Path, name: str) -> None:
 
 
 def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as err:  # a zip's directory is at its end: a cut zip has none
+        skipped["truncated_archive"] += 1
+        log.warning("%s: a zip without its directory, cut short? (%s); nothing extracted", archive, err)
+        return
+    with zf:
         members, total = zf.infolist(), 0
         for info in members:  # all of them checked before anything is written
             _check_name(archive, info.filename)
@@ -101,6 +123,8 @@ def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -
             try:
                 zf.extract(info, target)
             except _CORRUPTION as err:
+                if not _damaged(err):
+                    raise
                 # The CRC is checked once the member is written: take the bad copy away again.
                 (target / info.filename).unlink(missing_ok=True)
                 skipped["corrupt_member"] += 1
@@ -109,18 +133,25 @@ def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -
 
 def _extract_tar(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
     total = 0
+    headers = _headers_read()
     # Stream mode, and the member list emptied as we go: MJSynth's tar holds 9 million members.
-    with tarfile.open(archive, "r|*") as tar:
+    with tarfile.open(archive, "r|*", tarinfo=headers) as tar:
         members = iter(tar)
         while True:
             try:
                 member = next(members, None)
             except _CORRUPTION as err:
+                if not _damaged(err):
+                    raise
                 skipped["truncated_archive"] += 1
                 log.warning("%s: the archive ends early (%s); kept what came before", archive, err)
                 return
             tar.members = []
             if member is None:
+                if not isinstance(headers.stop, tarfile.EOFHeaderError):
+                    skipped["truncated_archive"] += 1
+                    log.warning("%s: no end-of-archive block after the last member (%s: cut short or damaged "
+                                "there); kept what came before", archive, headers.stop or "no more data")
                 return
             _check_name(archive, member.name)
             if member.isdev():
@@ -133,7 +164,28 @@ def _extract_tar(archive: Path, target: Path, limit: _Limit, skipped: Counter) -
             except tarfile.FilterError as err:
                 raise UnsafeArchiveError(f"{archive}: {err}") from err
             except _CORRUPTION as err:
+                if not _damaged(err):
+                    raise
                 (target / member.name).unlink(missing_ok=True)
                 skipped["truncated_archive"] += 1
                 log.warning("%s: member %s is cut short (%s); kept what came before", archive, member.name, err)
                 return
+
+
+def _headers_read() -> type[tarfile.TarInfo]:
+    """A ``TarInfo`` class that keeps why the last header could not be read (``stop``): ``tarfile`` ends its
+    iteration quietly at a cut or damaged header as at the end-of-archive block, and only the reason tells a
+    whole archive from a cut one."""
+
+    class Headers(tarfile.TarInfo):
+        stop: Exception | None = None
+
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            try:
+                return super().frombuf(buf, encoding, errors)
+            except tarfile.HeaderError as err:
+                Headers.stop = err
+                raise
+
+    return Headers

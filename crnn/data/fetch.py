@@ -138,6 +138,10 @@ def _http_download(url: str, part: Path, retry: RetryPolicy) -> None:
                 response.raise_for_status()
                 # A resume is only trusted when the server says it continues exactly where the part ends.
                 resumed = response.status_code == 206 and _range_start(response) == have
+                if response.status_code == 206 and not resumed:  # a piece from elsewhere: not the whole file
+                    log.info("%s: the server sent another range than asked; fetching it whole", redact(url))
+                    part.unlink(missing_ok=True)
+                    continue
                 if have and not resumed:
                     log.info("%s: the server did not continue at byte %d; starting over", redact(url), have)
                 total = _expected_length(response, have if resumed else 0)
@@ -190,16 +194,23 @@ def _s3_download(url: str, dest: Path, attempts: int) -> None:
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     if not bucket or not key:
         raise ValueError(f"{url}: expected s3://BUCKET/KEY")
-    # boto3 reads AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_S3) itself.
-    client = boto3.client("s3", config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}))
+    # boto3 reads AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_S3) itself; MLflow's own variable for its artifact
+    # store is taken when those are unset, so a MinIO that serves MLflow serves the mirror too.
+    endpoint = None if {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"} & set(os.environ) else \
+        os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    client = boto3.client("s3", endpoint_url=endpoint,
+                          config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}))
     try:
         size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
         with _progress(size, 0, Path(key).name) as bar:
             client.download_file(bucket, key, str(dest), Callback=bar.update)
     except boto.ClientError as err:
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if status < 500:
-            raise  # a missing key or a refusal: boto3's error says which, and retrying would not help
+        if status < 500:  # a missing key or a refusal: retrying would not help
+            code = err.response.get("Error", {}).get("Code", "") or str(status)
+            missing = status == 404 or code in ("NoSuchKey", "NoSuchBucket")
+            raise (FileNotFoundError if missing else PermissionError if status == 403 else ValueError)(
+                f"{redact(url)}: S3 answered {code} to {err.operation_name}") from None
         raise _unavailable(url, err, status) from None
     except (boto.ConnectionError, boto.HTTPClientError, RetriesExceededError) as err:  # after boto3's retries
         raise ConnectionError(f"{redact(url)}: {err}") from None

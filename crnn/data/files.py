@@ -52,7 +52,8 @@ def clear_stale_temporaries(dest: Path) -> None:
     between the two renames)."""
     for leftover in sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*-*")):
         kind, _, pid = leftover.name.removeprefix(f".{dest.name}.").partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+        # Our own pid's leftover is an earlier process's that had it (a container's pid 1 on every run).
+        if kind not in ("tmp", "old") or not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
             continue
         if kind == "old" and not dest.exists():
             os.replace(leftover, dest)

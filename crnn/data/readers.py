@@ -244,7 +244,11 @@ def _decode_counted(data: bytes, grayscale: bool, skipped: Counter, where: str, 
 
 
 def _relative(path: str, where: str, skipped: Counter) -> bool:
-    """Image paths in an index stay under the image root: absolute or ``..`` paths are skipped and counted."""
+    """Image paths in an index stay under the image root: absolute or ``..`` paths are skipped and counted, and
+    so are paths holding a NUL byte, which no file name can."""
+    if "\0" in path:
+        _skip(skipped, "malformed_line", where, f"{path!r} holds a NUL byte")
+        return False
     if path.startswith("/") or (".." in path and ".." in path.replace("\\", "/").split("/")):
         _skip(skipped, "path_outside_root", where, repr(path))
         return False
@@ -299,8 +303,9 @@ Lines = Iterator[tuple[int, str]]
 
 def _text_lines(data: bytes, path: Path, skipped: Counter, first: int = 1) -> Lines:
     """(line number, line) of a text index's bytes whose first line is number ``first``; a UTF-8 BOM removed,
-    blank lines passed over, non-UTF-8 lines counted and skipped."""
-    for number, raw in enumerate(data.splitlines(), start=first):
+    blank lines passed over, non-UTF-8 lines counted and skipped. Lines end at ``\n`` only (a ``\r`` before it
+    is stripped), as ``line_bounds`` cuts them: a stray ``\r`` inside a line must not shift the numbering."""
+    for number, raw in enumerate(data.split(b"\n"), start=first):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError:

@@ -10,10 +10,10 @@ import pytest
 CRNN = [sys.executable, "-m", "crnn.cli"]
 
 
-def crnn(*args, check=True, env=None) -> subprocess.CompletedProcess:
+def crnn(*args, check=True, env=None, cwd=None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
     result = subprocess.run([*CRNN, *map(str, args)], capture_output=True, text=True, env=environment,
-                            timeout=300)
+                            timeout=300, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"crnn {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
     return result
@@ -94,6 +94,10 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     result = crnn("predict", "--model", "models:/crnn@nope", "--tracking-uri",
                   f"sqlite:///{tmp_path / 'empty.db'}", tmp_path, check=False)
     assert result.returncode == 2 and "models:/crnn@nope: cannot fetch the model" in result.stderr
+    # Without a tracking server MLflow would create an empty ./mlflow.db and say the model is not found.
+    result = crnn("predict", "--model", "models:/crnn@champion", tmp_path, check=False, cwd=tmp_path)
+    assert result.returncode == 2 and "needs the tracking server" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
     (tmp_path / "r.json").write_text('{"benchmarks": {}, "average": 0}')
     result = crnn("register", "--model", tmp_path, "--report", tmp_path / "r.json", check=False)
     assert result.returncode == 2 and "needs MLflow" in result.stderr

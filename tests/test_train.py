@@ -45,6 +45,18 @@ def test_resume_continues_the_step_counter_and_schedule(converted_dir, tmp_path)
     fresh = train_model(recipe_for("tiny", steps=2, checkpoint_every=2, log_every=1), data, tmp_path, run=run,
                         resume=False)
     assert fresh.steps == 2 and [step for step, _ in run.metrics] == [1, 2]
+    # The earlier run's checkpoints went with --no-resume: a later resume cannot take them for this recipe's.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == ["ckpt-2.index"]
+
+
+def test_no_readable_checkpoint_stops_the_run_instead_of_starting_over(converted_dir, tmp_path):
+    data = converted_dir / "mjsynth" / "train"
+    train_model(recipe_for("tiny", steps=4, checkpoint_every=2), data, tmp_path)
+    for shard in (tmp_path / "checkpoints").glob("ckpt-*.data-*"):
+        shard.write_bytes(b"\0" * shard.stat().st_size)
+    with pytest.raises(ValueError, match="none of its checkpoints could be read.*--no-resume"):
+        train_model(recipe_for("tiny", steps=6, checkpoint_every=2), data, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
 
 
 def test_resume_refuses_another_recipe_or_a_finished_run(converted_dir, tmp_path):

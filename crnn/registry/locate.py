@@ -25,6 +25,10 @@ def local_export(model: str | Path, tracking_uri: str | None = None, download_to
         if not path.exists():
             raise FileNotFoundError(f"{model}: no such model folder (nor an MLflow URI such as models:/crnn@champion)")
         return _export_inside(path, model)
+    if not tracking_uri and model.startswith(_URI_SCHEMES):
+        # MLflow would fall back to ./mlflow.db: an empty registry created in the working directory.
+        raise ValueError(f"{model}: an MLflow URI needs the tracking server: set --tracking-uri or "
+                         "MLFLOW_TRACKING_URI")
     import mlflow
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException

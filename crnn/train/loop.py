@@ -124,25 +124,31 @@ def _check_recipe(recipe: Recipe, out_dir: Path) -> None:
                              "differ); train into another folder, or pass --no-resume")
 
 
-def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, recipe: Recipe,
-             out_dir: Path) -> int:
+def _restore(checkpoint: tf.train.Checkpoint, state: dict[str, object], manager: tf.train.CheckpointManager,
+             recipe: Recipe, out_dir: Path, data_saved: bool) -> tuple[int, bool]:
     """Restores the newest readable checkpoint of the same recipe (only ``steps`` may grow), falling back to
-    older ones when the newest is damaged; returns its step (0 when none could be read)."""
+    older ones when the newest is damaged; returns its step and whether the input position came back too.
+
+    The input position is restored apart when it cannot be (another device count makes another kind of
+    iterator): the caller then reshuffles. When no checkpoint can be read at all, the run stops rather than
+    go on from step 0 with whatever a failed restore had already loaded."""
     _check_recipe(recipe, out_dir)
+    restorers = [(checkpoint, data_saved)] + ([(tf.train.Checkpoint(**state), False)] if data_saved else [])
     for path in reversed(manager.checkpoints):
-        try:
-            checkpoint.restore(path).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as err:
-            log.warning("checkpoint %s cannot be read (%s); trying the one before it",
-                        path, str(err).splitlines()[0][:200])
-            continue
-        step = int(checkpoint.step)
-        if step > recipe.train.steps:
-            raise ValueError(f"{path} is at step {step}, past the {recipe.train.steps} steps asked for")
-        log.info("resumed from %s at step %d", path, step)
-        return step
-    log.warning("%s: no checkpoint could be read; starting from step 0", manager.directory)
-    return 0
+        for restorer, data_restored in restorers:
+            try:
+                restorer.restore(path).expect_partial().assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError) as err:
+                log.warning("checkpoint %s cannot be read%s (%s)", path, "" if restorer is checkpoint else
+                            " even without the input position", str(err).splitlines()[0][:200])
+                continue
+            step = int(checkpoint.step)
+            if step > recipe.train.steps:
+                raise ValueError(f"{path} is at step {step}, past the {recipe.train.steps} steps asked for")
+            log.info("resumed from %s at step %d", path, step)
+            return step, data_restored
+    raise ValueError(f"{manager.directory}: none of its checkpoints could be read (see the warnings above); "
+                     "train into another folder, or pass --no-resume to start over")
 
 
 def _train_dirs(train_dirs: Path | Sequence[Path]) -> list[Path]:
@@ -223,10 +229,15 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
         data_saved = True
     except ValueError:  # MultiWorkerMirroredStrategy's iterators cannot be
         checkpoint, data_saved = tf.train.Checkpoint(**state), False
-    manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(out_dir, backend),
-                                         max_to_keep=cfg.keep_checkpoints)
-    step = _restore(checkpoint, manager, recipe, out_dir) if resume and manager.checkpoints else 0
-    if step and not data_saved:
+    checkpoint_dir = _checkpoint_dir(out_dir, backend)
+    if not resume and checkpoint_dir.is_dir():
+        # Kept, a later resume (recipe.json is this run's now) would take the earlier run's weights for its own.
+        log.warning("%s: --no-resume: removing the checkpoints of the earlier run", checkpoint_dir)
+        shutil.rmtree(checkpoint_dir)
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints)
+    step, data_restored = (_restore(checkpoint, state, manager, recipe, out_dir, data_saved) if manager.checkpoints
+                           else (0, False))
+    if step and not data_restored:
         log.info("the input position is not in the checkpoint: reshuffling with seed %d", cfg.seed + step)
         iterator = iter(_dataset(backend, train_dirs, recipe, global_batch, seed=cfg.seed + step))
     if backend.is_chief:

@@ -70,8 +70,10 @@ lint: setup
 manifests-validate: setup
 	$(BIN)/python -m tools.validate_manifests
 
-lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.lock
+# Written to a temporary file first: a failing pip must not leave an empty lock behind.
+lock: setup
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
 
 # The commit goes into the image (CRNN_GIT_COMMIT), as there is no .git inside; "-dirty", as crnn/lineage.py
 # writes it, when tracked files differ from it, since the image then holds code no commit has.
@@ -82,8 +84,9 @@ define newline
 
 endef
 
+# ASCEND_BASE: the CANN TensorFlow image the ascend image builds on (see images/Dockerfile.ascend).
 images:
-	$(foreach t,$(TARGETS),docker build -f images/Dockerfile.$(t) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/$(t):$(TAG) .$(newline))
+	$(foreach t,$(TARGETS),docker build -f images/Dockerfile.$(t) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(and $(ASCEND_BASE),$(filter ascend,$(t))),--build-arg ASCEND_BASE=$(ASCEND_BASE) )-t $(REGISTRY)/$(t):$(TAG) .$(newline))
 
 images-lint: setup
 	$(BIN)/hadolint --failure-threshold style $(foreach t,$(TARGETS),images/Dockerfile.$(t))

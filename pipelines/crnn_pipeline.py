@@ -129,8 +129,9 @@ def _on_cluster(target: Target, nodes: int, download_task: dsl.PipelineTask, con
         kubernetes.use_secret_as_env(task, MLFLOW_CLIENT_SECRET, optional=True, secret_key_to_env={
             "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
             "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
+    # The endpoint and region too, when the Secret has them: an s3:// mirror may be a MinIO, not AWS.
     kubernetes.use_secret_as_env(download_task, S3_SECRET, optional=True, secret_key_to_env={
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+        key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")})
     for task in (download_task, convert_task, merge_task):
         task.set_caching_options(True)
     kubernetes.mount_pvc(download_task, DATASETS_PVC, DATASETS_MOUNT)  # a file:// mirror may live there

@@ -82,7 +82,9 @@ def test_secrets_pvc_retries_caching_and_the_exit_handler(compiled):
         assert {e["envVar"] for e in secrets["mlflow-client"]["keyToEnv"]} == {
             "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, executor
     s3 = {s["secretName"]: s for s in k8s["exec-download"]["secretAsEnv"]}["crnn-s3"]
-    assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                     "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"}  # MinIO mirrors
+    assert s3["optional"] is True  # keys the Secret lacks are left unset
     assert k8s["exec-download"]["pvcMount"][0]["mountPath"] == "/mnt/datasets"
 
     tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]

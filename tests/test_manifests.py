@@ -109,17 +109,21 @@ def test_openapi_conversion_keeps_int_or_string_nullable_and_preserved_objects_o
     assert schema["properties"]["map"]["additionalProperties"]["additionalProperties"] is False
 
 
-def test_rbac_grants_exactly_what_the_training_component_needs(rendered):
+def test_rbac_grants_exactly_what_kfp_tasks_and_the_training_component_need(rendered):
     for objects in rendered.values():
         rules = _find(objects, "Role", "crnn-pipeline")["rules"]
-        granted = {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
-                   for resource in rule["resources"] for verb in rule["verbs"]}
+        granted = {(group, resource, verb, tuple(rule.get("resourceNames", ()))) for rule in rules
+                   for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
         job_verbs = {"create", "get", "list", "watch", "delete"}
-        assert granted == {("kubeflow.org", "tfjobs", v) for v in job_verbs} \
-            | {("mindxdl.gitee.com", "ascendjobs", v) for v in job_verbs} \
-            | {("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")} \
-            | {("", "events", v) for v in ("list", "watch")}
-        assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in rules)  # no resourceNames etc.
+        assert granted == {("kubeflow.org", "tfjobs", v, ()) for v in job_verbs} \
+            | {("mindxdl.gitee.com", "ascendjobs", v, ()) for v in job_verbs} \
+            | {("", "pods", v, ()) for v in ("get", "list", "watch")} | {("", "pods/log", "get", ())} \
+            | {("", "events", v, ()) for v in ("list", "watch")} \
+            | {("", "configmaps", v, ()) for v in ("get", "list", "watch")} \
+            | {("", "secrets", "get", ("mlpipeline-minio-artifact",))} \
+            | {("argoproj.io", "workflowtaskresults", v, ()) for v in ("create", "patch")}
+        # KFP's driver and launcher read the artifact store's Secret: that one only, by name.
+        assert all(set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"} for rule in rules)
         binding = _find(objects, "RoleBinding", "crnn-pipeline")
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "crnn-pipeline"}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "crnn-pipeline", "namespace": NAMESPACE}]

@@ -7,15 +7,17 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def convert(raw: Input[Dataset], data: Output[Dataset], val_set: str, benchmarks: list, shard_size: int,
-            tracking_uri: str, experiment: str, job_id: str):
-    """The validation split and the benchmarks -> TFRecord shards and manifest.json under data/<key>/."""
+def convert(raw: Input[Dataset], data: Output[Dataset], val_set: str, benchmarks: list, shard_size: int):
+    """The validation split and the benchmarks -> TFRecord shards and manifest.json under data/<key>/ (cached:
+    its values are recorded beside them)."""
+    from pathlib import Path
+
     from crnn import steps
-    from crnn.tracking import Tracking
+    from crnn.tracking import STEP_RECORD, Tracking
 
     needed = sorted({*benchmarks, *([val_set] if val_set else [])})
     manifests = steps.convert(raw.path, data.path, needed, shard_size,
-                              tracking=Tracking.for_pipeline(tracking_uri, experiment, job_id))
+                              tracking=Tracking(record_to=Path(data.path) / STEP_RECORD))
     data.metadata["num_samples"] = {key: m["num_samples"] for key, m in manifests.items()}
 
 
@@ -38,11 +40,14 @@ def convert_slice(raw: Input[Dataset], part: Output[Dataset], ranges: dict, shar
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def merge_slices(raw: Input[Dataset], parts: Input[list[Dataset]], train_data: Output[Dataset], train_sets: list,
-                 shard_size: int, tracking_uri: str, experiment: str, job_id: str):
-    """The slices' shards gathered under train_data/<key>/ with each split's manifest."""
+                 shard_size: int):
+    """The slices' shards gathered under train_data/<key>/ with each split's manifest (cached: its values are
+    recorded beside them)."""
+    from pathlib import Path
+
     from crnn import steps
-    from crnn.tracking import Tracking
+    from crnn.tracking import STEP_RECORD, Tracking
 
     manifests = steps.merge_converted(raw.path, [p.path for p in parts], train_data.path, train_sets, shard_size,
-                                      tracking=Tracking.for_pipeline(tracking_uri, experiment, job_id))
+                                      tracking=Tracking(record_to=Path(train_data.path) / STEP_RECORD))
     train_data.metadata["num_samples"] = {key: m["num_samples"] for key, m in manifests.items()}

@@ -1,6 +1,8 @@
-"""The pipeline run's MLflow parent run: opened first, closed by the exit handler whatever happened."""
+"""The pipeline run's MLflow parent run: opened first, closed by the exit handler whatever happened; and the
+cached data steps' records logged under it."""
 
 from kfp import dsl
+from kfp.dsl import Dataset, Input
 
 from components import BASE_IMAGE
 
@@ -26,3 +28,13 @@ def finish_run(tracking_uri: str, experiment: str, job_id: str, status: dsl.Pipe
     uri = resolve_tracking_uri(tracking_uri)
     if uri:
         end_pipeline_run(uri, job_id, "FINISHED" if status.state == "SUCCEEDED" else "FAILED", experiment)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def log_data_steps(raw: Input[Dataset], data: Input[Dataset], train_data: Input[Dataset], tracking_uri: str,
+                   experiment: str, job_id: str):
+    """Logs the data steps' records (download, convert, merge) as child runs of this pipeline run's parent,
+    whether they ran now or came from KFP's cache (tagged ``crnn.cached``): never cached itself."""
+    from crnn.tracking import Tracking, log_step_records
+
+    log_step_records([raw.path, data.path, train_data.path], Tracking.for_pipeline(tracking_uri, experiment, job_id))

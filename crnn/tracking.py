@@ -3,16 +3,23 @@
 Steps receive a ``StepRun``. With no tracking URI it records nothing, so every step also runs on its own
 (from the CLI or a test) without a server; with one, it is a child of the pipeline's parent run and logs the
 step's wall time as ``step_time_s`` when it ends.
+
+The pipeline's data steps (download, convert, merge) are cached by KFP, so they must not take the run's id:
+it would make every run's cache key new. They record their values into a file beside their output instead
+(``Tracking(record_to=...)``, ``STEP_RECORD``), which travels with the output, from the cache too; a task that
+runs every time logs those records as child runs (``log_step_records``), each tagged ``crnn.cached`` when it
+was made before this pipeline run began.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,8 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 STEP_TAG = "crnn.step"
 PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
+CACHED_TAG = "crnn.cached"
+STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
 _MAX_PARAM_LENGTH = 6000
 _RETRY_SECONDS = 2.0  # between attempts while the tracking server is away
@@ -189,6 +198,7 @@ class Tracking:
     parent_run_id: str | None = None
     pipeline_run_id: str | None = None
     experiment: str = DEFAULT_EXPERIMENT
+    record_to: Path | None = None  # record the step's values into this file rather than log them
 
     @classmethod
     def for_pipeline(cls, tracking_uri: str, experiment: str, job_id: str) -> Tracking:
@@ -207,14 +217,47 @@ class Tracking:
         return uri, parent
 
 
+class RecordingRun(StepRun):
+    """A step's values kept for ``STEP_RECORD`` instead of sent: the latest value of each metric."""
+
+    def __init__(self):
+        super().__init__()
+        self.params: dict[str, str] = {}
+        self.metrics: dict[str, float] = {}
+        self.tags: dict[str, str] = {}
+
+    def _post(self, batch: Batch) -> None:
+        self.params.update(batch.params)
+        self.tags.update(batch.tags)
+        self.metrics.update((key, value) for key, value, _, _ in batch.metrics)
+
+
 @contextlib.contextmanager
-def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None = None) -> Iterator[StepRun]:
-    """A child run named ``step`` under the parent run (or a top-level run without one).
+def _recorded(step: str, record_to: Path) -> Iterator[StepRun]:
+    """The step's values and wall time written to ``record_to`` when it succeeds (a failed step has no output)."""
+    from crnn.data.files import write_json
+
+    run, started = RecordingRun(), time.monotonic()
+    yield run
+    write_json(record_to, {"step": step, "params": run.params, "metrics": run.metrics, "tags": run.tags,
+                           "step_time_s": time.monotonic() - started, "finished_at": time.time()})
+
+
+@contextlib.contextmanager
+def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None = None,
+             timed: bool = True) -> Iterator[StepRun]:
+    """A child run named ``step`` under the parent run (or a top-level run without one); with
+    ``tracking.record_to``, a record of its values in that file instead.
 
     Its values travel through an outbox: an unreachable server delays them (the step goes on) and, if it is
     still away when the step ends, they are spooled under ``spool_dir`` (default: the temporary folder).
+    ``timed``: log the step's wall time as ``step_time_s`` at its end.
     """
     tracking = tracking or Tracking()
+    if tracking.record_to is not None:
+        with _recorded(step, tracking.record_to) as run:
+            yield run
+        return
     tracking_uri, parent_run_id = tracking.resolved()
     if not tracking_uri:
         yield StepRun()
@@ -229,11 +272,39 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
         yield run
         status = "FINISHED"
     finally:
-        run.log_metrics({"step_time_s": time.monotonic() - started})
+        if timed:
+            run.log_metrics({"step_time_s": time.monotonic() - started})
         run.outbox.put(Batch(status=status, end_time=int(time.time() * 1000)))
         report = run.outbox.close(_flush_seconds())
         run.outbox = None
         _report_delays(run, report)
+
+
+def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
+    """Logs the ``STEP_RECORD`` of each of ``folders`` (outputs of recorded steps) as a child run of
+    ``tracking``'s parent, with the step's own wall time; returns the steps logged."""
+    import json
+
+    tracking_uri, parent_run_id = tracking.resolved()
+    if not tracking_uri:
+        return []
+    began = _client(tracking_uri).get_run(parent_run_id).info.start_time / 1000 if parent_run_id else None
+    steps = []
+    for folder in folders:
+        path = Path(folder) / STEP_RECORD
+        if not path.is_file():
+            log.warning("%s: no step record; its step is not logged", folder)
+            continue
+        record = json.loads(path.read_text())
+        cached = began is not None and record["finished_at"] < began
+        with step_run(record["step"], dataclasses.replace(tracking, parent_run_id=parent_run_id),
+                      timed=False) as run:
+            run.log_params(record["params"])
+            run.log_metrics({**record["metrics"], "step_time_s": record["step_time_s"]})
+            run.set_tags({**record["tags"], CACHED_TAG: str(cached).lower(),
+                          "crnn.finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["finished_at"]))})
+        steps.append(record["step"])
+    return steps
 
 
 def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, experiment: str) -> str:

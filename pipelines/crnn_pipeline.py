@@ -10,7 +10,7 @@ from components.convert import convert, convert_slice, merge_slices, plan_slices
 from components.download import download
 from components.evaluate import evaluate
 from components.register import register
-from components.run_tracking import finish_run, start_run
+from components.run_tracking import finish_run, log_data_steps, start_run
 from components.train import train
 from components.train_job import train_job
 from crnn.cluster.targets import (
@@ -81,19 +81,22 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
         with dsl.ExitHandler(finish):
             parent = start_run(run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                artifact_location=artifact_location, **mlflow).set_caching_options(False)
-            # Downloads fail for passing reasons (a mirror restarting): retried; download and convert are cached.
+            # Downloads fail for passing reasons (a mirror restarting): retried. Download and conversion are
+            # cached, so they take nothing that differs between runs (not the job id): they record their values
+            # beside their outputs, and log_data_steps, never cached, logs those under this run.
             raw = download(datasets=datasets, mirror=mirror, seed=seed, train_size=train_size, val_size=val_size,
-                           test_size=test_size, **mlflow).after(parent).set_retry(3, backoff_duration="30s",
-                                                                                   backoff_factor=2)
-            data = convert(raw=raw.outputs["raw"], val_set=val_set, benchmarks=benchmarks, shard_size=shard_size,
-                           **mlflow)
+                           test_size=test_size).after(parent).set_retry(3, backoff_duration="30s", backoff_factor=2)
+            data = convert(raw=raw.outputs["raw"], val_set=val_set, benchmarks=benchmarks, shard_size=shard_size)
             # The training sets are large: their shards are converted by `convert_slices` tasks, then merged.
             plan = plan_slices(raw=raw.outputs["raw"], train_sets=train_sets, shard_size=shard_size,
                                slices=convert_slices)
             with dsl.ParallelFor(plan.output) as ranges:
                 part = convert_slice(raw=raw.outputs["raw"], ranges=ranges, shard_size=shard_size)
             train_data = merge_slices(raw=raw.outputs["raw"], parts=dsl.Collected(part.outputs["part"]),
-                                      train_sets=train_sets, shard_size=shard_size, **mlflow)
+                                      train_sets=train_sets, shard_size=shard_size)
+            data_steps = log_data_steps(raw=raw.outputs["raw"], data=data.outputs["data"],
+                                        train_data=train_data.outputs["train_data"], **mlflow
+                                        ).after(parent).set_caching_options(False)
             # Only download and conversion may come from the cache: the later steps must log under this run.
             model = _train_task(target, nodes, image(target.image, registry, tag), namespace,
                                 train_data=train_data.outputs["train_data"], data=data.outputs["data"],
@@ -107,7 +110,7 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
                                   **mlflow).set_caching_options(False)
             if target.on_cluster:
                 _on_cluster(target, nodes, raw, data, train_data, model,
-                            tracked=[parent, raw, data, train_data, model, scores, registered, finish])
+                            tracked=[parent, data_steps, model, scores, registered, finish])
 
     return crnn_pipeline
 

@@ -75,8 +75,8 @@ def test_gpu_trains_on_8_gpus_and_other_tasks_stay_on_cpu_images(compiled):
 def test_secrets_pvc_retries_caching_and_the_exit_handler(compiled):
     spec, platform = compiled["cpu.yaml"]
     k8s = _platform(platform)
-    tracked = {"exec-start-run", "exec-download", "exec-convert", "exec-merge-slices", "exec-train", "exec-evaluate",
-               "exec-register", "exec-finish-run"}
+    tracked = {"exec-start-run", "exec-log-data-steps", "exec-train", "exec-evaluate", "exec-register",
+               "exec-finish-run"}
     for executor in tracked:
         secrets = {s["secretName"]: s for s in k8s[executor]["secretAsEnv"]}
         assert {e["envVar"] for e in secrets["mlflow-client"]["keyToEnv"]} == {
@@ -91,6 +91,12 @@ def test_secrets_pvc_retries_caching_and_the_exit_handler(compiled):
     assert tasks["download"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["download"]["cachingOptions"]["enableCache"] is True
     assert tasks["convert"]["cachingOptions"]["enableCache"] is True
+    assert tasks["merge-slices"]["cachingOptions"]["enableCache"] is True
+    # A cache key is made of the inputs: a cached task must take nothing that differs between runs.
+    for name in ("download", "convert", "plan-slices", "merge-slices"):
+        assert "{{$.pipeline_job_uuid}}" not in str(tasks[name]["inputs"]), name
+    assert "{{$.pipeline_job_uuid}}" in str(tasks["log-data-steps"]["inputs"])
+    assert tasks["log-data-steps"]["cachingOptions"] == {}
     assert tasks["train"]["cachingOptions"] == {}  # caching off: it must log under this run
     finish = spec["root"]["dag"]["tasks"]["finish-run"]
     assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"

@@ -29,8 +29,7 @@ def local_runner(tmp_path, monkeypatch):
 
 
 def test_download_fetches_verifies_and_extracts():
-    task = download(datasets=["synthetic"], mirror="", seed=5, train_size=12, val_size=4, test_size=5,
-                    **NO_TRACKING)
+    task = download(datasets=["synthetic"], mirror="", seed=5, train_size=12, val_size=4, test_size=5)
     raw = task.outputs["raw"]
     listing = json.loads(Path(raw.path, "datasets.json").read_text())
     assert [d["name"] for d in listing["datasets"]] == ["mjsynth", "IIIT5K", "SVT", "IC13"]
@@ -38,14 +37,16 @@ def test_download_fetches_verifies_and_extracts():
     assert all(f["url"].startswith("file://") and len(f["sha256"]) == 64 for f in files)
     assert (Path(raw.path) / "IC13" / "Challenge2_Test_Task3_Images" / "gt.txt").is_file()
     assert raw.metadata["datasets"] == ["mjsynth", "IIIT5K", "SVT", "IC13"]
+    record = json.loads(Path(raw.path, ".crnn-step.json").read_text())  # for log_data_steps to log
+    assert record["step"] == "download" and record["params"]["datasets"] == "synthetic" and record["step_time_s"] > 0
 
 
 def test_convert_writes_shards_and_manifests(raw_dir):
     @dsl.pipeline
     def convert_only() -> Dataset:
         raw = dsl.importer(artifact_uri=str(raw_dir), artifact_class=Dataset)
-        return convert(raw=raw.output, val_set="mjsynth/val", benchmarks=["IC13/test"], shard_size=10,
-                       **NO_TRACKING).outputs["data"]
+        return convert(raw=raw.output, val_set="mjsynth/val", benchmarks=["IC13/test"],
+                       shard_size=10).outputs["data"]
 
     data = convert_only().output
     manifest = json.loads(Path(data.path, "mjsynth/val/manifest.json").read_text())
@@ -114,7 +115,7 @@ def test_fanned_out_conversion_equals_one_machine(raw_dir, tmp_path):
         with dsl.ParallelFor(plan.output) as ranges:
             part = convert_slice(raw=raw.output, ranges=ranges, shard_size=10)
         return merge_slices(raw=raw.output, parts=dsl.Collected(part.outputs["part"]), train_sets=["mjsynth/train"],
-                            shard_size=10, **NO_TRACKING).outputs["train_data"]
+                            shard_size=10).outputs["train_data"]
 
     merged = Path(fan_out().output.path) / "mjsynth" / "train"
     convert_all(raw_dir, tmp_path / "single", shard_size=10, only=["mjsynth/train"])

@@ -39,6 +39,41 @@ def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, train
     assert model_version.tags["origin"] == "test"
 
 
+def test_a_recorded_data_step_is_logged_later_as_a_child_run_cached_or_not(sqlite_tracking, raw_dir, tmp_path):
+    """Cached pipeline tasks record their values beside their output; the task that runs every time logs them,
+    tagging a record made before the pipeline run began as cached."""
+    import json
+    import time
+
+    from crnn.tracking import STEP_RECORD, log_step_records, step_run
+
+    earlier = tmp_path / "earlier"
+    with step_run("download", Tracking(record_to=earlier / STEP_RECORD)) as run:
+        run.log_params({"datasets": "synthetic"})
+        run.log_metrics({"files": 3})
+        run.log_metrics({"files": 4})
+    time.sleep(0.01)
+    parent_id = start_pipeline_run(sqlite_tracking, "unit", pipeline_run_id="job-2")
+    now = tmp_path / "now"
+    steps.convert(raw_dir, now, ["IC13/test"], tracking=Tracking(record_to=now / STEP_RECORD))
+    record = json.loads((now / STEP_RECORD).read_text())
+    assert record["step"] == "convert" and record["metrics"]["samples/IC13/test"] > 0
+
+    logged = log_step_records([earlier, now, tmp_path / "none"], Tracking(sqlite_tracking, pipeline_run_id="job-2"))
+    assert logged == ["download", "convert"]
+    client = MlflowClient(sqlite_tracking)
+    children = {run.info.run_name: run for run in client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
+    assert set(children) == {"download", "convert"}
+    download, convert = children["download"], children["convert"]
+    assert download.data.tags["crnn.cached"] == "true" and convert.data.tags["crnn.cached"] == "false"
+    assert download.data.params["datasets"] == "synthetic" and download.data.metrics["files"] == 4
+    assert convert.data.metrics["step_time_s"] == pytest.approx(record["step_time_s"])
+    assert [m.value for m in client.get_metric_history(convert.info.run_id, "step_time_s")] == [
+        pytest.approx(record["step_time_s"])]  # the step's own time, not the logging task's
+    assert all(run.info.status == "FINISHED" for run in children.values())
+
+
 def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, trained_dir, converted_dir, raw_dir,
                                                           tmp_path):
     import cv2

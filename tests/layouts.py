@@ -5,6 +5,8 @@ Every builder returns (index path, images folder or None, expected good labels, 
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +15,17 @@ import numpy as np
 import scipy.io
 
 from crnn.data.render import render_word
+
+
+def tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:
+    """A tar archive of regular files (``mode`` "w:gz" to compress it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def word_png(text: str, seed: int = 0) -> bytes:

@@ -7,6 +7,7 @@ import pytest
 
 from crnn.data.extract import UnsafeArchiveError, extract
 from crnn.data.fetch import ChecksumError, fetch
+from tests.layouts import tar_bytes
 
 
 def _sha256(data: bytes) -> str:
@@ -49,11 +50,7 @@ def test_missing_source_and_unknown_scheme(tmp_path):
 
 def _tar(tmp_path, members: dict[str, bytes], name="a.tar.gz"):
     path = tmp_path / name
-    with tarfile.open(path, "w:gz") as tar:
-        for member, data in members.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(tar_bytes(members, "w:gz"))
     return path
 
 
@@ -136,21 +133,11 @@ def test_truncated_tar_keeps_what_came_before(tmp_path):
     assert all((tmp_path / "target" / name).read_bytes() == members[name] for name in kept)
 
 
-def _plain_tar(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for member, data in members.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("damage", ["cut at a member boundary", "cut inside a header", "a header byte flipped"])
 def test_a_tar_cut_or_damaged_at_a_header_is_counted_not_taken_for_its_end(tmp_path, damage):
     # tarfile itself ends its iteration quietly at such a header, as at the end-of-archive block.
     members = {f"m{i}.bin": bytes([i]) * 1000 for i in range(6)}
-    data = _plain_tar(members)
+    data = tar_bytes(members)
     boundary = 3 * (512 + 1024)  # each member: a header block and two data blocks
     damaged = {"cut at a member boundary": data[:boundary], "cut inside a header": data[:boundary + 100],
                "a header byte flipped": data[:boundary + 10] + b"\xff" + data[boundary + 11:]}[damage]
@@ -165,7 +152,7 @@ def test_a_tar_whose_last_member_is_a_zip_is_extracted_as_a_tar(tmp_path):
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as zf:
         zf.writestr("README.txt", "docs")
-    (tmp_path / "a.tar").write_bytes(_plain_tar({"gt.txt": b"word_1.png, \"a\"\n", "docs.zip": inner.getvalue()}))
+    (tmp_path / "a.tar").write_bytes(tar_bytes({"gt.txt": b"word_1.png, \"a\"\n", "docs.zip": inner.getvalue()}))
     assert zipfile.is_zipfile(tmp_path / "a.tar")  # why the kind is told by the first bytes
     assert extract(tmp_path / "a.tar", tmp_path / "target") == {}
     assert sorted(p.name for p in (tmp_path / "target").iterdir()) == ["docs.zip", "gt.txt"]

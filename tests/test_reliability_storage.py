@@ -8,7 +8,6 @@ Each case records what it observed: the proxy's counts, the bytes verified, the 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -70,17 +68,11 @@ def _bucket(moto_url: str, name: str):
 
 def _archive() -> bytes:
     """An SVTP-format tar.gz of about 200 KB (a word image and incompressible padding)."""
-    from tests.layouts import word_png
+    from tests.layouts import tar_bytes, word_png
 
-    buffer = io.BytesIO()
     members = {"svtp/gt.txt": b"1.png WYNDHAM\n", "svtp/1.png": word_png("WYNDHAM"),
                "svtp/padding.bin": random.Random(8).randbytes(200_000)}
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return tar_bytes(members, "w:gz")
 
 
 def _counts(proxy: FaultProxy) -> str:

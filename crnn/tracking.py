@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -33,6 +34,7 @@ PARENT_TAG = "mlflow.parentRunId"
 STEP_TAG = "crnn.step"
 PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
 CACHED_TAG = "crnn.cached"
+FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
 _MAX_PARAM_LENGTH = 6000
@@ -283,8 +285,6 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
 def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
     """Logs the ``STEP_RECORD`` of each of ``folders`` (outputs of recorded steps) as a child run of
     ``tracking``'s parent, with the step's own wall time; returns the steps logged."""
-    import json
-
     tracking_uri, parent_run_id = tracking.resolved()
     if not tracking_uri:
         return []
@@ -302,7 +302,7 @@ def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
             run.log_params(record["params"])
             run.log_metrics({**record["metrics"], "step_time_s": record["step_time_s"]})
             run.set_tags({**record["tags"], CACHED_TAG: str(cached).lower(),
-                          "crnn.finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["finished_at"]))})
+                          FINISHED_AT_TAG: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["finished_at"]))})
         steps.append(record["step"])
     return steps
 

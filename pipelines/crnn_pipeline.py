@@ -95,8 +95,8 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
             train_data = merge_slices(raw=raw.outputs["raw"], parts=dsl.Collected(part.outputs["part"]),
                                       train_sets=train_sets, shard_size=shard_size)
             data_steps = log_data_steps(raw=raw.outputs["raw"], data=data.outputs["data"],
-                                        train_data=train_data.outputs["train_data"], **mlflow
-                                        ).after(parent).set_caching_options(False)
+                                        train_data=train_data.outputs["train_data"],
+                                        **mlflow).set_caching_options(False)
             # Only download and conversion may come from the cache: the later steps must log under this run.
             model = _train_task(target, nodes, image(target.image, registry, tag), namespace,
                                 train_data=train_data.outputs["train_data"], data=data.outputs["data"],

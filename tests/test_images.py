@@ -375,6 +375,12 @@ def test_make_images_builds_every_target_with_its_tag():
         assert re.fullmatch(pattern, line), line
 
 
+def test_ascend_base_goes_to_the_ascend_build_only():
+    lines = _make_images("ASCEND_BASE=base.example/cann-tf:py311")
+    assert [("--build-arg ASCEND_BASE=base.example/cann-tf:py311" in line) for line in lines] == [
+        target == "ascend" for target in TARGETS]
+
+
 def test_default_image_names_are_the_ones_the_code_uses():
     tags = [line.split(" -t ")[1].split()[0] for line in _make_images()]
     assert tags == [image(t) for t in TARGETS]

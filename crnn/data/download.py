@@ -49,16 +49,17 @@ def download_entry(entry: DatasetEntry, out_dir: Path, mirror: str | None = None
     # Archives first: one extracted into the dataset's own folder replaces that folder.
     for file in sorted(entry.files, key=lambda f: (not f.is_archive, f.into)):
         url = _source_url(entry, file, mirror, source)
+        verified = bool(file.sha256 or file.md5)
         if not file.confirmed and not (mirror or source):
             log.warning("%s: %s is not a confirmed address; if it fails, use --mirror", entry.name, redact(url))
-        if not (file.sha256 or file.md5):
+        if not verified:
             log.warning("%s: %s has no published checksum; only damage found when extracting it is noticed",
                         entry.name, file.name)
         local = fetch(url, out_dir / ARCHIVES_DIR / entry.name / file.name, sha256=file.sha256, md5=file.md5)
         # fetch has just checked a published sha256; only the others need hashing (archives run to gigabytes).
         digest = file.sha256.lower() if file.sha256 else sha256_of(local)
         files.append({"name": file.name, "url": redact(url), "sha256": digest, "into": file.into,
-                      "archive": file.is_archive, "verified": bool(file.sha256 or file.md5)})
+                      "archive": file.is_archive, "verified": verified})
     marker = target / MARKER
     digests = {file["name"]: file["sha256"] for file in files}
     if marker.is_file() and json.loads(marker.read_text()) == digests:

@@ -139,8 +139,9 @@ def _restore(checkpoint: tf.train.Checkpoint, state: dict[str, object], manager:
             try:
                 restorer.restore(path).expect_partial().assert_existing_objects_matched()
             except (tf.errors.OpError, ValueError, AssertionError) as err:
-                log.warning("checkpoint %s cannot be read%s (%s)", path, "" if restorer is checkpoint else
-                            " even without the input position", str(err).splitlines()[0][:200])
+                log.warning("checkpoint %s cannot be read%s (%s)", path,
+                            " with its input position" if data_restored else "",
+                            str(err).splitlines()[0][:200])
                 continue
             step = int(checkpoint.step)
             if step > recipe.train.steps:

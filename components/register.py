@@ -6,7 +6,7 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], reports: Input[list[Artifact]], model_name: str, tracking_uri: str,
-             experiment: str, job_id: str, min_average: float = 0.0, max_drop_points: float = 1.0) -> str:
+             experiment: str, job_id: str, min_average: float = 0.9, max_drop_points: float = 1.0) -> str:
     """Registers a new version of the model with every benchmark's accuracy as ``candidate``; it becomes
     ``champion`` if it passes the gate. Returns the version."""
     from crnn import steps

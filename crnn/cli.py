@@ -13,6 +13,7 @@ from crnn.config import DEVICES, PRECISIONS, PRESETS, recipe_for
 from crnn.data.catalog import FILTERS
 from crnn.data.readers import FORMATS
 from crnn.data.synthetic import SyntheticSpec
+from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
 from crnn.train.ascend import add_launch_command
 
 SERVICE_ACCOUNT_DEFAULT = "crnn-pipeline"  # manifests/base
@@ -108,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="an exported model folder")
     p.add_argument("--report", type=Path, action="append", required=True, help="report.json (repeatable)")
     p.add_argument("--name", default="crnn")
-    p.add_argument("--min-average", type=float, default=0.0, help="gate: the least average accuracy (0-1)")
-    p.add_argument("--max-drop-points", type=float, default=1.0,
+    p.add_argument("--min-average", type=float, default=DEFAULT_MIN_AVERAGE,
+                   help="gate: the least average accuracy (0-1; default %(default)s, as the pipeline's)")
+    p.add_argument("--max-drop-points", type=float, default=DEFAULT_MAX_DROP_POINTS,
                    help="gate: how far (percentage points) a benchmark may fall below the champion's")
     p.add_argument("--pipeline-run-id", help="tag the version with this pipeline run; a retry of the same "
                    "pipeline run reuses the version it registered")

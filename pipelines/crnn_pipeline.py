@@ -28,6 +28,7 @@ from crnn.cluster.targets import target as target_by_name
 from crnn.data import splits
 from crnn.data.files import atomic_path
 from crnn.data.synthetic import SyntheticSpec
+from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
 from crnn.registry.register import DEFAULT_MODEL_NAME
 from crnn.tracking import DEFAULT_EXPERIMENT
 
@@ -65,8 +66,8 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
         steps: int = 0,
         batch_size: int = 0,
         model_name: str = DEFAULT_MODEL_NAME,
-        min_average: float = 0.9,
-        max_drop_points: float = 1.0,
+        min_average: float = DEFAULT_MIN_AVERAGE,
+        max_drop_points: float = DEFAULT_MAX_DROP_POINTS,
         namespace: str = "kubeflow",
     ):
         """``datasets``: catalog names to download (or ``synthetic``); ``train_sets``, ``val_set`` and

@@ -54,7 +54,10 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
 
     out = crnn("register", "--model", trained / "export", "--report", scores / "report.json",
                "--tracking-uri", sqlite_tracking).stdout
-    assert "registered crnn version 1" in out and "decision: promoted" in out
+    assert "registered crnn version 1" in out and "average" in out and "below the minimum 90.00 %" in out
+    out = crnn("register", "--model", trained / "export", "--report", scores / "report.json",
+               "--tracking-uri", sqlite_tracking, "--min-average", 0).stdout  # a 3-step model: no minimum
+    assert "registered crnn version 2" in out and "decision: promoted" in out
 
     # The registered champion, fetched by its URI, scores what the folder it came from scored.
     crnn("evaluate", "--model", "models:/crnn@champion", "--benchmark", f"SVT={data / 'SVT' / 'test'}",

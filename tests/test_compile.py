@@ -126,3 +126,19 @@ def test_impossible_targets_are_refused(tmp_path, capsys):
     assert main(["pipeline", "compile", "--target", "ascend", "--nodes", "2", "--out", str(tmp_path / "p")]) == 2
     assert "multi-node Ascend training is not supported yet" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_the_gate_thresholds_agree_everywhere(compiled):
+    """The pipeline, the register component and ``crnn register`` gate alike unless told otherwise. (A
+    component's defaults must be literals: its source runs alone in the container.)"""
+    from crnn.cli import _parser
+    from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
+
+    spec = compiled["cpu.yaml"][0]
+    component = spec["components"]["comp-register"]["inputDefinitions"]["parameters"]
+    pipeline = spec["root"]["inputDefinitions"]["parameters"]
+    register = _parser().parse_args(["register", "--model", "m", "--report", "r"])
+    expected = (DEFAULT_MIN_AVERAGE, DEFAULT_MAX_DROP_POINTS)
+    assert (component["min_average"]["defaultValue"], component["max_drop_points"]["defaultValue"]) == expected
+    assert (pipeline["min_average"]["defaultValue"], pipeline["max_drop_points"]["defaultValue"]) == expected
+    assert (register.min_average, register.max_drop_points) == expected

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from crnn.evaluate.report import summarise
-from crnn.registry.gate import Check, Decision, GateRule, champion_accuracies, decide
+from crnn.registry.gate import Check, Decision, GateRule, champion_accuracies, champion_data_digests, decide
 
 
 def report(**accuracies: float) -> dict:
@@ -225,3 +225,52 @@ def test_rule_defaults_and_bounds():
     assert GateRule() == GateRule(min_average=0.0, max_drop_points=1.0)
     GateRule(min_average=1.0, max_drop_points=0.0)
     GateRule(max_drop_points=math.inf)
+
+
+# --- benchmark data --------------------------------------------------------------------------------------------
+
+def on_data(decision_report: dict, **digests: str) -> dict:
+    """``decision_report`` with each named benchmark's manifest digest, as the evaluate step records it."""
+    for name, digest in digests.items():
+        decision_report["benchmarks"][name]["manifest_sha256"] = digest
+    return decision_report
+
+
+def test_a_benchmark_on_other_data_than_the_champions_fails_whatever_the_figures():
+    candidate = on_data(report(IIIT5K=0.99, SVT=0.80), IIIT5K="a" * 64, SVT="b" * 64)
+    decision = decide(candidate, GateRule(), champion={"IIIT5K": 0.78, "SVT": 0.80},
+                      champion_data={"IIIT5K": "c" * 64, "SVT": "b" * 64})
+    assert not decision.promote
+    iiit5k = check(decision, "IIIT5K")
+    assert (iiit5k.passed, iiit5k.candidate, iiit5k.reference) == (False, 0.99, None)
+    assert decision.reasons() == ["IIIT5K: 99.00 % on other data than the champion's 78.00 % "
+                                  "(manifest aaaaaaaaaaaa, the champion's cccccccccccc); no comparison"]
+    assert check(decision, "SVT").passed  # the same data: compared as usual
+    assert "gate.delta/IIIT5K" not in decision.as_metrics()
+
+
+@pytest.mark.parametrize(("candidate_digest", "champion_data"), [
+    ("a" * 64, {"IIIT5K": "a" * 64}),  # the same data
+    (None, {"IIIT5K": "a" * 64}),  # the candidate's report has no digest
+    ("a" * 64, {}),  # a champion registered before digests were recorded
+    ("a" * 64, None),
+])
+def test_benchmarks_are_compared_when_the_data_agree_or_one_side_has_no_digest(candidate_digest, champion_data):
+    candidate = report(IIIT5K=0.70)
+    if candidate_digest:
+        on_data(candidate, IIIT5K=candidate_digest)
+    decision = decide(candidate, GateRule(max_drop_points=1.0), champion={"IIIT5K": 0.80},
+                      champion_data=champion_data)
+    assert decision.reasons() == ["IIIT5K: 70.00 % is 10.00 points below the champion's 80.00 % (allowed: 1.00)"]
+
+
+def test_a_new_benchmark_on_data_the_champion_never_saw_is_still_new():
+    candidate = on_data(report(CUTE80=0.5), CUTE80="a" * 64)
+    decision = decide(candidate, GateRule(), champion={}, champion_data={"CUTE80": "b" * 64})
+    assert decision.promote and "new, no comparison" in check(decision, "CUTE80").reason
+
+
+def test_champion_data_digests_reads_the_data_tags():
+    tags = {"data.manifest_sha256/IIIT5K": "a" * 64, "data.manifest_sha256/": "x", "accuracy/IIIT5K": "0.78",
+            "data.manifest_sha256/synth/train": "b" * 64}
+    assert champion_data_digests(tags) == {"IIIT5K": "a" * 64, "synth/train": "b" * 64}

@@ -133,9 +133,10 @@ def test_a_candidate_becomes_champion_only_when_it_passes_the_gate(sqlite_tracki
     from crnn.registry.gate import GateRule
 
     export = steps.export_dir(trained_dir)
-    def report(iiit5k: float, svt: float) -> dict:
-        return {"benchmarks": {name: {"accuracy": accuracy, "correct": round(10 * accuracy), "num_samples": 10}
-                               for name, accuracy in (("IIIT5K", iiit5k), ("SVT", svt))}}
+    def report(iiit5k: float, svt: float, iiit5k_data: str = "a" * 64) -> dict:
+        return {"benchmarks": {name: {"accuracy": accuracy, "correct": round(10 * accuracy), "num_samples": 10,
+                                      "manifest_sha256": data}
+                               for name, accuracy, data in (("IIIT5K", iiit5k, iiit5k_data), ("SVT", svt, "b" * 64))}}
 
     strong, weak = report(0.9, 0.8), report(0.9, 0.7)
     rule = GateRule(min_average=0.5, max_drop_points=2.0)
@@ -153,6 +154,13 @@ def test_a_candidate_becomes_champion_only_when_it_passes_the_gate(sqlite_tracki
     _, decision = steps.register(export, [weak], Tracking(sqlite_tracking), name="gated",
                                  rule=GateRule(min_average=0.95))
     assert not decision.promote and "average" in decision.reasons()[0]
+    # Better figures on another IIIT5K (a synthetic stand-in, another release) earn nothing: not comparable.
+    _, decision = steps.register(export, [report(1.0, 0.9, iiit5k_data="c" * 64)], Tracking(sqlite_tracking),
+                                 name="gated", rule=rule)
+    assert not decision.promote
+    assert decision.reasons() == ["IIIT5K: 100.00 % on other data than the champion's 90.00 % "
+                                  "(manifest cccccccccccc, the champion's aaaaaaaaaaaa); no comparison"]
+    assert str(client.get_model_version_by_alias("gated", "champion").version) == first
 
 
 def test_a_retried_register_of_one_pipeline_run_makes_no_second_version(sqlite_tracking, trained_dir):

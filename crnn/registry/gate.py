@@ -13,6 +13,12 @@ Policy, given a :class:`GateRule`:
   "new, no comparison": there is nothing to regress from, and refusing them would block adding benchmarks.
 * **Missing benchmarks** (the champion had them, the candidate's report lacks them) fail as "not evaluated":
   otherwise dropping a benchmark from the evaluation would be a way around the regression check.
+* **Other data** (the candidate's benchmark data and the champion's differ: both carry the digest of the
+  converted split's manifest, ``manifest_sha256``, and the digests differ) fail as "evaluated on other data":
+  accuracies on two datasets say nothing about which model is better, and a synthetic stand-in scoring 99 %
+  must not displace a model measured on the real benchmark. A new data version is adopted deliberately, by
+  moving the alias by hand. When either side has no digest (a version registered before they were recorded),
+  the figures are compared.
 * **No champion yet** (``champion=None``): only the minimum applies. An empty mapping is different: a champion
   without accuracy tags, so every benchmark is new.
 
@@ -35,6 +41,9 @@ from typing import Any
 AVERAGE = "average"  # the name of the minimum check; also the champion's ``accuracy/average`` tag, not a benchmark
 EPSILON_POINTS = 1e-6  # tolerance of every comparison, in percentage points (see the module docstring)
 ACCURACY_TAG_PREFIX = "accuracy/"
+# The pipeline's, the register component's and ``crnn register``'s thresholds unless told otherwise.
+DEFAULT_MIN_AVERAGE, DEFAULT_MAX_DROP_POINTS = 0.9, 1.0
+DATA_TAG_PREFIX = "data.manifest_sha256/"  # a version's benchmark data: its converted split's manifest digest
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")  # MLflow tag and metric keys: letters, digits, _ - . / and spaces
 
@@ -112,17 +121,21 @@ class Decision:
 
 
 def decide(report: Mapping[str, Any], rule: GateRule, champion: Mapping[str, float] | None,
-           champion_version: str | None = None) -> Decision:
+           champion_version: str | None = None, champion_data: Mapping[str, str] | None = None) -> Decision:
     """Applies ``rule`` to an evaluation ``report`` against the ``champion``'s accuracies (name -> 0-1).
 
     ``report`` is :func:`crnn.evaluate.report.summarise`'s output. ``champion=None`` means there is no champion
-    yet. The champion's ``average`` entry, if any, is not a benchmark and is ignored.
+    yet. The champion's ``average`` entry, if any, is not a benchmark and is ignored. ``champion_data``: the
+    manifest digest of each benchmark the champion was evaluated on (:func:`champion_data_digests`).
     """
     checks = [_minimum_check(float(report[AVERAGE]), rule)]
     if champion is not None:
         benchmarks: Mapping[str, Mapping[str, Any]] = report["benchmarks"]
         reference = {name: value for name, value in champion.items() if name != AVERAGE}
-        checks += [_benchmark_check(name, float(entry["accuracy"]), reference.get(name), rule)
+        data = champion_data or {}
+        checks += [_other_data_check(name, float(entry["accuracy"]), entry.get("manifest_sha256"), data.get(name),
+                                     reference.get(name))
+                   or _benchmark_check(name, float(entry["accuracy"]), reference.get(name), rule)
                    for name, entry in benchmarks.items()]
         checks += [_missing_check(name, value) for name, value in reference.items() if name not in benchmarks]
     return Decision(promote=all(check.passed for check in checks), checks=tuple(checks),
@@ -142,6 +155,12 @@ def champion_accuracies(tags: Mapping[str, str], prefix: str = ACCURACY_TAG_PREF
             continue
         accuracies[name] = _parse_accuracy(key, value)
     return accuracies
+
+
+def champion_data_digests(tags: Mapping[str, str]) -> dict[str, str]:
+    """Reads a model version's ``data.manifest_sha256/<benchmark>`` tags (as ``register_model`` writes them)."""
+    return {key[len(DATA_TAG_PREFIX):]: value for key, value in tags.items()
+            if key.startswith(DATA_TAG_PREFIX) and len(key) > len(DATA_TAG_PREFIX)}
 
 
 def _parse_accuracy(key: str, value: str) -> float:
@@ -178,6 +197,17 @@ def _benchmark_check(name: str, accuracy: float, champion: float | None, rule: G
         reason = (f"{name}: {candidate:.2f} % is {drop:.2f} points below the champion's {reference:.2f} % "
                   f"(allowed: {rule.max_drop_points:.2f})")
     return Check(name, False, accuracy, champion, reason)
+
+
+def _other_data_check(name: str, accuracy: float, data: str | None, champion_data: str | None,
+                      champion: float | None) -> Check | None:
+    """A failed check when the candidate was evaluated on other data than the champion, else None. Its
+    reference is None: the champion's figure is not one to compare with."""
+    if champion is None or not data or not champion_data or data == champion_data:
+        return None
+    reason = (f"{name}: {_points(accuracy):.2f} % on other data than the champion's {_points(champion):.2f} % "
+              f"(manifest {data[:12]}, the champion's {champion_data[:12]}); no comparison")
+    return Check(name, False, accuracy, None, reason)
 
 
 def _missing_check(name: str, champion: float) -> Check:

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from crnn.lineage import read_lineage
-from crnn.registry.gate import Decision, GateRule, champion_accuracies, decide
+from crnn.registry.gate import (
+    ACCURACY_TAG_PREFIX,
+    DATA_TAG_PREFIX,
+    Decision,
+    GateRule,
+    champion_accuracies,
+    champion_data_digests,
+    decide,
+)
 from crnn.registry.lock import registry_lock
 from crnn.tracking import StepRun
 
@@ -77,10 +85,10 @@ def lineage_tags(export_dir: Path, report: Mapping[str, Any]) -> dict[str, str]:
     tags = read_lineage(export_dir)
     tags.setdefault("git_commit", "unknown")
     for bench, entry in report["benchmarks"].items():
-        tags[f"accuracy/{bench}"] = f"{entry['accuracy']:.4f}"
+        tags[f"{ACCURACY_TAG_PREFIX}{bench}"] = f"{entry['accuracy']:.4f}"
         if "manifest_sha256" in entry:
-            tags[f"data.manifest_sha256/{bench}"] = entry["manifest_sha256"]
-    tags["accuracy/average"] = f"{report['average']:.4f}"
+            tags[f"{DATA_TAG_PREFIX}{bench}"] = entry["manifest_sha256"]
+    tags[f"{ACCURACY_TAG_PREFIX}average"] = f"{report['average']:.4f}"
     return tags
 
 
@@ -105,7 +113,8 @@ def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: Gat
         except MlflowException:  # no champion yet: the minimum alone decides
             champion = None
         decision = decide(report, rule, champion_accuracies(champion.tags) if champion else None,
-                          champion.version if champion else None)
+                          champion.version if champion else None,
+                          champion_data_digests(champion.tags) if champion else None)
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision.as_tags().items():

@@ -46,25 +46,49 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_workers_on_loopback_train_together_and_agree(converted_dir, tmp_path):
+def _two_workers(data: Path, outs: list[Path], steps: int) -> list[tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of two workers on loopback training ``data`` to ``steps``, each into its
+    ``outs`` folder (the same one: a volume both mount)."""
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
     procs = []
-    for index in range(2):
+    for index, out in enumerate(outs):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         procs.append(subprocess.Popen(
-            [sys.executable, str(SCRIPTS / "multiworker_train.py"), str(converted_dir / "mjsynth" / "train"),
-             str(tmp_path), "4"],
+            [sys.executable, str(SCRIPTS / "multiworker_train.py"), str(data), str(out), str(steps)],
             env=os.environ | QUIET | {"TF_CONFIG": json.dumps(config)}, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     outputs = [proc.communicate(timeout=300) for proc in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    assert [out.splitlines()[0] for out, _ in outputs] == ["worker 0 of 2: 2 replicas", "worker 1 of 2: 2 replicas"]
-    chief, other = (np.load(tmp_path / f"weights-{i}.npz") for i in range(2))
+    return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
+
+
+def _agreeing_weights(out: Path) -> None:
+    chief, other = (np.load(out / f"weights-{i}.npz") for i in range(2))
     assert all(np.array_equal(chief[key], other[key]) for key in chief)
+
+
+def test_two_workers_on_loopback_train_together_agree_and_resume_together(converted_dir, tmp_path):
+    data = converted_dir / "mjsynth" / "train"
+    results = _two_workers(data, [tmp_path, tmp_path], 4)
+    for status, _, err in results:
+        assert status == 0, err[-3000:]
+    assert [out.splitlines()[0] for _, out, _ in results] == ["worker 0 of 2: 2 replicas", "worker 1 of 2: 2 replicas"]
+    _agreeing_weights(tmp_path)
     # Only the chief keeps checkpoints and exports; the other's scratch checkpoints are gone.
     assert (tmp_path / "checkpoints" / "ckpt-4.index").is_file() and (tmp_path / "export").is_dir()
     assert not (tmp_path / ".worker-1").exists()
+
+    # Extended, the finished run goes on from the chief's checkpoint on both workers, the other's scratch gone.
+    results = _two_workers(data, [tmp_path, tmp_path], 6)
+    for status, out, err in results:
+        assert status == 0, err[-3000:]
+        assert "resumed from" in err and "ckpt-4 at step 4" in err and "trained to step 6" in out
+    _agreeing_weights(tmp_path)
+
+    # A worker that cannot see the chief's checkpoints (no shared volume) would start over alone: both stop.
+    results = _two_workers(data, [tmp_path, tmp_path / "elsewhere"], 8)
+    assert [status for status, _, _ in results] == [1, 1]
+    assert "worker 0 resumed at step 6, the workers at 3 on average" in results[0][2]
+    assert "worker 1 resumed at step 0" in results[1][2] and "--no-resume" in results[1][2]
 
 
 def _latest_checkpoint(out: Path) -> int:

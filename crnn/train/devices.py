@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from crnn.config import DEVICES
@@ -41,6 +42,19 @@ class Backend:
     def is_chief(self) -> bool:
         """The one process that writes checkpoints, the exported model and tracking."""
         return self.worker == 0
+
+    def mean_over_processes(self, values: Sequence[float]) -> np.ndarray:
+        """The mean of each of ``values`` over every process of the run, each giving its own: a collective, so
+        every process must call it at the same point."""
+        tensor = tf.constant(values, tf.float32)
+        if self.all_reduce is not None:
+            return self.all_reduce([tensor])[0].numpy()
+        if self.workers == 1:
+            return tensor.numpy()
+        # Every replica of every worker gives its process's values: the mean over replicas is the one over workers.
+        mean = self.strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.MEAN, tensor))
+        return self.strategy.experimental_local_results(mean)[0].numpy()
 
     def input_context(self) -> tf.distribute.InputContext:
         """For a process that feeds only itself (NPU rank): which part of the data it reads."""

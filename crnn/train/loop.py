@@ -186,6 +186,31 @@ def _checkpoint_dir(out_dir: Path, backend: Backend) -> Path:
     return out_dir / CHECKPOINT_DIR if backend.is_chief else _scratch_dir(out_dir, backend) / CHECKPOINT_DIR
 
 
+def _resume_from(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, out_dir: Path,
+                 backend: Backend) -> tf.train.CheckpointManager:
+    """The checkpoints this process resumes from: the chief's, which every worker reads where ``out_dir`` is
+    one volume they all mount (its own scratch checkpoints are gone once a run finishes, and the run may then
+    be extended), else its own."""
+    if backend.is_chief:
+        return manager
+    chiefs = tf.train.CheckpointManager(checkpoint, out_dir / CHECKPOINT_DIR, max_to_keep=None)
+    return chiefs if chiefs.checkpoints else manager
+
+
+def _check_agreement(backend: Backend, step: int, out_dir: Path) -> None:
+    """Every process must go on from the same step: with different ones, their collectives would pair steps
+    that do not belong together and one would wait for the others forever. Every process learns the spread of
+    the steps, so all stop together."""
+    if backend.workers == 1:
+        return
+    mean = float(backend.mean_over_processes([step])[0])
+    spread = float(backend.mean_over_processes([abs(step - mean)])[0])
+    if spread > 0:
+        raise ValueError(f"worker {backend.worker} resumed at step {step}, the workers at {mean:g} on average: "
+                         f"every worker must read the chief's checkpoints in {out_dir / CHECKPOINT_DIR} (a volume "
+                         "they all mount), or pass --no-resume to start over")
+
+
 def _precision_plan(precision: str, device: str) -> tuple[str, bool]:
     """(the Keras dtype policy, whether the loss is scaled). On NPUs the adapter mixes precisions itself
     (``open_npu``): Keras keeps float32 and scales the loss. float16 gradients underflow without loss
@@ -220,8 +245,6 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
         optimizer = _optimizer(recipe, schedule, loss_scaling)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # host-side: not mirrored
-    if backend.broadcast is not None:
-        backend.broadcast(model.variables)  # every NPU rank starts from rank 0's weights
 
     iterator = iter(_dataset(backend, train_dirs, recipe, global_batch))
     state = {"model": model, "optimizer": optimizer, "step": step_var}
@@ -236,8 +259,12 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
         log.warning("%s: --no-resume: removing the checkpoints of the earlier run", checkpoint_dir)
         shutil.rmtree(checkpoint_dir)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints)
-    step, data_restored = (_restore(checkpoint, state, manager, recipe, out_dir, data_saved) if manager.checkpoints
+    saved = _resume_from(checkpoint, manager, out_dir, backend) if resume else manager
+    step, data_restored = (_restore(checkpoint, state, saved, recipe, out_dir, data_saved) if saved.checkpoints
                            else (0, False))
+    _check_agreement(backend, step, out_dir)
+    if backend.broadcast is not None:  # after the restore, or each NPU rank would go on with its own reading
+        backend.broadcast(model.variables + optimizer.variables)
     if step and not data_restored:
         log.info("the input position is not in the checkpoint: reshuffling with seed %d", cfg.seed + step)
         iterator = iter(_dataset(backend, train_dirs, recipe, global_batch, seed=cfg.seed + step))

@@ -85,11 +85,42 @@ def test_the_registry_lock_excludes_and_breaks_when_stale(sqlite_tracking):
     client.create_registered_model("m.gate-lock")  # left by a process that died
     started = time.monotonic()
     with registry_lock(client, "m", stale_seconds=0.2, poll_seconds=0.05):
-        assert time.monotonic() - started >= 0.1
+        assert time.monotonic() - started >= 0.2  # silent for 0.2 s as the waiter saw it
     with pytest.raises(TimeoutError, match="m.gate-lock still held"):
         client.create_registered_model("m.gate-lock")
         with registry_lock(client, "m", timeout_seconds=0.2, stale_seconds=60, poll_seconds=0.05):
             pass
+    client.delete_registered_model("m.gate-lock")
+
+
+def test_a_slow_holder_keeps_the_registry_lock_and_releases_only_its_own(sqlite_tracking):
+    """A holder that takes longer than the staleness (a tracking server answering late) renews its lock, so a
+    waiter does not break it; one whose lock was broken while it was silent learns so before moving an alias,
+    and leaves the new holder's lock in place."""
+    from crnn.registry.lock import LockLost
+
+    client = MlflowClient(sqlite_tracking)
+    order = []
+
+    def waiter() -> None:
+        with registry_lock(client, "slow", stale_seconds=0.2, poll_seconds=0.02):
+            order.append("waiter in")
+
+    with registry_lock(client, "slow", stale_seconds=0.2) as held:
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(1.0)  # five times the staleness, renewing every 0.05 s
+        held.check()
+        order.append("holder out")
+    thread.join()
+    assert order == ["holder out", "waiter in"]
+
+    with registry_lock(client, "lost", stale_seconds=60) as held:
+        client.delete_registered_model("lost.gate-lock")  # broken by a waiter that found it silent...
+        client.create_registered_model("lost.gate-lock", tags={"holder": "another:1:x"})  # ...and taken
+        with pytest.raises(LockLost, match="lost.gate-lock was broken while this process"):
+            held.check()
+    assert client.get_registered_model("lost.gate-lock").tags["holder"] == "another:1:x"
 
 
 def test_a_step_started_without_its_tracking_server_fails_at_once_and_clearly(tmp_path, reliability, monkeypatch):

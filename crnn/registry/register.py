@@ -106,7 +106,7 @@ def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: Gat
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(run.tracking_uri)
-    with registry_lock(client, name):  # one decision at a time: the champion read is the one replaced
+    with registry_lock(client, name) as held:  # one decision at a time: the champion read is the one replaced
         client.set_registered_model_alias(name, CANDIDATE, version)
         try:
             champion = client.get_model_version_by_alias(name, CHAMPION)
@@ -116,6 +116,7 @@ def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: Gat
                           champion.version if champion else None,
                           champion_data_digests(champion.tags) if champion else None)
         if decision.promote:
+            held.check()  # a holder silent long enough to lose its lock must not move the alias after all
             client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, version, key, value)

@@ -32,7 +32,7 @@ from crnn.evaluate.report import (
     write_review_files,
 )
 from crnn.model.export import EXPORT_DIR
-from crnn.registry.gate import Decision, GateRule
+from crnn.registry.gate import DEFAULT_MIN_AVERAGE, Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
 from crnn.tracking import StepRun, Tracking, step_run
 
@@ -196,11 +196,12 @@ def register(model_dir: Path, reports: Sequence[Mapping[str, Any]], tracking: Tr
              name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None,
              rule: GateRule | None = None) -> tuple[str, Decision]:
     """Registers the model with the merged accuracies as ``candidate``, promotes it to ``champion`` if it
-    passes ``rule``; the parent run gets the per-benchmark summary and the decision."""
+    passes ``rule`` (by default the pipeline's thresholds); the parent run gets the per-benchmark summary and
+    the decision."""
     report = merge_reports(reports)
     with step_run("register", tracking) as run:
         version = register_model(model_dir, report, run, name=name, tags=tags)
-        decision = gate_and_alias(name, version, report, rule or GateRule(), run)
+        decision = gate_and_alias(name, version, report, rule or GateRule(DEFAULT_MIN_AVERAGE), run)
         run.set_tags({"model_name": name, "model_version": version})
         summary = StepRun(run.parent_run_id, run.tracking_uri) if run.parent_run_id else run
         summary.log_metrics({f"accuracy/{b}": e["accuracy"] for b, e in report["benchmarks"].items()}

@@ -141,3 +141,26 @@ def test_slices_of_an_index_with_skipped_lines_merge_into_what_one_machine_write
     assert len(single["shards"]) == -(-len(lines) // 7)
     assert {"malformed_line": 1, "path_outside_root": 1, "label_not_utf8": 1}.items() <= single["skipped"].items()
     assert single["num_listed"] == single["num_samples"] + sum(single["skipped"].values()) == len(lines) - 1
+
+
+def test_the_data_digest_ignores_the_shard_layout_and_the_mirror_but_not_the_samples(tmp_path):
+    """What the gate compares: the same samples converted with another shard size or fetched from another
+    mirror are the same data; other inputs or another label policy are not."""
+    from crnn.data.shards import data_sha256, manifest_sha256
+
+    index = _mjsynth_copies(tmp_path / "in", 120)
+    inputs = {"files": {"words.tar": {"url": "https://example.org/words.tar", "sha256": "a" * 64}}}
+    mirrored = {"files": {"words.tar": {"url": "http://mirror.local/words.tar", "sha256": "a" * 64}}}
+    other = {"files": {"words.tar": {"url": "https://example.org/words.tar", "sha256": "b" * 64}}}
+    runs = {
+        "base": convert_split("mjsynth", index, tmp_path / "base", shard_size=50, inputs=inputs),
+        "resharded": convert_split("mjsynth", index, tmp_path / "resharded", shard_size=1000, inputs=inputs),
+        "mirrored": convert_split("mjsynth", index, tmp_path / "mirrored", shard_size=50, inputs=mirrored),
+        "other_input": convert_split("mjsynth", index, tmp_path / "other_input", shard_size=50, inputs=other),
+        "filtered": convert_split("mjsynth", index, tmp_path / "filtered", shard_size=50, inputs=inputs,
+                                  policy=LabelPolicy(filter="alnum_min3")),
+    }
+    digests = {name: data_sha256(manifest) for name, manifest in runs.items()}
+    assert manifest_sha256(tmp_path / "base") != manifest_sha256(tmp_path / "resharded")
+    assert digests["base"] == digests["resharded"] == digests["mirrored"]
+    assert len({digests["base"], digests["other_input"], digests["filtered"]}) == 3

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,6 +91,17 @@ def test_two_workers_on_loopback_train_together_agree_and_resume_together(conver
     assert "worker 0 resumed at step 6, the workers at 3 on average" in results[0][2]
     assert "worker 1 resumed at step 0" in results[1][2] and "--no-resume" in results[1][2]
 
+    # A worker whose checkpoints cannot be read stops, and the chief with it instead of waiting for it forever.
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "checkpoints", broken / "checkpoints")
+    for part in (broken / "checkpoints").glob("*.data-*"):
+        part.write_bytes(part.read_bytes()[:64])
+    shutil.copy(tmp_path / "recipe.json", broken / "recipe.json")
+    results = _two_workers(data, [tmp_path, broken], 8)
+    assert [status for status, _, _ in results] == [1, 1]
+    assert "worker 0: another worker could not resume from its checkpoints" in results[0][2]
+    assert "none of its checkpoints could be read" in results[1][2]
+
 
 def _latest_checkpoint(out: Path) -> int:
     """The step of the checkpoint the state file names (0 before there is one). TensorFlow writes the state
@@ -133,12 +145,13 @@ def test_sigkill_after_a_checkpoint_then_resume_loses_at_most_one_interval(conve
     assert kept == [steps - 2 * every, steps - every, steps]  # the latest keep_checkpoints (3)
 
 
-def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(converted_dir, tmp_path, caplog):
+@pytest.mark.parametrize("damage", ["zeroed", "cut"])  # a cut data file fails in TensorFlow with an IndexError
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(converted_dir, tmp_path, caplog, damage):
     caplog.set_level(logging.INFO, "crnn")
     data = converted_dir / "mjsynth" / "train"
     train_model(recipe_for("tiny", steps=4, checkpoint_every=2), data, tmp_path)
     shard = next((tmp_path / "checkpoints").glob("ckpt-4.data-*"))
-    shard.write_bytes(b"\0" * shard.stat().st_size)
+    shard.write_bytes(b"\0" * shard.stat().st_size if damage == "zeroed" else shard.read_bytes()[:64])
     result = train_model(recipe_for("tiny", steps=6, checkpoint_every=2), data, tmp_path)
     assert result.steps == 6
     assert "ckpt-4 cannot be read" in caplog.text

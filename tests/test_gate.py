@@ -232,7 +232,7 @@ def test_rule_defaults_and_bounds():
 def on_data(decision_report: dict, **digests: str) -> dict:
     """``decision_report`` with each named benchmark's manifest digest, as the evaluate step records it."""
     for name, digest in digests.items():
-        decision_report["benchmarks"][name]["manifest_sha256"] = digest
+        decision_report["benchmarks"][name]["data_sha256"] = digest
     return decision_report
 
 
@@ -244,7 +244,7 @@ def test_a_benchmark_on_other_data_than_the_champions_fails_whatever_the_figures
     iiit5k = check(decision, "IIIT5K")
     assert (iiit5k.passed, iiit5k.candidate, iiit5k.reference) == (False, 0.99, None)
     assert decision.reasons() == ["IIIT5K: 99.00 % on other data than the champion's 78.00 % "
-                                  "(manifest aaaaaaaaaaaa, the champion's cccccccccccc); no comparison"]
+                                  "(data aaaaaaaaaaaa, the champion's cccccccccccc); no comparison"]
     assert check(decision, "SVT").passed  # the same data: compared as usual
     assert "gate.delta/IIIT5K" not in decision.as_metrics()
 
@@ -271,6 +271,6 @@ def test_a_new_benchmark_on_data_the_champion_never_saw_is_still_new():
 
 
 def test_champion_data_digests_reads_the_data_tags():
-    tags = {"data.manifest_sha256/IIIT5K": "a" * 64, "data.manifest_sha256/": "x", "accuracy/IIIT5K": "0.78",
-            "data.manifest_sha256/synth/train": "b" * 64}
+    tags = {"data.sha256/IIIT5K": "a" * 64, "data.sha256/": "x", "accuracy/IIIT5K": "0.78",
+            "data.sha256/synth/train": "b" * 64}
     assert champion_data_digests(tags) == {"IIIT5K": "a" * 64, "synth/train": "b" * 64}

@@ -123,6 +123,37 @@ def test_a_slow_holder_keeps_the_registry_lock_and_releases_only_its_own(sqlite_
     assert client.get_registered_model("lost.gate-lock").tags["holder"] == "another:1:x"
 
 
+def test_the_lock_renews_through_a_passing_tracking_error(sqlite_tracking):
+    """A read that fails once (a tracking server briefly down) is retried: the holder keeps renewing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    class FlakyOnce:
+        def __init__(self, client):
+            self._client, self.fail = client, False
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def get_registered_model(self, name):
+            if self.fail:
+                self.fail = False
+                raise MlflowException("the tracking server is unavailable", error_code=TEMPORARILY_UNAVAILABLE)
+            return self._client.get_registered_model(name)
+
+    client = FlakyOnce(MlflowClient(sqlite_tracking))
+    with registry_lock(client, "flaky", stale_seconds=0.2) as held:
+        time.sleep(0.2)
+        client.fail = True
+        time.sleep(0.1)
+        assert not client.fail  # the beat met the error
+        beat = int(client.get_registered_model("flaky.gate-lock").tags["beat"])
+        time.sleep(0.3)
+        assert int(client.get_registered_model("flaky.gate-lock").tags["beat"]) > beat
+        held.check()
+    assert not client.search_registered_models("name = 'flaky.gate-lock'")
+
+
 def test_a_step_started_without_its_tracking_server_fails_at_once_and_clearly(tmp_path, reliability, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     url = f"http://127.0.0.1:{free_port()}"

@@ -135,7 +135,7 @@ def test_a_candidate_becomes_champion_only_when_it_passes_the_gate(sqlite_tracki
     export = steps.export_dir(trained_dir)
     def report(iiit5k: float, svt: float, iiit5k_data: str = "a" * 64) -> dict:
         return {"benchmarks": {name: {"accuracy": accuracy, "correct": round(10 * accuracy), "num_samples": 10,
-                                      "manifest_sha256": data}
+                                      "data_sha256": data}
                                for name, accuracy, data in (("IIIT5K", iiit5k, iiit5k_data), ("SVT", svt, "b" * 64))}}
 
     strong, weak = report(0.9, 0.8), report(0.9, 0.7)
@@ -159,7 +159,7 @@ def test_a_candidate_becomes_champion_only_when_it_passes_the_gate(sqlite_tracki
                                  name="gated", rule=rule)
     assert not decision.promote
     assert decision.reasons() == ["IIIT5K: 100.00 % on other data than the champion's 90.00 % "
-                                  "(manifest cccccccccccc, the champion's aaaaaaaaaaaa); no comparison"]
+                                  "(data cccccccccccc, the champion's aaaaaaaaaaaa); no comparison"]
     assert str(client.get_model_version_by_alias("gated", "champion").version) == first
 
 

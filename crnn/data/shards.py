@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -184,3 +185,17 @@ def read_manifest(data_dir: Path) -> dict[str, Any]:
 def manifest_sha256(data_dir: Path) -> str:
     """The data's identity for lineage: the digest of its manifest (which holds every shard's digest)."""
     return sha256_of(Path(data_dir) / MANIFEST)
+
+
+def data_sha256(manifest: dict[str, Any]) -> str:
+    """What the samples are, apart from how they were laid out and fetched: the digest of the manifest without
+    its shard files and size and without the inputs' URLs. Two conversions of the same inputs with the same
+    model input, charset and label policy agree, whatever the shard size or the mirror; the gate compares
+    accuracies only between them."""
+    content = {key: value for key, value in manifest.items() if key not in ("shards", "shard_size")}
+    inputs = dict(content.get("inputs", {}))
+    if isinstance(inputs.get("files"), dict):
+        inputs["files"] = {name: {k: v for k, v in entry.items() if k != "url"}
+                           for name, entry in inputs["files"].items()}
+    content["inputs"] = inputs
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

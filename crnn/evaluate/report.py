@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from crnn.charset import Charset
 from crnn.data.files import atomic_path, write_json
-from crnn.data.shards import manifest_sha256, read_manifest
+from crnn.data.shards import data_sha256, manifest_sha256, read_manifest
 from crnn.evaluate.errors import character_edits, format_errors, word_errors
 from crnn.evaluate.samples import render_samples
 
@@ -48,6 +48,7 @@ def benchmark_entry(result: BenchmarkResult, data_dir: Path, errors: ErrorTables
         "skipped": manifest["skipped"],
         "images_per_sec": result.images_per_sec,
         "manifest_sha256": manifest_sha256(data_dir),
+        "data_sha256": data_sha256(manifest),  # what the gate compares (``crnn.registry.gate``)
         "frequent_errors": [{"ground_truth": gt, "prediction": pred, "count": count}
                             for gt, pred, count in errors.words[:top]],
         "character_edits": [{"expected": expected, "read": read, "count": count}

@@ -13,8 +13,10 @@ Policy, given a :class:`GateRule`:
   "new, no comparison": there is nothing to regress from, and refusing them would block adding benchmarks.
 * **Missing benchmarks** (the champion had them, the candidate's report lacks them) fail as "not evaluated":
   otherwise dropping a benchmark from the evaluation would be a way around the regression check.
-* **Other data** (the candidate's benchmark data and the champion's differ: both carry the digest of the
-  converted split's manifest, ``manifest_sha256``, and the digests differ) fail as "evaluated on other data":
+* **Other data** (the candidate's benchmark data and the champion's differ: both carry the digest of what the
+  converted split holds, ``data_sha256`` (:func:`crnn.data.shards.data_sha256`: its inputs' checksums, the
+  model input, charset and label policy, the counts; not the shard size or where the inputs were fetched
+  from), and the digests differ) fail as "evaluated on other data":
   accuracies on two datasets say nothing about which model is better, and a synthetic stand-in scoring 99 %
   must not displace a model measured on the real benchmark. A new data version is adopted deliberately, by
   moving the alias by hand. When either side has no digest (a version registered before they were recorded),
@@ -43,7 +45,7 @@ EPSILON_POINTS = 1e-6  # tolerance of every comparison, in percentage points (se
 ACCURACY_TAG_PREFIX = "accuracy/"
 # The pipeline's, the register component's and ``crnn register``'s thresholds unless told otherwise.
 DEFAULT_MIN_AVERAGE, DEFAULT_MAX_DROP_POINTS = 0.9, 1.0
-DATA_TAG_PREFIX = "data.manifest_sha256/"  # a version's benchmark data: its converted split's manifest digest
+DATA_TAG_PREFIX = "data.sha256/"  # a version's benchmark data: ``data_sha256`` of its converted split
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")  # MLflow tag and metric keys: letters, digits, _ - . / and spaces
 
@@ -52,8 +54,8 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")  # MLflow tag and metric keys: l
 class GateRule:
     """The thresholds: ``min_average`` as a fraction (0-1), ``max_drop_points`` in percentage points."""
 
-    min_average: float = 0.0
-    max_drop_points: float = 1.0
+    min_average: float = 0.0  # the policy alone: no minimum; the product's default is DEFAULT_MIN_AVERAGE
+    max_drop_points: float = DEFAULT_MAX_DROP_POINTS
 
     def __post_init__(self) -> None:
         # Written as "not in range" so that NaN is refused too.
@@ -126,14 +128,14 @@ def decide(report: Mapping[str, Any], rule: GateRule, champion: Mapping[str, flo
 
     ``report`` is :func:`crnn.evaluate.report.summarise`'s output. ``champion=None`` means there is no champion
     yet. The champion's ``average`` entry, if any, is not a benchmark and is ignored. ``champion_data``: the
-    manifest digest of each benchmark the champion was evaluated on (:func:`champion_data_digests`).
+    data digest of each benchmark the champion was evaluated on (:func:`champion_data_digests`).
     """
     checks = [_minimum_check(float(report[AVERAGE]), rule)]
     if champion is not None:
         benchmarks: Mapping[str, Mapping[str, Any]] = report["benchmarks"]
         reference = {name: value for name, value in champion.items() if name != AVERAGE}
         data = champion_data or {}
-        checks += [_other_data_check(name, float(entry["accuracy"]), entry.get("manifest_sha256"), data.get(name),
+        checks += [_other_data_check(name, float(entry["accuracy"]), entry.get("data_sha256"), data.get(name),
                                      reference.get(name))
                    or _benchmark_check(name, float(entry["accuracy"]), reference.get(name), rule)
                    for name, entry in benchmarks.items()]
@@ -158,7 +160,7 @@ def champion_accuracies(tags: Mapping[str, str], prefix: str = ACCURACY_TAG_PREF
 
 
 def champion_data_digests(tags: Mapping[str, str]) -> dict[str, str]:
-    """Reads a model version's ``data.manifest_sha256/<benchmark>`` tags (as ``register_model`` writes them)."""
+    """Reads a model version's ``data.sha256/<benchmark>`` tags (as ``register_model`` writes them)."""
     return {key[len(DATA_TAG_PREFIX):]: value for key, value in tags.items()
             if key.startswith(DATA_TAG_PREFIX) and len(key) > len(DATA_TAG_PREFIX)}
 
@@ -206,7 +208,7 @@ def _other_data_check(name: str, accuracy: float, data: str | None, champion_dat
     if champion is None or not data or not champion_data or data == champion_data:
         return None
     reason = (f"{name}: {_points(accuracy):.2f} % on other data than the champion's {_points(champion):.2f} % "
-              f"(manifest {data[:12]}, the champion's {champion_data[:12]}); no comparison")
+              f"(data {data[:12]}, the champion's {champion_data[:12]}); no comparison")
     return Check(name, False, accuracy, None, reason)
 
 

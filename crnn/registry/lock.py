@@ -38,10 +38,10 @@ class Held:
         self._client, self.name, self.token = client, name, token
 
     def check(self) -> None:
-        """Raises ``LockLost`` unless the lock is still this holder's."""
+        """Raises ``LockLost`` unless the lock is still this holder's (a tracking error is raised as it is)."""
         if _holder(self._client, self.name) != self.token:
             raise LockLost(f"registry lock {self.name} was broken while this process ({self.token}) held it; "
-                           "nothing was changed, run the step again")
+                           "champion was not moved: run the step again")
 
 
 @contextlib.contextmanager
@@ -64,7 +64,8 @@ def registry_lock(client, model_name: str, timeout_seconds: float = 600, stale_s
             # it, and its holder had released it meanwhile (seen with four threads). Either way: try again.
             if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
-        watch.break_if_stale(client, name)
+        if watch.held_by(client, name) == token:  # made by a create whose answer was lost, then retried
+            break
         if time.monotonic() > deadline:
             raise TimeoutError(f"registry lock {name} still held after {timeout_seconds:.0f} s")
         time.sleep(poll_seconds)
@@ -76,9 +77,11 @@ def registry_lock(client, model_name: str, timeout_seconds: float = 600, stale_s
     finally:
         stop.set()
         beating.join()
-        if _holder(client, name) == token:  # broken and taken by another meanwhile: theirs now, left alone
-            with contextlib.suppress(MlflowException):
+        try:
+            if _holder(client, name) == token:  # broken and taken by another meanwhile: theirs now, left alone
                 client.delete_registered_model(name)
+        except MlflowException as err:  # left to go stale; a waiter breaks it once it sees no beat
+            log.warning("cannot release registry lock %s (%s); it expires unrenewed", name, err)
 
 
 def _beat(client, name: str, token: str, every: float, stop: threading.Event) -> None:
@@ -96,13 +99,21 @@ def _beat(client, name: str, token: str, every: float, stop: threading.Event) ->
             log.warning("cannot renew registry lock %s (%s); trying again", name, err)
 
 
-def _holder(client, name: str) -> str | None:
+def _tags(client, name: str) -> dict[str, str] | None:
+    """The lock's tags; None when there is no lock. Other tracking errors (an outage) are raised."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_registered_model(name).tags.get(HOLDER_TAG)
-    except MlflowException:  # released
-        return None
+        return client.get_registered_model(name).tags
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def _holder(client, name: str) -> str | None:
+    tags = _tags(client, name)
+    return None if tags is None else tags.get(HOLDER_TAG)
 
 
 class _Staleness:
@@ -113,20 +124,27 @@ class _Staleness:
         self._seen: tuple[str | None, str | None] | None = None
         self._since = time.monotonic()
 
-    def break_if_stale(self, client, name: str) -> None:
+    def held_by(self, client, name: str) -> str | None:
+        """The lock's holder, after breaking the lock if it has been silent too long (then None)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            tags = client.get_registered_model(name).tags
-        except MlflowException:  # released meanwhile
-            return
+            tags = _tags(client, name)
+        except MlflowException as err:  # an outage: wait on, the deadline still applies
+            log.warning("cannot read registry lock %s (%s)", name, err)
+            return None
+        if tags is None:  # released meanwhile
+            return None
         seen = (tags.get(HOLDER_TAG), tags.get(BEAT_TAG))
         if seen != self._seen:
             self._seen, self._since = seen, time.monotonic()
-            return
+            return seen[0]
         silent = time.monotonic() - self._since
         if silent > self._stale_seconds:
-            log.warning("breaking registry lock %s held by %s, silent for %.0f s", name, seen[0], silent)
             with contextlib.suppress(MlflowException):
-                client.delete_registered_model(name)
+                latest = _tags(client, name)  # read again just before: a beat, or another breaker, since
+                if latest is not None and (latest.get(HOLDER_TAG), latest.get(BEAT_TAG)) == seen:
+                    log.warning("breaking registry lock %s held by %s, silent for %.0f s", name, seen[0], silent)
+                    client.delete_registered_model(name)
             self._seen = None
+        return seen[0]

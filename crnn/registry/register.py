@@ -87,7 +87,9 @@ def lineage_tags(export_dir: Path, report: Mapping[str, Any]) -> dict[str, str]:
     for bench, entry in report["benchmarks"].items():
         tags[f"{ACCURACY_TAG_PREFIX}{bench}"] = f"{entry['accuracy']:.4f}"
         if "manifest_sha256" in entry:
-            tags[f"{DATA_TAG_PREFIX}{bench}"] = entry["manifest_sha256"]
+            tags[f"data.manifest_sha256/{bench}"] = entry["manifest_sha256"]
+        if "data_sha256" in entry:
+            tags[f"{DATA_TAG_PREFIX}{bench}"] = entry["data_sha256"]
     tags[f"{ACCURACY_TAG_PREFIX}average"] = f"{report['average']:.4f}"
     return tags
 

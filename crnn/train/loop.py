@@ -138,7 +138,7 @@ def _restore(checkpoint: tf.train.Checkpoint, state: dict[str, object], manager:
         for restorer, data_restored in restorers:
             try:
                 restorer.restore(path).expect_partial().assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError) as err:
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as err:  # IndexError: a cut data file
                 log.warning("checkpoint %s cannot be read%s (%s)", path,
                             " with its input position" if data_restored else "",
                             str(err).splitlines()[0][:200])
@@ -186,24 +186,38 @@ def _checkpoint_dir(out_dir: Path, backend: Backend) -> Path:
     return out_dir / CHECKPOINT_DIR if backend.is_chief else _scratch_dir(out_dir, backend) / CHECKPOINT_DIR
 
 
-def _resume_from(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, out_dir: Path,
-                 backend: Backend) -> tf.train.CheckpointManager:
-    """The checkpoints this process resumes from: the chief's, which every worker reads where ``out_dir`` is
-    one volume they all mount (its own scratch checkpoints are gone once a run finishes, and the run may then
-    be extended), else its own."""
+def _resume_from(checkpoint: tf.train.Checkpoint, state: dict[str, object], manager: tf.train.CheckpointManager,
+                 out_dir: Path, backend: Backend) -> tuple[tf.train.Checkpoint, tf.train.CheckpointManager, bool]:
+    """(what to restore into, the checkpoints to restore from, whether they hold this process's input
+    position). A worker other than the chief resumes from its own scratch checkpoints when their latest is at
+    the chief's step (a killed run: its own part of the data goes on where it was); otherwise (a finished run
+    extended, whose scratch checkpoints are gone) from the chief's, where ``out_dir`` is one volume every worker
+    mounts: weights, optimizer and step only, since the chief's input position is the chief's part of the data."""
     if backend.is_chief:
-        return manager
+        return checkpoint, manager, True
     chiefs = tf.train.CheckpointManager(checkpoint, out_dir / CHECKPOINT_DIR, max_to_keep=None)
-    return chiefs if chiefs.checkpoints else manager
+    if not chiefs.checkpoints or _number(manager.latest_checkpoint) == _number(chiefs.latest_checkpoint):
+        return checkpoint, manager, True
+    return tf.train.Checkpoint(**state), chiefs, False
 
 
-def _check_agreement(backend: Backend, step: int, out_dir: Path) -> None:
-    """Every process must go on from the same step: with different ones, their collectives would pair steps
-    that do not belong together and one would wait for the others forever. Every process learns the spread of
-    the steps, so all stop together."""
+def _number(path: str | None) -> int | None:
+    """The step of checkpoint ``.../ckpt-N``."""
+    return None if path is None else int(path.rsplit("-", 1)[1])
+
+
+def _check_agreement(backend: Backend, step: int | None, out_dir: Path) -> None:
+    """Every process must go on from the same step (``None``: this one could not resume and is about to raise):
+    with different ones, their collectives would pair steps that do not belong together, and one that stopped
+    would leave the others waiting forever. Every process learns the same figures, so all stop together."""
     if backend.workers == 1:
         return
-    mean = float(backend.mean_over_processes([step])[0])
+    failed, mean = (float(v) for v in backend.mean_over_processes([step is None, step or 0]))
+    if failed > 0:
+        if step is None:
+            return  # the caller raises why
+        raise ValueError(f"worker {backend.worker}: another worker could not resume from its checkpoints "
+                         "(see its log); stopping with it")
     spread = float(backend.mean_over_processes([abs(step - mean)])[0])
     if spread > 0:
         raise ValueError(f"worker {backend.worker} resumed at step {step}, the workers at {mean:g} on average: "
@@ -259,9 +273,14 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
         log.warning("%s: --no-resume: removing the checkpoints of the earlier run", checkpoint_dir)
         shutil.rmtree(checkpoint_dir)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints)
-    saved = _resume_from(checkpoint, manager, out_dir, backend) if resume else manager
-    step, data_restored = (_restore(checkpoint, state, saved, recipe, out_dir, data_saved) if saved.checkpoints
-                           else (0, False))
+    restorer, saved, own = _resume_from(checkpoint, state, manager, out_dir, backend) if resume else (
+        checkpoint, manager, True)
+    try:
+        step, data_restored = (_restore(restorer, state, saved, recipe, out_dir, data_saved and own)
+                               if saved.checkpoints else (0, False))
+    except Exception:
+        _check_agreement(backend, None, out_dir)  # the other workers stop too, rather than wait for this one
+        raise
     _check_agreement(backend, step, out_dir)
     if backend.broadcast is not None:  # after the restore, or each NPU rank would go on with its own reading
         backend.broadcast(model.variables + optimizer.variables)

@@ -9,9 +9,11 @@
    apart from the work itself;
 3. the tf.data reader against what a training step of the ``quick`` preset consumes.
 
-Every rate is the best of ``--runs`` runs (this machine is shared and noisy; the first run of anything that
-writes also pays for the VM's first touch of page-cache memory). The converter's first run, which also
-starts its fork server, is shown beside its best.
+Every rate is the best of ``--runs`` rounds, and each round measures every rate once, in turn: this machine is
+shared and noisy, and a slow spell then falls on all of them alike rather than on whichever was measured
+during it. The rendered images are flushed to disk before anything is timed: their write-back would otherwise
+run during the first measures. The converter's first run, which also starts its fork server, is shown beside
+its best.
 
 Usage: python bench/bench_convert.py [--images 100000] [--runs 3] [--out outputs/bench]
 """
@@ -26,6 +28,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -134,19 +137,22 @@ def all_cores_rate(paths: list[str], model: ModelConfig, cores: int, kind: str =
     return sum(rates)
 
 
-def best_of(runs: int, measure) -> float:
-    return max(measure() for _ in range(runs))
-
-
-def our_rates(index: Path, out: Path, model: ModelConfig, cores: int, runs: int) -> tuple[float, float]:
-    """(best, first) images/s of our converter on every core; each run into an empty folder."""
-    rates = []
+def interleaved(runs: int, measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Each measure's rates over ``runs`` rounds; every round takes each measure once, in turn."""
+    rates: dict[str, list[float]] = {name: [] for name in measures}
     for _ in range(runs):
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
-        manifest = convert_split("mjsynth", index, out, model, workers=cores, policy=LabelPolicy(for_training=True))
-        rates.append(manifest["num_samples"] / (time.perf_counter() - started))
-    return max(rates), rates[0]
+        for name, measure in measures.items():
+            rates[name].append(measure())
+    return rates
+
+
+def our_rate(index: Path, out: Path, model: ModelConfig, cores: int) -> float:
+    """Images/s of our converter on every core, into an empty folder."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # the previous run's deletion is not left to the kernel to do during this one
+    started = time.perf_counter()
+    manifest = convert_split("mjsynth", index, out, model, workers=cores, policy=LabelPolicy(for_training=True))
+    return manifest["num_samples"] / (time.perf_counter() - started)
 
 
 def reader_rate(data: Path, model: ModelConfig, batch_size: int, batches: int) -> float:
@@ -195,18 +201,23 @@ def main() -> None:
     try:
         print(f"rendering {args.images} images in the MJSynth layout...", flush=True)
         index = make_mjsynth(work / "mjsynth", args.images)
-        ours, ours_first = our_rates(index, work / "ours", model, cores, args.runs)
+        os.sync()
+        paths = [str(index.parent / e.image) for e in open_source("mjsynth", index).entries(Counter())]
 
         def baseline_rate() -> float:
             started = time.perf_counter()
             written = baseline_convert(index, work / "baseline.tfrecord", model)
             return written / (time.perf_counter() - started)
 
-        baseline = best_of(args.runs, baseline_rate)
-        paths = [str(index.parent / e.image) for e in open_source("mjsynth", index).entries(Counter())]
-        per_core = best_of(args.runs, lambda: _decode_resize_rate(paths, model, "decode"))
-        bound, with_reads, essential = (best_of(args.runs, lambda k=kind: all_cores_rate(paths, model, cores, k))
-                                        for kind in ("decode", "read", "essential"))
+        rates = interleaved(args.runs, {
+            "ours": lambda: our_rate(index, work / "ours", model, cores),
+            "baseline": baseline_rate,
+            "per_core": lambda: _decode_resize_rate(paths, model, "decode"),
+            **{kind: lambda k=kind: all_cores_rate(paths, model, cores, k) for kind in ("decode", "read", "essential")},
+        })
+        ours, ours_first = max(rates["ours"]), rates["ours"][0]
+        baseline, per_core, bound, with_reads, essential = (
+            max(rates[name]) for name in ("baseline", "per_core", "decode", "read", "essential"))
         reader = reader_rate(work / "ours", model, batch_size=64, batches=200)
         training = training_rate(work / "ours", steps=40)
     finally:
@@ -223,6 +234,7 @@ def main() -> None:
         "essential_work_all_cores": essential, "of_essential": ours / essential,
         "reader_images_per_sec": reader, "training_images_per_sec": training,
         "reader_vs_training": reader / training,
+        "rounds": rates,  # every rate of every round, images/s
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "convert.json").write_text(json.dumps(figures, indent=2) + "\n")

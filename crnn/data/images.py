@@ -41,9 +41,9 @@ def oversized(data: bytes) -> str | None:
     """Why the image must not be decoded, or None: its header declares more than ``MAX_IMAGE_PIXELS``
     pixels, which decoding would allocate however small the file. PNG's IHDR and a JPEG's start of frame are
     read here (a microsecond); other formats' headers by Pillow, which opens lazily without decoding."""
-    if data[:8] == _PNG:
+    if data.startswith(_PNG):
         size = struct.unpack_from(">II", data, 16) if data[12:16] == b"IHDR" and len(data) >= 24 else None
-    elif data[:2] == b"\xff\xd8":
+    elif data.startswith(b"\xff\xd8"):
         size = _jpeg_size(data)
     else:
         return _pillow_oversized(data)

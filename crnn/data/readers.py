@@ -218,15 +218,17 @@ def read_capped(path: str, cap: int, folder: int | None = None) -> bytes:
     cost as much as decoding it."""
     fd = os.open(path, os.O_RDONLY, dir_fd=folder)
     try:
-        chunks, size = [], 0
+        first = os.read(fd, min(cap, _CHUNK))
+        if len(first) < _CHUNK or len(first) == cap:  # a short read of a regular file is its end:
+            return first  # one read() per word image, and no list around it
+        chunks, size = [first], len(first)
         while size < cap:
             want = min(cap - size, _CHUNK)
-            chunk = os.read(fd, want)
-            chunks.append(chunk)
+            chunks.append(chunk := os.read(fd, want))
             size += len(chunk)
-            if len(chunk) < want:  # a short read of a regular file is its end: one read() per word image
+            if len(chunk) < want:
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -243,9 +245,13 @@ def _decode_counted(data: bytes, grayscale: bool, skipped: Counter, where: str, 
     return image if image is not None else _skip(skipped, "undecodable_image", os.path.join(root, where))
 
 
-def _relative(path: str, where: str, skipped: Counter) -> bool:
+def _relative(path: str, skipped: Counter, where: object, line: int | None = None) -> bool:
     """Image paths in an index stay under the image root: absolute or ``..`` paths are skipped and counted, and
-    so are paths holding a NUL byte, which no file name can."""
+    so are paths holding a NUL byte, which no file name can. The log names ``where`` (``where:line`` when a
+    line is given), formatted only then: this runs for every line of an index."""
+    if "\0" not in path and ".." not in path and not path.startswith("/"):
+        return True
+    where = where if line is None else f"{where}:{line}"
     if "\0" in path:
         _skip(skipped, "malformed_line", where, f"{path!r} holds a NUL byte")
         return False
@@ -345,7 +351,7 @@ def list_mjsynth(lines: Lines, annotation: Path, skipped: Counter) -> list[Entry
         if len(parts) < 3 or not parts[1]:
             _skip(skipped, "malformed_line", f"{annotation}:{number}", f"{rel!r} is not <n>_<word>_<index>")
             continue
-        if _relative(rel, f"{annotation}:{number}", skipped):
+        if _relative(rel, skipped, annotation, number):
             entries.append(Entry(rel, parts[1], rel))
     return entries
 
@@ -359,7 +365,7 @@ def list_iiit5k(mat_file: Path, skipped: Counter) -> list[Entry]:
         name, label = _mat_text(record["ImgName"]), _mat_text(record["GroundTruth"])
         if name is None or label is None:
             _skip(skipped, "malformed_entry", f"{mat_file} {key}[{number}]", "ImgName or GroundTruth is not text")
-        elif _relative(name, f"{mat_file} {key}[{number}]", skipped):
+        elif _relative(name, skipped, f"{mat_file} {key}[{number}]"):
             entries.append(Entry(name, label, name))
     return entries
 
@@ -424,7 +430,7 @@ def list_svt(xml_file: Path, skipped: Counter) -> list[Entry]:
     for image_node in _xml_root(xml_file).iter("image"):
         name = (image_node.findtext("imageName") or "").strip()
         rects = list(image_node.iter("taggedRectangle"))
-        if not _relative(name, str(xml_file), Counter()):
+        if not _relative(name, Counter(), xml_file):
             skipped["path_outside_root"] += len(rects)
             continue
         for index, rect in enumerate(rects):
@@ -448,7 +454,7 @@ def list_ic03(xml_file: Path, skipped: Counter) -> list[Entry]:
         if not name or label is None:
             _skip(skipped, "malformed_entry", f"{xml_file} image {index}", "no file= or tag=")
             continue
-        if _relative(name, str(xml_file), skipped):
+        if _relative(name, skipped, xml_file):
             entries.append(Entry(name, label, name))
     return entries
 
@@ -464,7 +470,7 @@ def list_ic13(lines: Lines, gt_file: Path, skipped: Counter) -> list[Entry]:
         label = label.strip()
         if len(label) >= 2 and label[0] == label[-1] == '"':
             label = label[1:-1].replace('\\"', '"')
-        if _relative(name.strip(), f"{gt_file}:{number}", skipped):
+        if _relative(name.strip(), skipped, gt_file, number):
             entries.append(Entry(name.strip(), label, name.strip()))
     return entries
 
@@ -477,7 +483,7 @@ def list_image_label(lines: Lines, list_file: Path, skipped: Counter) -> list[En
         if len(parts) < 2:
             _skip(skipped, "malformed_line", f"{list_file}:{number}", "expected '<image> <label>'")
             continue
-        if _relative(parts[0], f"{list_file}:{number}", skipped):
+        if _relative(parts[0], skipped, list_file, number):
             entries.append(Entry(parts[0], parts[1], parts[0]))
     return entries
 

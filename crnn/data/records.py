@@ -91,9 +91,9 @@ def bytes_feature_prefix(key: str, length: int) -> bytes:
 
 
 def example_of(entries: Sequence[bytes]) -> bytes:
-    """A serialized ``tf.train.Example`` from its map entries (``bytes_feature``, ``int64_feature``), in order."""
-    body = b"".join(entries)
-    return _FIELD_1 + _varint(len(body)) + body
+    """A serialized ``tf.train.Example`` from its map entries (``bytes_feature``, ``int64_feature``), in order.
+    (One join: the image's kilobytes are copied once.)"""
+    return b"".join((_FIELD_1, _varint(sum(map(len, entries))), *entries))
 
 
 def encode_example(features: Mapping[str, bytes | Sequence[int]]) -> bytes:

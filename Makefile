@@ -33,8 +33,12 @@ browser:
 run: setup
 	$(BIN)/crnn pipeline run --out $(OUT)
 
+# Two pytest workers (pytest-xdist): most tests wait on servers and subprocesses, so a second one fills the idle
+# core (14 min -> 11 here). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 component-test: setup browser
 	$(BIN)/python -m pytest -q -m component

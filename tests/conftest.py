@@ -133,3 +133,12 @@ def http_root(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) the tests of the tracked pipeline run on one
+    worker, so that it runs once: each worker would otherwise run its own (a minute and a half)."""
+    for item in items:
+        if "tracked_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tracked_pipeline"))

@@ -8,6 +8,7 @@ go to ``$CRNN_RELIABILITY_OUT`` (default ``outputs/reliability/results.json``), 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -37,11 +38,14 @@ class Recorder:
             return None
         out = Path(os.environ.get("CRNN_RELIABILITY_OUT", DEFAULT_OUT))
         out.parent.mkdir(parents=True, exist_ok=True)
-        previous = json.loads(out.read_text()) if out.is_file() else []
-        # Re-running one test replaces its rows; the others stay.
-        tests = {case.test for case in self.cases}
-        rows = [row for row in previous if row["test"] not in tests] + [asdict(case) for case in self.cases]
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=2) + "\n")
-        tmp.replace(out)
+        # Under pytest -n every worker adds its own tests' rows to the one file: one at a time.
+        with open(out.with_name(out.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            previous = json.loads(out.read_text()) if out.is_file() else []
+            # Re-running one test replaces its rows; the others stay.
+            tests = {case.test for case in self.cases}
+            rows = [row for row in previous if row["test"] not in tests] + [asdict(case) for case in self.cases]
+            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+            tmp.replace(out)
         return out

@@ -33,12 +33,14 @@ browser:
 run: setup
 	$(BIN)/crnn pipeline run --out $(OUT)
 
-# Two pytest workers (pytest-xdist): most tests wait on servers and subprocesses, so a second one fills the idle
-# core (14 min -> 11 here). TEST_WORKERS=0 runs them in this process.
+# Two pytest workers (pytest-xdist): many tests wait on servers and subprocesses, so a second one fills the idle
+# core (pytest 14 min 18 s -> 11 min 7 s on 2 cores). TEST_WORKERS=0 runs them in this process. Each worker makes
+# its own session fixtures, the tracked pipeline included: xdist 3.8 groups tests by rewriting item._nodeid, which
+# pytest 9 no longer reads, so --dist loadgroup cannot keep them on one worker.
 TEST_WORKERS ?= 2
 
 test: setup browser
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 component-test: setup browser
 	$(BIN)/python -m pytest -q -m component

@@ -134,11 +134,3 @@ def http_root(tmp_path):
     server.shutdown()
     server.server_close()
 
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) the tests of the tracked pipeline run on one
-    worker, so that it runs once: each worker would otherwise run its own (a minute and a half)."""
-    for item in items:
-        if "tracked_pipeline" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tracked_pipeline"))

@@ -286,3 +286,17 @@ def test_an_image_folder_that_cannot_be_opened_for_a_passing_reason_is_an_error(
     monkeypatch.setattr(os, "open", no_descriptors_left)
     with pytest.raises(OSError, match="Too many open files"):  # not counted as a missing image: a resume trusts that
         list(_ic13_part(tmp_path, 1).samples(Counter()))
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("1/2_word_3.jpg", None), ("1/2_a..b_3.jpg", None), ("./1/2_x_3.jpg", None),
+    ("/etc/passwd", "path_outside_root"), ("../up.jpg", "path_outside_root"), ("a\\..\\b.jpg", "path_outside_root"),
+    ("a\0b.jpg", "malformed_line"),
+])
+def test_index_paths_stay_under_the_image_root_and_a_refusal_names_the_line(path, reason, caplog):
+    from crnn.data.readers import _relative
+
+    skipped = Counter()
+    assert _relative(path, skipped, "annotation.txt", 7) is (reason is None)
+    assert skipped == (Counter({reason: 1}) if reason else Counter())
+    assert ("annotation.txt:7" in caplog.text) is (reason is not None)

@@ -114,7 +114,7 @@ def _essential(paths: list[str], model: ModelConfig) -> None:
     """Each image read, decoded, resized and its raw pixels written as a record by ``RecordWriter`` (CRC32C
     framing, SHA-256, 64 KiB writes): what any converter writing checksummed shards must do, without any of
     the converter's own work per sample (label policy, the record's other fields, the header check)."""
-    from crnn.data.records import RecordWriter
+    from crnn.data.tfrecord_writer import RecordWriter
 
     with tempfile.TemporaryDirectory(dir=Path(paths[0]).parent) as out, RecordWriter(Path(out) / "x") as writer:
         for path in paths:
@@ -156,7 +156,7 @@ def our_rate(index: Path, out: Path, model: ModelConfig, cores: int) -> float:
 
 
 def reader_rate(data: Path, model: ModelConfig, batch_size: int, batches: int) -> float:
-    from crnn.data.tfrecord import make_dataset
+    from crnn.data.input_pipeline import make_dataset
 
     dataset = make_dataset(data, model, batch_size, training=True, shuffle_buffer=2000)
     iterator = iter(dataset)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from crnn.charset import DEFAULT_CHARSET, Charset
-from crnn.data.files import write_json
+from crnn.files import write_json
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DEVICES = ("cpu", "gpu", "npu")

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from crnn.data.files import write_json
+from crnn.files import write_json
 
 LINEAGE_FILE = "lineage.json"
 COMMIT_ENV = "CRNN_GIT_COMMIT"  # set in the images at build time, where there is no .git

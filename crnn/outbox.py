@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crnn.data.files import atomic_path
+from crnn.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -237,7 +237,7 @@ class RecordingRun(StepRun):
 @contextlib.contextmanager
 def _recorded(step: str, record_to: Path) -> Iterator[StepRun]:
     """The step's values and wall time written to ``record_to`` when it succeeds (a failed step has no output)."""
-    from crnn.data.files import write_json
+    from crnn.files import write_json
 
     run, started = RecordingRun(), time.monotonic()
     yield run

@@ -26,8 +26,8 @@ from crnn.cluster.targets import (
 )
 from crnn.cluster.targets import target as target_by_name
 from crnn.data import splits
-from crnn.data.files import atomic_path
 from crnn.data.synthetic import SyntheticSpec
+from crnn.files import atomic_path
 from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
 from crnn.registry.register import DEFAULT_MODEL_NAME
 from crnn.tracking import DEFAULT_EXPERIMENT

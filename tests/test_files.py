@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from crnn.data.files import atomic_path
+from crnn.files import atomic_path
 
 
 def _dead_pid() -> int:

@@ -6,9 +6,9 @@ import pytest
 
 from crnn.config import ModelConfig
 from crnn.data.convert import convert_split
+from crnn.data.input_pipeline import make_dataset
 from crnn.data.readers import find_index, reader_for
 from crnn.data.shards import LabelPolicy
-from crnn.data.tfrecord import make_dataset
 from tests.layouts import LAYOUTS, lmdb_set, word_png
 
 

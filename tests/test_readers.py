@@ -17,8 +17,8 @@ def _png(path, height=20, width=50):
 
 def test_synthetic_download_reads_back_in_every_format(raw_dir):
     from crnn.data.download import read_datasets
-    from crnn.data.files import sha256_of
     from crnn.data.readers import find_index, open_source
+    from crnn.files import sha256_of
 
     for dataset in read_datasets(raw_dir):
         for entry in dataset["splits"].values():
@@ -198,7 +198,7 @@ def test_line_bounds_of_empty_and_unterminated_files(tmp_path):
 
 def test_opening_an_index_reads_it_once_for_its_lines_and_its_digest(tmp_path, monkeypatch):
     from crnn.data import readers
-    from crnn.data.files import sha256_of
+    from crnn.files import sha256_of
 
     index = _annotation(tmp_path / "annotation_train.txt", [f"./1/{i}_w_{i}.jpg {i}\n".encode() for i in range(999)])
     monkeypatch.setattr(readers, "_SCAN", 1000)  # several chunks, the last one short

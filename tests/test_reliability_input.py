@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 def converted_texts(out_dir: Path) -> list[str]:
     """The ground truths in the shards, read back by the training input pipeline."""
     from crnn.config import ModelConfig
-    from crnn.data.tfrecord import make_dataset
+    from crnn.data.input_pipeline import make_dataset
 
     return [t.decode() for _, batch in make_dataset(out_dir, ModelConfig(), 16, training=False) for t in batch.numpy()]
 

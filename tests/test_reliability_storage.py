@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from crnn.data.files import sha256_of
+from crnn.files import sha256_of
 from tests.fault_proxy import FaultProxy
 from tests.test_cli import CRNN
 

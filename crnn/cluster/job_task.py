@@ -11,7 +11,7 @@ from crnn.cluster.commands import TrainSpec
 from crnn.cluster.targets import DATASETS_MOUNT
 from crnn.cluster.targets import target as target_named
 from crnn.cluster.tfjob import run_tfjob, tfjob_manifest
-from crnn.data.files import atomic_path
+from crnn.files import atomic_path
 from crnn.tracking import Tracking
 
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from crnn.config import ModelConfig
-from crnn.data.files import sha256_of, start_writeback, sync_file, write_json
 from crnn.data.readers import Source, find_index, open_source
 from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
+from crnn.files import sha256_of, start_writeback, sync_file, write_json
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 from crnn.data.catalog import DatasetEntry, RemoteFile
 from crnn.data.extract import DEFAULT_MAX_BYTES, extract
 from crnn.data.fetch import fetch, redact
-from crnn.data.files import atomic_path, sha256_of, write_json
 from crnn.data.synthetic import SyntheticSpec, build_mirror
+from crnn.files import atomic_path, sha256_of, write_json
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from crnn.data.files import atomic_path
+from crnn.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from crnn.data.files import file_digest
+from crnn.files import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from typing import NamedTuple
 import numpy as np
 from defusedxml import EntitiesForbidden
 
-from crnn.data.files import FileStamp, file_stamp, sha256_of
 from crnn.data.images import imdecode, oversized
+from crnn.files import FileStamp, file_stamp, sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from typing import Any
 
 from crnn.charset import Charset
 from crnn.config import ModelConfig
-from crnn.data.files import atomic_path, sha256_of
 from crnn.data.readers import Part, Sample
-from crnn.data.records import RecordWriter, bytes_feature, bytes_feature_prefix, example_of, int64_feature
+from crnn.data.tfrecord_writer import RecordWriter, bytes_feature, bytes_feature_prefix, example_of, int64_feature
+from crnn.files import atomic_path, sha256_of
 from crnn.preprocess import to_model_input
 
 SCHEMA_VERSION = 1

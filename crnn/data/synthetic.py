@@ -28,8 +28,8 @@ import numpy as np
 import scipy.io
 
 from crnn.data.catalog import DatasetEntry, RemoteFile, Split
-from crnn.data.files import atomic_path, sha256_of
 from crnn.data.render import random_style, random_word, render_word
+from crnn.files import atomic_path, sha256_of
 
 
 @dataclass(frozen=True)

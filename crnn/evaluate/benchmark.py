@@ -14,7 +14,7 @@ import numpy as np
 
 from crnn.charset import Charset
 from crnn.config import ModelConfig
-from crnn.data.tfrecord import make_dataset
+from crnn.data.input_pipeline import make_dataset
 from crnn.evaluate.metrics import Score, score
 from crnn.model.ctc import greedy_decode
 

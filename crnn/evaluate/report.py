@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crnn.charset import Charset
-from crnn.data.files import atomic_path, write_json
 from crnn.data.shards import data_sha256, manifest_sha256, read_manifest
 from crnn.evaluate.errors import character_edits, format_errors, word_errors
 from crnn.evaluate.samples import render_samples
+from crnn.files import atomic_path, write_json
 
 if TYPE_CHECKING:  # the report is written where TensorFlow need not load
     from crnn.evaluate.benchmark import BenchmarkResult

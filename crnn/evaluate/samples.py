@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from crnn.data.files import atomic_path
+from crnn.files import atomic_path
 
 _SCALE, _TEXT_WIDTH, _FONT = 2, 420, cv2.FONT_HERSHEY_SIMPLEX
 _GREEN, _RED, _GREY = (40, 140, 40), (30, 30, 200), (90, 90, 90)

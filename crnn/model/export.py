@@ -10,7 +10,7 @@ import numpy as np
 
 from crnn.charset import Charset
 from crnn.config import Recipe
-from crnn.data.files import atomic_path
+from crnn.files import atomic_path
 from crnn.lineage import write_lineage
 from crnn.preprocess import to_model_input
 

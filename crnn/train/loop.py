@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from crnn.config import Recipe
-from crnn.data.tfrecord import make_dataset, manifest_sha256, read_manifest
+from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.model.ctc import ctc_loss
 from crnn.model.export import EXPORT_DIR, export_model

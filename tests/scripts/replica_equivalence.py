@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from crnn.config import recipe_for
-from crnn.data.tfrecord import make_dataset
+from crnn.data.input_pipeline import make_dataset
 from crnn.model.network import build_crnn
 from crnn.train.devices import Backend, make_backend
 from crnn.train.loop import _optimizer, _step_function

@@ -217,12 +217,12 @@ def test_dockerignore_matching():
     assert not is_ignored(rules, "crnn/data/catalog.json")
     assert is_ignored(rules, "crnn/model/__pycache__/network.cpython-311.pyc")
     assert is_ignored(rules, "mlflow.db") and not is_ignored(rules, "crnn/x.db")
-    assert is_ignored(rules, "tests/test_images.py") and not is_ignored(rules, "tests/keep.txt")
+    assert is_ignored(rules, "tests/test_dockerfiles.py") and not is_ignored(rules, "tests/keep.txt")
 
 
 def test_dockerignore_keeps_local_state_out():
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
-    for path in (".venv/bin/python", "outputs/mlflow/mlflow.db", ".git/HEAD", "tests/test_images.py",
+    for path in (".venv/bin/python", "outputs/mlflow/mlflow.db", ".git/HEAD", "tests/test_dockerfiles.py",
                  "bench/bench_train.py", "crnn/__pycache__/cli.cpython-311.pyc", "crnn_pipeline.egg-info/PKG-INFO"):
         assert is_ignored(rules, path), path
 

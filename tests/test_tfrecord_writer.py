@@ -3,8 +3,8 @@
 import pytest
 import tensorflow as tf
 
-from crnn.data.files import sha256_of
-from crnn.data.records import RecordWriter, encode_example
+from crnn.data.tfrecord_writer import RecordWriter, encode_example
+from crnn.files import sha256_of
 
 
 def test_records_written_in_chunks_read_back_with_tensorflow(tmp_path):
@@ -53,7 +53,7 @@ def test_arrays_and_iterables_of_ints_are_encoded_by_value():
 
 
 def test_ids_given_as_bytes_are_encoded_as_integers():
-    from crnn.data.records import example_of, int64_feature
+    from crnn.data.tfrecord_writer import example_of, int64_feature
 
     for ids in (b"\x00\x05\x7f", bytes([1, 128, 255])):  # one-byte varints as they are, the rest encoded
         feature = tf.train.Example.FromString(example_of([int64_feature("ids", ids)])).features.feature["ids"]

@@ -8,8 +8,8 @@ import pytest
 
 from crnn.config import ModelConfig
 from crnn.data.convert import convert_split
+from crnn.data.input_pipeline import make_dataset, read_manifest
 from crnn.data.shards import LabelPolicy
-from crnn.data.tfrecord import make_dataset, read_manifest
 
 
 def _list_layout(root, labels):

@@ -52,7 +52,7 @@ def test_images_over_the_size_cap_are_counted_not_loaded(tmp_path, monkeypatch):
     _png(tmp_path / "1" / "3_Small_7.png")
     big = tmp_path / "1" / "4_Huge_8.png"
     _png(big, height=400, width=900)
-    monkeypatch.setattr(readers, "_MAX_IMAGE_BYTES", big.stat().st_size - 1)
+    monkeypatch.setattr(readers.core, "_MAX_IMAGE_BYTES", big.stat().st_size - 1)
     (tmp_path / "annotation_train.txt").write_text("./1/3_Small_7.png 7\n./1/4_Huge_8.png 8\n")
     skipped = Counter()
     samples = list(read_mjsynth(tmp_path / "annotation_train.txt", skipped))
@@ -201,7 +201,7 @@ def test_opening_an_index_reads_it_once_for_its_lines_and_its_digest(tmp_path, m
     from crnn.files import sha256_of
 
     index = _annotation(tmp_path / "annotation_train.txt", [f"./1/{i}_w_{i}.jpg {i}\n".encode() for i in range(999)])
-    monkeypatch.setattr(readers, "_SCAN", 1000)  # several chunks, the last one short
+    monkeypatch.setattr(readers.text, "_SCAN", 1000)  # several chunks, the last one short
     source = readers.open_source("mjsynth", index)
     assert source.sha256 == sha256_of(index) and source.items == 999
     assert source.bounds.tolist() == [0] + [i + 1 for i, c in enumerate(index.read_bytes()) if c == 10]
@@ -294,7 +294,7 @@ def test_an_image_folder_that_cannot_be_opened_for_a_passing_reason_is_an_error(
     ("a\0b.jpg", "malformed_line"),
 ])
 def test_index_paths_stay_under_the_image_root_and_a_refusal_names_the_line(path, reason, caplog):
-    from crnn.data.readers import _relative
+    from crnn.data.readers.core import under_root as _relative
 
     skipped = Counter()
     assert _relative(path, skipped, "annotation.txt", 7) is (reason is None)

@@ -14,7 +14,8 @@ from crnn.data.catalog import FILTERS
 from crnn.data.readers import FORMATS
 from crnn.data.synthetic import SyntheticSpec
 from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
-from crnn.train.ascend import add_launch_command
+from crnn.train.ascend.launcher import launch
+from crnn.train.ascend.rank_table import HCCN_CONF, RANK_TABLE_TIMEOUT_S, local_rank_envs
 
 SERVICE_ACCOUNT_DEFAULT = "crnn-pipeline"  # manifests/base
 MODEL_HELP = ("an exported model folder, an MLflow model folder, or an MLflow URI: models:/crnn@champion, "
@@ -74,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(p)
 
     commands.add_parser("catalog", help="list the datasets the catalog knows")
-    add_launch_command(commands)
+    _add_launch_npu(commands)
 
     p = commands.add_parser("train", help="train the CRNN on converted shards")
     p.add_argument("--train", type=Path, required=True, action="append",
@@ -299,6 +300,43 @@ def _predict(model: str, paths: list[Path], batch_size: int, tracking_uri: str |
                 readable.append(file)
         for file, text in zip(readable, recognizer.read(images), strict=True):
             print(f"{file}\t{text}", flush=True)
+
+
+def _add_launch_npu(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``launch-npu``; its handler (``args.handler``) returns the exit code."""
+    p = subparsers.add_parser("launch-npu", help="run a command once per Ascend NPU, as one HCCL group",
+                              description="Run COMMAND once per local Ascend NPU with the rank variables npu_device "
+                                          "reads, e.g.: crnn launch-npu --devices 0-7 -- crnn train --device npu ...")
+    p.add_argument("--devices", metavar="SPEC", help="device ids, e.g. 0-7 or 0,2,4 (default: $ASCEND_VISIBLE_DEVICES)")
+    p.add_argument("--hccn-conf", type=Path, default=HCCN_CONF, metavar="PATH",
+                   help=f"device IPs for the generated rank table (default: {HCCN_CONF})")
+    p.add_argument("--rank-table", type=Path, metavar="PATH",
+                   help="use this rank table (e.g. the hccl.json Volcano or the ascend-operator mounts) instead of "
+                        "writing one; waits while its status is 'initializing'")
+    p.add_argument("--rank-table-timeout", type=float, default=RANK_TABLE_TIMEOUT_S, metavar="SECONDS",
+                   help=f"how long to wait for --rank-table to be ready (default: {RANK_TABLE_TIMEOUT_S:g})")
+    p.add_argument("--server-id", help="this server's server_id in the rank table (default: $XDL_IP, $POD_IP or "
+                                       "the hostname's address)")
+    p.add_argument("--job-id", help="JOB_ID for every rank (default: $JOB_ID or a new one)")
+    p.add_argument("--log-dir", type=Path, metavar="DIR",
+                   help="write each rank's output to DIR/rank-<rank>.log instead of prefixing it with [rank N]")
+    p.add_argument("launch_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="the command each rank runs")
+    p.set_defaults(handler=_launch_npu)
+    return p
+
+
+def _launch_npu(args: argparse.Namespace) -> int:
+    """``crnn launch-npu``: work out every local rank's environment, then launch and wait."""
+    command = list(args.launch_command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise ValueError("no command: put it after --, e.g. crnn launch-npu --devices 0-7 -- crnn train ...")
+    envs = local_rank_envs(devices=args.devices, hccn_conf=args.hccn_conf, rank_table=args.rank_table,
+                           rank_table_timeout=args.rank_table_timeout, server_id=args.server_id,
+                           job_id=args.job_id, log_dir=args.log_dir)
+    return launch(command, envs, args.log_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

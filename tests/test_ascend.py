@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from crnn.train import ascend
-from crnn.train.ascend import (
-    NpuContext,
+from crnn.train.ascend import rank_table as ascend
+from crnn.train.ascend.context import NpuContext, open_npu
+from crnn.train.ascend.launcher import launch
+from crnn.train.ascend.rank_table import (
     RankTableNotReady,
     build_rank_table,
     cm_env_present,
     cm_envs,
-    launch,
     load_rank_table,
-    open_npu,
     parse_devices,
     rank_envs,
     read_hccn_conf,

@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from crnn.cluster.targets import TARGETS as COMPILE_TARGETS
 from crnn.cluster.targets import image
 from crnn.lineage import COMMIT_ENV
-from crnn.train.ascend import NPU_MISSING
+from crnn.train.ascend.context import NPU_MISSING
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("cpu", "gpu", "ascend")

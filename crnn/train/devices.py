@@ -103,7 +103,7 @@ def _mirrored(device: str, count: int) -> tf.distribute.Strategy:
 
 
 def _npu_backend(env: Mapping[str, str], precision: str) -> Backend:
-    from crnn.train.ascend import NpuContext, open_npu
+    from crnn.train.ascend.context import NpuContext, open_npu
 
     context = NpuContext.from_env(env)
     npu = open_npu(mixed_precision=precision != "float32")

@@ -22,7 +22,7 @@ from pathlib import Path
 from crnn.config import ModelConfig
 from crnn.data.convert import _inputs, _plan, shard_ranges
 from crnn.data.readers import open_source
-from crnn.data.shards import LabelPolicy
+from crnn.data.shards import DEFAULT_SHARD_SIZE, LabelPolicy
 
 
 def write_annotation(path: Path, lines: int) -> None:
@@ -51,7 +51,7 @@ def listing_seconds(index: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=9_000_000, help="MJSynth's training set has 8.9 million")
-    parser.add_argument("--shard-size", type=int, default=10_000)
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-listing-") as work:

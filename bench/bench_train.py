@@ -249,7 +249,7 @@ def print_table(figures: dict, gpu: bool) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=tuple(COMPUTE_DTYPE), default="float32")
-    parser.add_argument("--preset", choices=tuple(PRESETS), default="paper")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=Recipe.preset)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="timed steps, after the warm-up")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing included)")

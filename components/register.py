@@ -4,6 +4,9 @@ from kfp.dsl import Artifact, Input, Model
 from components import BASE_IMAGE
 
 
+# The gate's defaults are crnn.registry.gate's DEFAULT_MIN_AVERAGE and DEFAULT_MAX_DROP_POINTS, typed as
+# literals: the container runs this function's source alone, where a module-level name is undefined. The
+# pipeline always passes both; tests/test_compile.py checks that these agree with the constants.
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], reports: Input[list[Artifact]], model_name: str, tracking_uri: str,
              experiment: str, job_id: str, min_average: float = 0.9, max_drop_points: float = 1.0) -> str:

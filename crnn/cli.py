@@ -7,17 +7,23 @@ import json
 import logging
 import os
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from crnn.config import DEVICES, PRECISIONS, PRESETS, recipe_for
+from crnn.config import DEVICES, PRECISIONS, PRESETS, Recipe, recipe_for
 from crnn.data.catalog import FILTERS
 from crnn.data.readers import FORMATS
+from crnn.data.shards import DEFAULT_SHARD_SIZE
 from crnn.data.synthetic import SyntheticSpec
 from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
+from crnn.registry.register import DEFAULT_MODEL_NAME
+from crnn.tracking import Tracking
 from crnn.train.ascend.launcher import launch
 from crnn.train.ascend.rank_table import HCCN_CONF, RANK_TABLE_TIMEOUT_S, local_rank_envs
 
-SERVICE_ACCOUNT_DEFAULT = "crnn-pipeline"  # manifests/base
+# Entry-point group of command plugins: each is a function add_commands(commands) that adds its subcommands
+# (pyproject.toml: `pipeline`, from pipelines.cli), so that the library need not know the pipeline.
+PLUGINS = "crnn.commands"
 MODEL_HELP = ("an exported model folder, an MLflow model folder, or an MLflow URI: models:/crnn@champion, "
               "models:/crnn/3, runs:/RUN_ID/model")
 
@@ -39,7 +45,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crnn", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_download(commands)
+    _add_convert(commands)
+    _add_catalog(commands)
+    _add_launch_npu(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_register(commands)
+    _add_predict(commands)
+    _add_tracking_replay(commands)
+    _add_plugins(commands)
+    return parser
 
+
+def _step_tracking(args: argparse.Namespace) -> Tracking:
+    """Where a step logs: --tracking-uri and --parent-run-id."""
+    return Tracking(args.tracking_uri, args.parent_run_id)
+
+
+def _add_download(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("download", help="fetch, verify and extract datasets")
     p.add_argument("datasets", nargs="+", metavar="DATASET",
                    help="catalog names (see `crnn catalog`), 'synthetic', or 'custom' with --source")
@@ -57,7 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, default=SyntheticSpec.val_size)
     p.add_argument("--test-size", type=int, default=SyntheticSpec.test_size)
     _tracking_args(p)
+    p.set_defaults(handler=_download)
 
+
+def _download(args: argparse.Namespace) -> None:
+    from crnn import steps
+
+    spec = SyntheticSpec(args.seed, args.train_size, args.val_size, args.test_size)
+    records = steps.download(args.out, args.datasets, spec, mirror=args.mirror, source=args.source, fmt=args.fmt,
+                             sha256=args.sha256, md5=args.md5, name=args.name, role=args.role,
+                             tracking=_step_tracking(args))
+    for record in records:
+        for file in record["files"]:
+            print(f"{record['name']:<16} {file['name']:<36} sha256 {file['sha256']}  {file['url']}")
+
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("convert", help="dataset splits -> TFRecord shards + manifest.json")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--raw", type=Path, help="a download folder: convert its splits (see --split)")
@@ -70,19 +109,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["train", "benchmark"], help="with --input: train data also drops labels "
                    "CTC cannot align (default: train for mjsynth, else benchmark)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--shard-size", type=int, default=10_000, help="index items (lines, LMDB samples) per shard")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help="index items (lines, LMDB samples) per shard")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
     _tracking_args(p)
+    p.set_defaults(handler=_convert)
 
-    commands.add_parser("catalog", help="list the datasets the catalog knows")
-    _add_launch_npu(commands)
 
+def _convert(args: argparse.Namespace) -> None:
+    if args.shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
+    from crnn import steps
+
+    if args.input is not None:
+        manifests = {str(args.out): _convert_one(args)}
+    else:
+        manifests = steps.convert(args.raw, args.out, args.split, args.shard_size, args.workers,
+                                  tracking=_step_tracking(args))
+    for key, manifest in manifests.items():
+        print(f"{key:<24} {manifest['num_samples']:>8} samples  skipped {manifest['skipped'] or 'none'}")
+
+
+def _add_catalog(commands: argparse._SubParsersAction) -> None:
+    commands.add_parser("catalog", help="list the datasets the catalog knows").set_defaults(handler=_catalog)
+
+
+def _catalog(args: argparse.Namespace) -> None:
+    from crnn.data.catalog import load_catalog
+
+    for name, entry in load_catalog().items():
+        print(f"{name:<16} {entry.format:<8} {entry.role:<10} splits: {', '.join(entry.splits)}")
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train the CRNN on converted shards")
     p.add_argument("--train", type=Path, required=True, action="append",
                    help="a converted training split (repeatable: several sets train together)")
     p.add_argument("--val", type=Path, default=None, help="converted validation split")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=Recipe.preset)
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int, help="per replica")
     p.add_argument("--learning-rate", type=float, help="per 64 samples; scaled with the global batch")
@@ -99,17 +164,51 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-devices", type=int, default=1, help="replicas per worker (cpu: logical CPU devices)")
     p.add_argument("--precision", choices=PRECISIONS, help="mixed_float16 adds dynamic loss scaling")
     _tracking_args(p)
+    p.set_defaults(handler=_train)
 
+
+def _train(args: argparse.Namespace) -> None:
+    from crnn import steps
+    from crnn.train.devices import make_backend
+
+    recipe = recipe_for(args.preset, steps=args.steps, batch_size=args.batch_size,
+                        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+                        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                        log_every=args.log_every, nesterov=args.nesterov, precision=args.precision)
+    backend = make_backend(args.device, args.num_devices, precision=recipe.train.precision)
+    print(f"training on {backend.replicas} replica(s) ({backend.device}, {backend.workers} worker(s)), "
+          f"global batch {recipe.train.batch_size * backend.replicas} "
+          f"({recipe.train.batch_size} per replica)", flush=True)
+    result = steps.train(recipe, args.train, args.out, val_dir=args.val, resume=args.resume, backend=backend,
+                         tracking=_step_tracking(args))
+    print(f"trained {result.steps} steps, exported to {result.export_dir}")
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="per-benchmark word accuracy and NED")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--benchmark", type=_benchmark_arg, action="append", required=True, metavar="NAME=DIR")
     p.add_argument("--out", type=Path, required=True)
     _tracking_args(p)
+    p.set_defaults(handler=_evaluate)
 
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from crnn import steps
+    from crnn.evaluate.report import format_table
+    from crnn.registry.locate import local_export
+    from crnn.tracking import resolve_tracking_uri
+
+    model = local_export(args.model, resolve_tracking_uri(args.tracking_uri), args.out / "model")
+    report = steps.evaluate(model, dict(args.benchmark), args.out, tracking=_step_tracking(args))
+    print(format_table(report), end="")
+
+
+def _add_register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("register", help="log the model to MLflow and register a version")
     p.add_argument("--model", type=Path, required=True, help="an exported model folder")
     p.add_argument("--report", type=Path, action="append", required=True, help="report.json (repeatable)")
-    p.add_argument("--name", default="crnn")
+    p.add_argument("--name", default=DEFAULT_MODEL_NAME)
     p.add_argument("--min-average", type=float, default=DEFAULT_MIN_AVERAGE,
                    help="gate: the least average accuracy (0-1; default %(default)s, as the pipeline's)")
     p.add_argument("--max-drop-points", type=float, default=DEFAULT_MAX_DROP_POINTS,
@@ -117,152 +216,77 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-run-id", help="tag the version with this pipeline run; a retry of the same "
                    "pipeline run reuses the version it registered")
     _tracking_args(p)
+    p.set_defaults(handler=_register)
 
+
+def _register(args: argparse.Namespace) -> None:
+    reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
+    from crnn import steps
+    from crnn.registry.gate import GateRule
+    from crnn.registry.register import VERSION_PIPELINE_RUN_TAG
+
+    tags = {VERSION_PIPELINE_RUN_TAG: args.pipeline_run_id} if args.pipeline_run_id else None
+    version, decision = steps.register(args.model, reports, name=args.name, tags=tags,
+                                       rule=GateRule(args.min_average, args.max_drop_points),
+                                       tracking=_step_tracking(args))
+    print(f"registered {args.name} version {version} as candidate")
+    print(decision.format_table())
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("predict", help="print the text of each image")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("images", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--tracking-uri", default=None, help="for models:/ URIs (default: $MLFLOW_TRACKING_URI)")
+    p.set_defaults(handler=_predict)
 
+
+def _predict(args: argparse.Namespace) -> None:
+    _print_texts(args.model, args.images, args.batch_size, args.tracking_uri)
+
+
+def _add_tracking_replay(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("tracking-replay", help="send run data spooled during a tracking outage")
     p.add_argument("spool", type=Path, help="a <run id>.jsonl file named in a step's log")
     p.add_argument("--run-id", help="default: the file's name")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
-
-    pipeline = commands.add_parser("pipeline", help="run or compile the KFP pipeline").add_subparsers(
-        dest="pipeline_command", required=True)
-    p = pipeline.add_parser("run", help="run the whole pipeline locally with kfp.local")
-    p.add_argument("--out", type=Path, default=Path("outputs"), help="output root (default: outputs)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--steps", type=int, default=0, help="0: the preset's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-size", type=int, default=SyntheticSpec.train_size)
-    p.add_argument("--test-size", type=int, default=SyntheticSpec.test_size)
-    p.add_argument("--dataset", action="append", help="catalog dataset to download (repeatable; default: synthetic)")
-    p.add_argument("--mirror", default="", help="fetch catalog files from this mirror")
-    p.add_argument("--train-set", action="append", help="DATASET/SPLIT to train on (repeatable)")
-    p.add_argument("--val-set", help="DATASET/SPLIT to validate on")
-    p.add_argument("--benchmark", action="append", help="DATASET/SPLIT to evaluate on (repeatable)")
-    p.add_argument("--tracking-uri", default=None, help="default: a SQLite store under --out")
-    p = pipeline.add_parser("compile", help="write the compiled pipeline YAML for a cluster target")
-    _compile_args(p)
-    p.add_argument("--out", type=Path, help="default: pipelines/compiled/<target>.yaml")
-
-    p = pipeline.add_parser("submit", help="upload the pipeline (or a new version) to KFP and start a run")
-    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080")
-    p.add_argument("--experiment", default="crnn", help="KFP experiment (created if missing)")
-    _compile_args(p)
-    p.add_argument("--package", type=Path, help="submit this compiled YAML instead of compiling")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a pipeline parameter (repeatable; VALUE is read as JSON when it parses, e.g. steps=5000)")
-    p.add_argument("--run-name", help="default: crnn-<target>-<time>")
-    p.add_argument("--version-name", help="the pipeline version's name (default: <target>-<time>)")
-    p.add_argument("--namespace", help="KFP namespace (multi-user clusters)")
-    p.add_argument("--service-account", default=SERVICE_ACCOUNT_DEFAULT, help="runs as this service account")
-    p.add_argument("--token", help="bearer token (default: $KF_PIPELINES_TOKEN, else the kfp client's own "
-                                   "credentials: kubeconfig or in-cluster)")
-    p.add_argument("--wait", type=int, metavar="SECONDS", help="wait up to SECONDS for the run to finish")
-    return parser
+    p.set_defaults(handler=_tracking_replay)
 
 
-def _compile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=["cpu", "gpu", "ascend"], default="cpu", help="where the train task runs")
-    p.add_argument("--nodes", type=int, default=1, help="train on several nodes as a TFJob (cpu, gpu)")
-    p.add_argument("--registry", default="crnn-pipeline", help="image registry prefix (as `make images`)")
-    p.add_argument("--tag", default="0.1.0", help="image tag")
+def _tracking_replay(args: argparse.Namespace) -> None:
+    from crnn.tracking import replay_spool, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if not uri:
+        raise ValueError("tracking-replay needs --tracking-uri or MLFLOW_TRACKING_URI")
+    print(f"sent {replay_spool(args.spool, uri, args.run_id)} values from {args.spool}")
 
 
-def _run(args: argparse.Namespace) -> None:
-    if args.command == "pipeline":
-        _run_pipeline(args)
-        return
-    if args.command == "catalog":
-        from crnn.data.catalog import load_catalog
-
-        for name, entry in load_catalog().items():
-            print(f"{name:<16} {entry.format:<8} {entry.role:<10} splits: {', '.join(entry.splits)}")
-        return
-    if getattr(args, "shard_size", 1) < 1:
-        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
-    from crnn import steps
-    from crnn.tracking import Tracking, resolve_tracking_uri
-
-    tracking = {"tracking": Tracking(getattr(args, "tracking_uri", None), getattr(args, "parent_run_id", None))}
-    if args.command == "download":
-        spec = SyntheticSpec(args.seed, args.train_size, args.val_size, args.test_size)
-        records = steps.download(args.out, args.datasets, spec, mirror=args.mirror, source=args.source,
-                                 fmt=args.fmt, sha256=args.sha256, md5=args.md5, name=args.name, role=args.role,
-                                 **tracking)
-        for record in records:
-            for file in record["files"]:
-                print(f"{record['name']:<16} {file['name']:<36} sha256 {file['sha256']}  {file['url']}")
-    elif args.command == "convert":
-        if args.input is not None:
-            manifests = {str(args.out): _convert_one(args)}
+def _add_plugins(commands: argparse._SubParsersAction) -> None:
+    """The subcommands of the :data:`PLUGINS` entry points. One that fails to load still gets its command, which
+    fails saying why: the other commands keep working (the pipeline's need kfp, the steps do not)."""
+    for plugin in entry_points(group=PLUGINS):
+        try:
+            add_commands = plugin.load()
+        except Exception as err:  # whatever broke it, reported when its command is used
+            _add_unloaded(commands, plugin, err)
         else:
-            manifests = steps.convert(args.raw, args.out, args.split, args.shard_size, args.workers, **tracking)
-        for key, manifest in manifests.items():
-            print(f"{key:<24} {manifest['num_samples']:>8} samples  skipped {manifest['skipped'] or 'none'}")
-
-    elif args.command == "train":
-        recipe = recipe_for(args.preset, steps=args.steps, batch_size=args.batch_size,
-                            learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-                            checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                            log_every=args.log_every, nesterov=args.nesterov, precision=args.precision)
-        from crnn.train.devices import make_backend
-
-        backend = make_backend(args.device, args.num_devices, precision=recipe.train.precision)
-        print(f"training on {backend.replicas} replica(s) ({backend.device}, {backend.workers} worker(s)), "
-              f"global batch {recipe.train.batch_size * backend.replicas} "
-              f"({recipe.train.batch_size} per replica)", flush=True)
-        result = steps.train(recipe, args.train, args.out, val_dir=args.val, resume=args.resume, backend=backend,
-                             **tracking)
-        print(f"trained {result.steps} steps, exported to {result.export_dir}")
-    elif args.command == "evaluate":
-        from crnn.evaluate.report import format_table
-        from crnn.registry.locate import local_export
-
-        model = local_export(args.model, resolve_tracking_uri(args.tracking_uri), args.out / "model")
-        print(format_table(steps.evaluate(model, dict(args.benchmark), args.out, **tracking)), end="")
-    elif args.command == "register":
-        reports = [json.loads(path.read_text()) for path in args.report]  # a file each, any name
-        from crnn.registry.gate import GateRule
-        from crnn.registry.register import VERSION_PIPELINE_RUN_TAG
-
-        tags = {VERSION_PIPELINE_RUN_TAG: args.pipeline_run_id} if args.pipeline_run_id else None
-        version, decision = steps.register(args.model, reports, name=args.name, tags=tags,
-                                           rule=GateRule(args.min_average, args.max_drop_points), **tracking)
-        print(f"registered {args.name} version {version} as candidate")
-        print(decision.format_table())
-    elif args.command == "tracking-replay":
-        from crnn.tracking import replay_spool, resolve_tracking_uri
-
-        uri = resolve_tracking_uri(args.tracking_uri)
-        if not uri:
-            raise ValueError("tracking-replay needs --tracking-uri or MLFLOW_TRACKING_URI")
-        print(f"sent {replay_spool(args.spool, uri, args.run_id)} values from {args.spool}")
-    elif args.command == "predict":
-        _predict(args.model, args.images, args.batch_size, args.tracking_uri)
+            add_commands(commands)
 
 
-def _run_pipeline(args: argparse.Namespace) -> None:
-    if args.pipeline_command == "run":
-        from pipelines.local_run import run_locally
+def _add_unloaded(commands: argparse._SubParsersAction, plugin: EntryPoint, err: Exception) -> None:
+    """``crnn <plugin>``, whatever follows, fails with the error that kept the plugin from loading."""
+    # No command-line argument can start with NUL, so every argument is taken as it is, options included.
+    p = commands.add_parser(plugin.name, help=f"unavailable: {plugin.value} failed to load", add_help=False,
+                            prefix_chars="\0")
+    p.add_argument("arguments", nargs="*")
 
-        data = {"datasets": args.dataset, "train_sets": args.train_set, "val_set": args.val_set,
-                "benchmarks": args.benchmark}
-        run_locally(args.out, tracking_uri=args.tracking_uri, preset=args.preset, steps=args.steps, seed=args.seed,
-                    train_size=args.train_size, test_size=args.test_size, mirror=args.mirror,
-                    **{key: value for key, value in data.items() if value is not None})
-    elif args.pipeline_command == "compile":
-        from pipelines.crnn_pipeline import compile_pipeline
+    def unloaded(args: argparse.Namespace) -> None:
+        message = f"plugin {plugin.name} ({plugin.value}) failed to load: {type(err).__name__}: {err}"
+        raise RuntimeError(message) from err
 
-        out = args.out or Path("pipelines/compiled") / f"{args.target}.yaml"
-        print(f"wrote {compile_pipeline(out, args.target, args.nodes, args.registry, args.tag)}")
-    else:
-        from pipelines.submit import submit
-
-        submit(args)
+    p.set_defaults(handler=unloaded)
 
 
 def _convert_one(args: argparse.Namespace) -> dict:
@@ -277,7 +301,7 @@ def _convert_one(args: argparse.Namespace) -> dict:
                          shard_size=args.shard_size, workers=args.workers or default_workers())
 
 
-def _predict(model: str, paths: list[Path], batch_size: int, tracking_uri: str | None) -> None:
+def _print_texts(model: str, paths: list[Path], batch_size: int, tracking_uri: str | None) -> None:
     """Prints ``file<TAB>text`` per image, in batches; a file that is not an image is named on stderr."""
     from crnn.data.images import decode_image
     from crnn.model.export import Recognizer
@@ -345,15 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if hasattr(args, "handler"):  # subcommands registered by other modules return their own exit code
-            return args.handler(args)
-        _run(args)
+        code = args.handler(args)  # None: done; a command that runs others (launch-npu) returns their exit code
     except (ValueError, OSError, RuntimeError) as err:  # expected failures: one line, no traceback
         if args.verbose:
             raise
         print(f"crnn {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return 0 if code is None else code
 
 
 if __name__ == "__main__":

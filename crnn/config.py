@@ -161,6 +161,7 @@ PRESETS: dict[str, Recipe] = {
         ),
     ),
 }
+PIPELINE_PRESET = "quick"  # what the pipeline trains unless told: a run that ends in minutes on CPUs
 
 
 def recipe_for(preset: str, **train_overrides: Any) -> Recipe:

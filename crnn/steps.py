@@ -18,7 +18,7 @@ from crnn.data.catalog import DatasetEntry, catalog_entry, custom_entry
 from crnn.data.convert import convert_all, default_workers
 from crnn.data.download import download_all, download_synthetic
 from crnn.data.fetch import redact
-from crnn.data.shards import manifest_sha256
+from crnn.data.shards import DEFAULT_SHARD_SIZE, manifest_sha256
 from crnn.data.splits import SYNTHETIC
 from crnn.data.synthetic import SyntheticSpec
 from crnn.evaluate.report import (
@@ -81,7 +81,7 @@ def _entry(dataset: str, source: str | None, fmt: str | None, sha256: str | None
     return custom_entry(source, fmt, name=name, sha256=sha256, md5=md5, role=role)
 
 
-def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, shard_size: int = 10_000,
+def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             workers: int = 0, tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
     """Converts the downloaded splits (those in ``only``, when given) with ``workers`` processes (0: one per
     core)."""
@@ -94,7 +94,8 @@ def convert(raw_dir: Path, out_dir: Path, only: Sequence[str] | None = None, sha
 
 
 def merge_converted(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys: Sequence[str],
-                    shard_size: int = 10_000, tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
+                    shard_size: int = DEFAULT_SHARD_SIZE,
+                    tracking: Tracking | None = None) -> dict[str, dict[str, Any]]:
     """Gathers a fanned-out conversion (the slices' shards) into one folder per split, with its manifest."""
     from crnn.data.convert import merge_slices
 

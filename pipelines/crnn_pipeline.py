@@ -19,13 +19,16 @@ from crnn.cluster.targets import (
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
     MLFLOW_CLIENT_SECRET,
+    NAMESPACE,
     S3_SECRET,
     TARGETS,
     Target,
     image,
 )
 from crnn.cluster.targets import target as target_by_name
+from crnn.config import PIPELINE_PRESET
 from crnn.data import splits
+from crnn.data.shards import DEFAULT_SHARD_SIZE
 from crnn.data.synthetic import SyntheticSpec
 from crnn.files import atomic_path
 from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
@@ -60,15 +63,15 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
         train_size: int = SYNTHETIC.train_size,
         val_size: int = SYNTHETIC.val_size,
         test_size: int = SYNTHETIC.test_size,
-        shard_size: int = 10_000,
+        shard_size: int = DEFAULT_SHARD_SIZE,
         convert_slices: int = 2,
-        preset: str = "quick",
+        preset: str = PIPELINE_PRESET,
         steps: int = 0,
         batch_size: int = 0,
         model_name: str = DEFAULT_MODEL_NAME,
         min_average: float = DEFAULT_MIN_AVERAGE,
         max_drop_points: float = DEFAULT_MAX_DROP_POINTS,
-        namespace: str = "kubeflow",
+        namespace: str = NAMESPACE,
     ):
         """``datasets``: catalog names to download (or ``synthetic``); ``train_sets``, ``val_set`` and
         ``benchmarks`` name converted splits as ``<dataset>/<split>``; ``convert_slices`` is how many tasks

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crnn.cluster.targets import NAMESPACE
+
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 
 
@@ -38,7 +40,7 @@ def submit(args: argparse.Namespace) -> dict[str, Any]:
     params = parse_params(args.param)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     token = args.token or os.environ.get(TOKEN_ENV)
-    client = kfp.Client(host=args.host, existing_token=token, namespace=args.namespace or "kubeflow")
+    client = kfp.Client(host=args.host, existing_token=token, namespace=args.namespace or NAMESPACE)
     with tempfile.TemporaryDirectory() as tmp:
         package = args.package or compile_pipeline(Path(tmp) / "pipeline.yaml", args.target, args.nodes,
                                                    args.registry, args.tag)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from crnn.config import PIPELINE_PRESET
+
 
 @dataclass(frozen=True)
 class TrainSpec:
@@ -16,7 +18,7 @@ class TrainSpec:
     train_dirs: tuple[str, ...]
     out_dir: str
     val_dir: str = ""
-    preset: str = "quick"
+    preset: str = PIPELINE_PRESET
     steps: int = 0
     batch_size: int = 0
     device: str = "cpu"

@@ -10,6 +10,7 @@ DATASETS_MOUNT = "/mnt/datasets"
 S3_SECRET = "crnn-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: s3:// sources and mirrors
 MLFLOW_CLIENT_SECRET = "mlflow-client"  # MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD (basic auth)
 SERVICE_ACCOUNT = "crnn-pipeline"  # manifests/base: may create and watch TFJobs, nothing more
+NAMESPACE = "kubeflow"  # manifests/base: where a standalone KFP runs the pipeline's pods
 DEFAULT_REGISTRY, DEFAULT_TAG = "crnn-pipeline", "0.1.0"
 
 

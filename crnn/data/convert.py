@@ -32,7 +32,15 @@ from typing import Any
 
 from crnn.config import ModelConfig
 from crnn.data.readers import Source, find_index, open_source
-from crnn.data.shards import MANIFEST, SCHEMA_VERSION, LabelPolicy, naming_full_storage, shard_name, write_shard
+from crnn.data.shards import (
+    DEFAULT_SHARD_SIZE,
+    MANIFEST,
+    SCHEMA_VERSION,
+    LabelPolicy,
+    naming_full_storage,
+    shard_name,
+    write_shard,
+)
 from crnn.files import sha256_of, start_writeback, sync_file, write_json
 
 log = logging.getLogger(__name__)
@@ -133,8 +141,8 @@ def worker_pool(workers: int) -> Iterator[Workers | None]:
     once, for this process's lifetime. It is started here, so that it imports while the caller opens its
     index; the processes themselves only when there are shards for them. Forked from this process instead,
     they would inherit OpenCV's and TensorFlow's thread pools mid-flight and can hang (seen here after OpenCV
-    had resized images in the parent); spawned, each would import everything again (0.2 s of CPU apiece, or
-    more when the main module imports much)."""
+    had resized images in the parent); spawned, each would import everything again, at a CPU cost that grows
+    with what the main module imports."""
     if workers <= 1:
         yield None
         return
@@ -249,7 +257,7 @@ def _inputs(source: Source, extra: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def convert_split(fmt: str, source: Path, out_dir: Path, model: ModelConfig | None = None,
-                  images: Path | None = None, policy: LabelPolicy | None = None, shard_size: int = 10_000,
+                  images: Path | None = None, policy: LabelPolicy | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                   workers: int = 1, inputs: dict[str, Any] | None = None,
                   pool: Workers | None = None) -> dict[str, Any]:
     """One split of format ``fmt`` (its index file, or a folder holding it) -> ``out_dir``; the manifest.
@@ -290,7 +298,7 @@ def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[
     return jobs
 
 
-def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, shard_size: int = 10_000,
+def convert_all(raw_dir: Path, out_dir: Path, model: ModelConfig | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                 only: Collection[str] | None = None, workers: int = 1) -> dict[str, dict[str, Any]]:
     """Every split listed in ``raw_dir/datasets.json`` (or those named ``<dataset>/<split>`` in ``only``)
     -> ``out_dir/<dataset>/<split>/``; returns the manifests keyed ``<dataset>/<split>``."""

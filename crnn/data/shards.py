@@ -15,8 +15,7 @@ source_id      bytes    where the sample came from (file name, image name and bo
 Images are stored resized to the model input rather than as encoded bytes: by measurement (``make bench``)
 parsing raw bytes is what keeps the reader far ahead of training, and a 32 x 100 grayscale word is 3.2 KB,
 about what its JPEG takes. Storing the source's JPEG instead (still decoded once, to count corrupt images)
-converted only about 5 % faster on 2 cores (42,090 against 40,129 images/s), and would decode every image again
-in every epoch.
+converted hardly faster, and would decode every image again in every epoch.
 
 Label policy: a label is normalised (lowercased, characters outside the charset removed) and kept; the
 ones that become empty or longer than ``max_label_length`` are dropped and counted (``empty_label``,
@@ -50,6 +49,7 @@ from crnn.preprocess import to_model_input
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+DEFAULT_SHARD_SIZE = 10_000  # index items (lines, LMDB samples) per shard
 _STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no space, over quota, over the file size limit
 
 

@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs
-# Images: $(REGISTRY)/<target>:$(TAG), one per target (images/Dockerfile.<target>).
+# Images: $(REGISTRY)/<target>:$(TAG), one per target (images/Dockerfile.<target>). The defaults are those of
+# crnn/cluster/targets.py (DEFAULT_REGISTRY, DEFAULT_TAG), the names the pipeline's images have unless told.
 REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
@@ -34,7 +35,7 @@ run: setup
 	$(BIN)/crnn pipeline run --out $(OUT)
 
 # Two pytest workers (pytest-xdist): many tests wait on servers and subprocesses, so a second one fills the idle
-# core (pytest 14 min 18 s -> 11 min 7 s on 2 cores). TEST_WORKERS=0 runs them in this process. Each worker makes
+# core (docs/performance.md has the figures). TEST_WORKERS=0 runs them in this process. Each worker makes
 # its own session fixtures, the tracked pipeline included: xdist 3.8 groups tests by rewriting item._nodeid, which
 # pytest 9 no longer reads, so --dist loadgroup cannot keep them on one worker.
 TEST_WORKERS ?= 2
@@ -45,7 +46,7 @@ test: setup browser
 component-test: setup browser
 	$(BIN)/python -m pytest -q -m component
 
-# Faults and hostile input, each recorded with its outcome; the README's table is written from the records.
+# Faults and hostile input, each recorded with its outcome; docs/reliability.md's table is written from the records.
 reliability: setup browser
 	rm -f $(OUT)/reliability/results.json
 	CRNN_RELIABILITY_OUT=$(abspath $(OUT))/reliability/results.json $(BIN)/python -m pytest -q -m reliability

@@ -63,7 +63,7 @@ def _restore_print():
 
 @pytest.fixture
 def reliability(request):
-    """``record(area, fault, outcome, lost="nothing")`` for the reliability suite's README table."""
+    """``record(area, fault, outcome, lost="nothing")`` for the reliability suite's table (docs/reliability.md)."""
     global _RECORDER
     from tests.reliability import Recorder
 

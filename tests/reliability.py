@@ -3,7 +3,7 @@
 Tests marked ``reliability`` take the ``reliability`` fixture and call ``record`` with what they observed (the
 outcome is built from the run's own results, never written in advance). At the end of the session the records
 go to ``$CRNN_RELIABILITY_OUT`` (default ``outputs/reliability/results.json``), from which
-``tools/reliability_table.py`` writes the README's table.
+``tools/reliability_table.py`` writes the table in docs/reliability.md.
 """
 
 from __future__ import annotations

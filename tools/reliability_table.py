@@ -1,4 +1,4 @@
-"""Writes the reliability suite's results (``tests/reliability.py``) into the README, between markers."""
+"""Writes the reliability suite's results (``tests/reliability.py``) into docs/reliability.md, between markers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+DOC = Path("docs/reliability.md")
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 
 
@@ -20,13 +21,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, results: Path) -> None:
-    text = readme.read_text()
+def update_doc(doc: Path, results: Path) -> None:
+    text = doc.read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write the table between")
+        raise SystemExit(f"{doc}: no {BEGIN} ... {END} markers to write the table between")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{table(json.loads(results.read_text()))}\n{END}{tail}")
+    doc.write_text(f"{head}{BEGIN}\n{table(json.loads(results.read_text()))}\n{END}{tail}")
 
 
 def main(argv: list[str]) -> int:
@@ -34,8 +35,8 @@ def main(argv: list[str]) -> int:
     if not results.is_file():
         print(f"{results}: no results; run `make reliability`", file=sys.stderr)
         return 2
-    update_readme(Path("README.md"), results)
-    print(f"README.md: reliability table from {results}")
+    update_doc(DOC, results)
+    print(f"{DOC}: reliability table from {results}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``crnn``: one subcommand per pipeline step (the container's contract), plus ``pipeline run|compile``."""
+"""``crnn``: one subcommand per pipeline step (the container's contract), ``launch-npu`` to start one process per
+Ascend NPU, and the commands of plugins (``pipeline run|compile|submit``)."""
 
 from __future__ import annotations
 
@@ -268,11 +269,9 @@ def _add_plugins(commands: argparse._SubParsersAction) -> None:
     fails saying why: the other commands keep working (the pipeline's need kfp, the steps do not)."""
     for plugin in entry_points(group=PLUGINS):
         try:
-            add_commands = plugin.load()
+            plugin.load()(commands)
         except Exception as err:  # whatever broke it, reported when its command is used
             _add_unloaded(commands, plugin, err)
-        else:
-            add_commands(commands)
 
 
 def _add_unloaded(commands: argparse._SubParsersAction, plugin: EntryPoint, err: Exception) -> None:

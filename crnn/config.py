@@ -97,6 +97,9 @@ class TrainConfig:
         return self.learning_rate * global_batch / self.base_batch_size
 
 
+RECIPE_FILE = "recipe.json"  # a saved Recipe, beside the checkpoints and in the export
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A complete experiment: saved beside the checkpoints it produced."""

@@ -31,8 +31,8 @@ def _add_run(pipeline: argparse._SubParsersAction) -> None:
     p = pipeline.add_parser("run", help="run the whole pipeline locally with kfp.local")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="output root (default: outputs)")
     # No defaults for the pipeline's parameters: an option left out is not passed, so the pipeline's default holds.
-    p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--steps", type=int, help="0: the preset's")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default: the pipeline's")
+    p.add_argument("--steps", type=int, help="0: the preset's (default)")
     p.add_argument("--seed", type=int)
     p.add_argument("--train-size", type=int)
     p.add_argument("--test-size", type=int)

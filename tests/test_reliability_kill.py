@@ -347,7 +347,7 @@ def _checkpoints(out: Path) -> list[int]:
 
 def test_train_killed_after_a_checkpoint_resumes_with_the_same_schedule(converted_dir, trained_reference, tmp_path,
                                                                        reliability):
-    """What a resume guarantees (crnn/train/loop.py): the step counter, the learning-rate schedule and the
+    """What a resume guarantees (crnn/train/checkpoints.py): the step counter, the learning-rate schedule and the
     recipe continue, from the input pipeline's saved position. Not equal weights: training interleaves its
     shards with ``deterministic=False``, so two uninterrupted runs differ as well."""
     reference, reference_log = trained_reference

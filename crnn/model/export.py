@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crnn.charset import Charset
-from crnn.config import Recipe
+from crnn.config import RECIPE_FILE, Recipe
 from crnn.files import atomic_path
 from crnn.lineage import write_lineage
 from crnn.preprocess import to_model_input
@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # Keras loads with the model, not with the constants other st
 
 EXPORT_DIR = "export"  # inside a training output folder
 MODEL_FILE = "model.keras"
-RECIPE_FILE = "recipe.json"
 
 
 def export_model(model: keras.Model, recipe: Recipe, dest: Path, lineage: Mapping[str, str] | None = None) -> Path:

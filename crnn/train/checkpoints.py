@@ -19,13 +19,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from crnn.config import Recipe
+from crnn.config import RECIPE_FILE, Recipe
 from crnn.train.devices import Backend
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-RECIPE_FILE = "recipe.json"
 
 
 @dataclass

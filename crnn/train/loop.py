@@ -23,14 +23,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from crnn.config import Recipe
+from crnn.config import RECIPE_FILE, Recipe
 from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.model.ctc import ctc_loss
 from crnn.model.export import EXPORT_DIR, export_model
 from crnn.model.network import build_crnn
 from crnn.tracking import StepRun
-from crnn.train.checkpoints import RECIPE_FILE, Checkpoints, open_checkpoints, scratch_dir
+from crnn.train.checkpoints import Checkpoints, open_checkpoints, scratch_dir
 from crnn.train.devices import Backend, make_backend
 from crnn.train.schedule import WarmupCosine
 

@@ -10,7 +10,7 @@ whole), and the ``Source`` it returns is cut into ``Part``s that are listed and 
 To add a format: if its index is text with one sample per line, write ``list_<fmt>(lines: Lines, index: Path,
 skipped: Counter) -> list[Entry]`` in ``text.py`` and register it in ``text.LINE_LISTERS``; if it is a small
 index listed whole, write ``list_<fmt>(index: Path, skipped: Counter) -> list[Entry]`` in the module of its
-file type (``matlab.py``, ``xml.py``, or a new one that imports only ``core``) and register it in
+file type (``matlab.py``, ``xml_index.py``, or a new one that imports only ``core``) and register it in
 ``WHOLE_LISTERS`` below. Either way add the file names its index usually has to ``INDEX_PATTERNS`` below.
 """
 
@@ -23,11 +23,11 @@ from functools import partial
 from pathlib import Path
 
 from crnn.data.readers.core import Entry, IndexChanged, Load, Sample, bulk_allocation, read_capped
-from crnn.data.readers.lmdb import lmdb_samples
+from crnn.data.readers.lmdb_store import lmdb_samples
 from crnn.data.readers.matlab import list_iiit5k
 from crnn.data.readers.parts import Part, Source
 from crnn.data.readers.text import LINE_LISTERS, Lines, line_bounds
-from crnn.data.readers.xml import XmlEntitiesRefused, list_ic03, list_svt
+from crnn.data.readers.xml_index import XmlEntitiesRefused, list_ic03, list_svt
 from crnn.files import FileStamp, file_stamp, sha256_of
 
 __all__ = ["FORMATS", "INDEX_PATTERNS", "Entry", "IndexChanged", "Lines", "Load", "Part", "Sample", "Source",

@@ -23,7 +23,7 @@ import numpy as np
 
 from crnn.data.images import imdecode, oversized
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger for the whole reader family
 
 
 class Sample(NamedTuple):

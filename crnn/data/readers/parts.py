@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from crnn.data.readers.core import Entry, IndexChanged, Load, Sample, bulk_allocation, file_loader
-from crnn.data.readers.lmdb import lmdb_entries, lmdb_loader
+from crnn.data.readers.lmdb_store import lmdb_entries, lmdb_loader
 from crnn.data.readers.text import LINE_LISTERS, text_lines
 from crnn.files import FileStamp, file_stamp
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger for the whole launcher
 
 GRACE_S = 10.0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from crnn.files import write_json
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger for the whole launcher
 
 HCCN_CONF = Path("/etc/hccn.conf")
 RANK_TABLE_VERSION = "1.0"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from crnn.data.readers.core import Entry, Load, Sample, decode_counted, skip
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger for the whole reader family
 
 _LMDB_ENVS: dict[Path, object] = {}
 

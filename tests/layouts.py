@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -144,3 +145,38 @@ def lmdb(root: Path):
 
 LAYOUTS = {"mjsynth": mjsynth, "iiit5k": iiit5k, "svt": svt, "ic03": ic03, "ic13": ic13, "ic15": ic15,
            "svtp": svtp, "cute80": cute80, "lmdb": lmdb}
+
+
+def tar_member(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def hostile_archive(path: Path, kind: str, name: str) -> Path:
+    """An archive holding ``good.txt`` and a member that leaves the target: ``kind`` file, symlink or hardlink,
+    ``name`` the member (a link as ``"name -> target"``)."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("good.txt", b"good")
+            info = zipfile.ZipInfo(name)
+            if kind == "symlink":
+                info.external_attr = 0o120777 << 16
+            zf.writestr(info, b"/etc/passwd" if kind == "symlink" else b"evil")
+        return path
+    with tarfile.open(path, "w:gz") as tar:
+        tar_member(tar, "good.txt", b"good")
+        if kind == "file":
+            tar_member(tar, name, b"evil")
+        else:
+            target, link_name = name.split(" -> ")
+            tar_member(tar, target, kind=tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE, link=link_name)
+            tar_member(tar, target + "/evil.txt", b"evil")  # written through the link, were it allowed
+    return path
+
+
+HOSTILE_MEMBERS = [("tar.gz", "file", "../evil.txt"), ("tar.gz", "file", "/tmp/evil.txt"),
+                   ("tar.gz", "file", "d/../../evil.txt"), ("tar.gz", "symlink", "out -> /tmp"),
+                   ("tar.gz", "symlink", "out -> ../../.."), ("tar.gz", "hardlink", "pw -> /etc/passwd"),
+                   ("zip", "file", "../evil.txt"), ("zip", "file", "/tmp/evil.txt"), ("zip", "symlink", "pw")]

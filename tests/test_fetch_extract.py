@@ -1,13 +1,16 @@
 import hashlib
 import io
+import os
+import stat
 import tarfile
 import zipfile
 
 import pytest
 
+import crnn.data.extract as extract_module
 from crnn.data.extract import UnsafeArchiveError, extract
 from crnn.data.fetch import ChecksumError, fetch
-from tests.layouts import tar_bytes
+from tests.layouts import HOSTILE_MEMBERS, hostile_archive, tar_bytes
 
 
 def _sha256(data: bytes) -> str:
@@ -90,6 +93,50 @@ def test_extract_refuses_links_out_and_devices(tmp_path):
     with pytest.raises(UnsafeArchiveError, match="device"):
         extract(dev, tmp_path / "t")
 
+
+
+@pytest.fixture(params=["with tarfile's filter", "without it (Python < 3.11.4)"])
+def tar_filter(request, monkeypatch):
+    """Each extraction test below runs twice: as on this Python, and as on one without tarfile's filters, where
+    our own checks stand alone."""
+    if request.param.startswith("without"):
+        monkeypatch.setattr(extract_module, "_TAR_FILTER", {})
+        monkeypatch.setattr(extract_module, "_FILTER_ERRORS", ())
+    return request.param
+
+
+def test_members_leaving_the_target_are_refused_with_or_without_tarfiles_filter(tmp_path, tar_filter):
+    for number, (suffix, kind, name) in enumerate(HOSTILE_MEMBERS):
+        archive = hostile_archive(tmp_path / f"a{number}.{suffix}", kind, name)
+        with pytest.raises(UnsafeArchiveError) as err:
+            extract(archive, tmp_path / "target")
+        assert str(archive) in str(err.value) and repr(name.split(" -> ")[0]) in str(err.value), str(err.value)
+        assert not (tmp_path / "target").exists()
+    assert not list(tmp_path.rglob("evil.txt"))
+
+
+def test_links_inside_are_kept_and_modes_made_harmless(tmp_path, tar_filter):
+    path = tmp_path / "inside.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, kind, link, mode in [("d", tarfile.DIRTYPE, "", 0o1777),
+                                       ("d/run", tarfile.REGTYPE, "", 0o4777),
+                                       ("d/locked", tarfile.REGTYPE, "", 0o000),
+                                       ("up", tarfile.SYMTYPE, "d/run", 0o777),
+                                       ("d/same", tarfile.SYMTYPE, "../d/run", 0o777),
+                                       ("hard", tarfile.LNKTYPE, "d/run", 0o4777)]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode, info.uid, info.gid = kind, link, mode, 4242, 4242
+            data = b"x" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    extract(path, tmp_path / "t")
+    t = tmp_path / "t"
+    assert (t / "up").read_bytes() == (t / "d" / "same").read_bytes() == (t / "hard").read_bytes() == b"x"
+    assert (t / "up").is_symlink() and (t / "d" / "same").is_symlink()
+    assert stat.S_IMODE((t / "d" / "run").stat().st_mode) == 0o755  # no setuid, nobody else writes
+    assert stat.S_IMODE((t / "d" / "locked").stat().st_mode) == 0o600  # its owner can read it
+    assert stat.S_IMODE((t / "d").stat().st_mode) == 0o755  # no sticky bit, nobody else writes
+    assert {(p.lstat().st_uid, p.lstat().st_gid) for p in t.rglob("*")} == {(os.getuid(), os.getgid())}
 
 def test_extract_caps_total_size(tmp_path):
     archive = _tar(tmp_path, {"big.bin": b"\0" * 10_000})

@@ -31,7 +31,7 @@ from crnn.data.images import MAX_IMAGE_PIXELS
 from crnn.data.readers import reader_for
 from crnn.data.shards import LabelPolicy
 from tests import layouts
-from tests.layouts import lmdb_set, word_png
+from tests.layouts import HOSTILE_MEMBERS, hostile_archive, lmdb_set, tar_member, word_png
 
 pytestmark = pytest.mark.reliability
 REPO = Path(__file__).resolve().parents[1]
@@ -234,46 +234,13 @@ def test_index_lines_with_the_wrong_number_of_fields(tmp_path, caplog, reliabili
                 "lines ignored", lost(expected_all, converted_all))
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
-                link: str = "") -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.size = kind, link, len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _hostile_archive(path: Path, kind: str, name: str) -> Path:
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path, "w") as zf:
-            zf.writestr("good.txt", b"good")
-            info = zipfile.ZipInfo(name)
-            if kind == "symlink":
-                info.external_attr = 0o120777 << 16
-            zf.writestr(info, b"/etc/passwd" if kind == "symlink" else b"evil")
-        return path
-    with tarfile.open(path, "w:gz") as tar:
-        _tar_member(tar, "good.txt", b"good")
-        if kind == "file":
-            _tar_member(tar, name, b"evil")
-        else:
-            target, link_name = name.split(" -> ")
-            _tar_member(tar, target, kind=tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE, link=link_name)
-            _tar_member(tar, target + "/evil.txt", b"evil")  # written through the link, were it allowed
-    return path
-
-
-HOSTILE_MEMBERS = [("tar.gz", "file", "../evil.txt"), ("tar.gz", "file", "/tmp/evil.txt"),
-                   ("tar.gz", "file", "d/../../evil.txt"), ("tar.gz", "symlink", "out -> /tmp"),
-                   ("tar.gz", "symlink", "out -> ../../.."), ("tar.gz", "hardlink", "pw -> /etc/passwd"),
-                   ("zip", "file", "../evil.txt"), ("zip", "file", "/tmp/evil.txt"), ("zip", "symlink", "pw")]
-
-
 def test_archives_with_path_traversal_and_links_out_are_refused(tmp_path, reliability):
     target = tmp_path / "data" / "svt"
     target.mkdir(parents=True)
     (target / "previous.txt").write_text("the last good extraction")
     refusals, tmp_evil = [], Path("/tmp/evil.txt").exists()
     for number, (suffix, kind, name) in enumerate(HOSTILE_MEMBERS):
-        archive = _hostile_archive(tmp_path / f"a{number}.{suffix}", kind, name)
+        archive = hostile_archive(tmp_path / f"a{number}.{suffix}", kind, name)
         with pytest.raises(UnsafeArchiveError) as err:
             extract(archive, target)
         assert str(archive) in str(err.value) and repr(name.split(" -> ")[0]) in str(err.value), str(err.value)
@@ -316,7 +283,7 @@ def _bomb(path: Path, size: int) -> Path:
                     out.write(chunk)
         return path
     with tarfile.open(path, "w:gz", compresslevel=9) as tar:
-        _tar_member(tar, "readme.txt", b"good")
+        tar_member(tar, "readme.txt", b"good")
         info = tarfile.TarInfo("bomb.bin")
         info.size = size
         tar.addfile(info, _zeros(size))

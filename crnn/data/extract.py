@@ -16,6 +16,11 @@ is counted as truncated too, as is a zip whose directory at the end is missing.
 
 The kind is told by the first bytes (a zip's local header), not by ``zipfile.is_zipfile``, which looks for a
 zip directory at the end and finds one in a tar whose last member is a zip.
+
+Every tar member passes our own checks before it is written, on every Python this project admits: its name and
+link target stay inside the target, setuid/setgid/sticky and group/other write bits are cleared, its owner may
+read and write it, and it is owned by whoever extracts it. ``tarfile``'s "data" filter does the same, and is
+applied too where the Python has it: it arrived in 3.11.4, while Debian bookworm's Python is 3.11.2.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import gzip
 import logging
 import lzma
+import os
+import posixpath
 import tarfile
 import zipfile
 import zlib
@@ -41,6 +48,11 @@ RATIO_ALLOWANCE = 64 << 20
 
 class UnsafeArchiveError(ValueError):
     """The archive tries to write outside its target, or is too large."""
+
+
+# tarfile's extraction filters (Python 3.11.4 and later); without them our own checks stand alone.
+_TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_FILTER_ERRORS: tuple[type[Exception], ...] = (tarfile.FilterError,) if _TAR_FILTER else ()
 
 
 # Damaged data, as opposed to a full disk or a permission problem (those stop the extraction). bz2 reports
@@ -103,6 +115,28 @@ def _check_name(archive: Path, name: str) -> None:
         raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside the target")
 
 
+def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
+    """Refuses a member that would write outside the target, and makes the one that would not harmless: what
+    tarfile's "data" filter does, done here so that it holds where the filter is missing."""
+    _check_name(archive, member.name)
+    if member.isdev():
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device file")
+    if member.issym():  # relative to the link's own folder
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+        if posixpath.isabs(member.linkname) or resolved == ".." or resolved.startswith("../"):
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} links to {member.linkname!r}, outside "
+                                     "the target")
+    elif member.islnk():  # relative to the archive's root
+        path = PurePosixPath(member.linkname)
+        if path.is_absolute() or ".." in path.parts:
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} links to {member.linkname!r}, outside "
+                                     "the target")
+    # No setuid, setgid or sticky bit, nobody else may write, and the owner may read and write (and enter).
+    member.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+    # Owned by whoever extracts (tarfile, run as root, would give it the archive's owner).
+    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+
+
 def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
     try:
         zf = zipfile.ZipFile(archive)
@@ -153,15 +187,12 @@ def _extract_tar(archive: Path, target: Path, limit: _Limit, skipped: Counter) -
                     log.warning("%s: no end-of-archive block after the last member (%s: cut short or damaged "
                                 "there); kept what came before", archive, headers.stop or "no more data")
                 return
-            _check_name(archive, member.name)
-            if member.isdev():
-                raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device file")
+            _check_tar_member(archive, member)
             total += member.size if member.isfile() else 0
             limit.check(total, member.name)
             try:
-                # The "data" filter refuses links that leave the target, among other things.
-                tar.extract(member, target, filter="data")
-            except tarfile.FilterError as err:
+                tar.extract(member, target, **_TAR_FILTER)
+            except _FILTER_ERRORS as err:
                 raise UnsafeArchiveError(f"{archive}: {err}") from err
             except _CORRUPTION as err:
                 if not _damaged(err):

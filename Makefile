@@ -14,11 +14,12 @@ TARGETS  ?= cpu gpu ascend
 
 setup: $(STAMP)
 
-# Pinned dependencies from requirements.lock, then the project itself (editable, no further resolution).
-$(STAMP): pyproject.toml requirements.lock
+# Pinned dependencies (requirements.lock: run time, what the images install; requirements-dev.lock: tests and
+# linters), then the project itself (editable, no further resolution).
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -77,10 +78,12 @@ lint: setup
 manifests-validate: setup
 	$(BIN)/python -m tools.validate_manifests
 
-# Written to a temporary file first: a failing pip must not leave an empty lock behind.
+# The virtualenv's pins, split into run time and development (tools/lock.py). Frozen to a temporary file
+# first: a failing pip must not leave an empty lock behind.
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.lock.tmp
-	mv requirements.lock.tmp requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.frozen.tmp
+	$(BIN)/python -m tools.lock requirements.frozen.tmp
+	rm requirements.frozen.tmp
 
 # The commit goes into the image (CRNN_GIT_COMMIT), as there is no .git inside; "-dirty", as crnn/lineage.py
 # writes it, when tracked files differ from it, since the image then holds code no commit has.

@@ -21,11 +21,12 @@ from crnn.cluster.targets import TARGETS as COMPILE_TARGETS
 from crnn.cluster.targets import image
 from crnn.lineage import COMMIT_ENV
 from crnn.train.ascend.context import NPU_MISSING
+from tools.lock import closure, pinned_name, runtime_requirements, split
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("cpu", "gpu", "ascend")
 HADOLINT = Path(sys.executable).parent / "hadolint"
-LOCK = ROOT / "requirements.lock"
+LOCK, DEV_LOCK = ROOT / "requirements.lock", ROOT / "requirements-dev.lock"
 ASCEND_REQUIREMENTS = ROOT / "images" / "requirements-ascend.txt"
 GPU_CONSTRAINTS = ROOT / "images" / "constraints-gpu.txt"
 # The requirement file each image installs its dependencies from.
@@ -297,31 +298,23 @@ def test_accelerator_settings():
         assert re.search(rf"\b{name}=", ascend), name
 
 
-# --- the files derived from the lock ------------------------------------------------------------------------------
+# --- the locks, and the files derived from them ------------------------------------------------------------------
+
+def test_the_runtime_lock_holds_what_the_project_needs_and_no_development_tool():
+    """The images install requirements.lock: exactly what the project's dependencies pull in. Test runners,
+    linters and moto are pinned in requirements-dev.lock, which only `make setup` installs."""
+    runtime, dev = _requirement_lines(LOCK), _requirement_lines(DEV_LOCK)
+    needed = closure(runtime_requirements())
+    assert {pinned_name(line) for line in runtime} == needed & {pinned_name(line) for line in runtime + dev}
+    assert not {pinned_name(line) for line in dev} & needed
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev_tools = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    assert dev_tools <= {pinned_name(line) for line in dev}, "every development tool is pinned, apart"
+    assert split(runtime + dev, needed) == (runtime, dev), "regenerate both locks with `make lock`"
+
 
 def _requirement_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-
-
-def _closure(requirements: list[str]) -> set[str]:
-    """Every distribution these requirements pull in, per the installed metadata (extras followed)."""
-    seen: set[tuple[str, frozenset]] = set()
-    todo = [Requirement(r) for r in requirements]
-    while todo:
-        requirement = todo.pop()
-        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            requires = importlib.metadata.distribution(requirement.name).requires or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        for text in requires:
-            child = Requirement(text)
-            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in {"", *requirement.extras}):
-                todo.append(child)
-    return {name for name, _ in seen}
 
 
 def test_ascend_requirements_are_the_lock_minus_the_tensorflow_bound_lines():
@@ -331,13 +324,12 @@ def test_ascend_requirements_are_the_lock_minus_the_tensorflow_bound_lines():
     expected = [line for line in lock if canonicalize_name(line.split("==")[0]) not in tf_bound]
     assert _requirement_lines(ASCEND_REQUIREMENTS) == expected, "regenerate images/requirements-ascend.txt"
 
-    # TF-bound: needed by tensorflow or keras and by nothing else we depend on (dev tools included, as the
-    # image installs them too), per the installed packages, which `make setup` installs from the lock.
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    roots = project["dependencies"] + [r for group in project["optional-dependencies"].values() for r in group]
+    # TF-bound: needed by tensorflow or keras and by nothing else we depend on at run time, per the installed
+    # packages, which `make setup` installs from the lock.
+    roots = runtime_requirements()
     by_tf = [r for r in roots if canonicalize_name(Requirement(r).name) in ("tensorflow", "keras")]
     locked = {canonicalize_name(line.split("==")[0]) for line in lock}
-    bound = (_closure(by_tf) - _closure([r for r in roots if r not in by_tf])) & locked
+    bound = (closure(by_tf) - closure([r for r in roots if r not in by_tf])) & locked
     assert tf_bound == bound, f"the TF-bound lines are now {' '.join(sorted(bound))}"
 
 

@@ -10,7 +10,7 @@ REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
 
-.PHONY: setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
+.PHONY: container-setup base-images wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
 
 setup: $(STAMP)
 
@@ -81,7 +81,7 @@ manifests-validate: setup
 # The virtualenv's pins, split into run time and development (tools/lock.py). Frozen to a temporary file
 # first: a failing pip must not leave an empty lock behind.
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^crnn-pipeline' > requirements.frozen.tmp
+	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^crnn-pipeline' > requirements.frozen.tmp
 	$(BIN)/python -m tools.lock requirements.frozen.tmp
 	rm requirements.frozen.tmp
 
@@ -94,9 +94,43 @@ define newline
 
 endef
 
+# docker, or podman where no Docker engine answers (CONTAINER_TOOL= to choose). Podman runs with a configuration
+# of ours (images/containers.sh): the runc runtime, and limits this machine lets a container set.
+CONTAINER_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || { command -v podman >/dev/null && echo podman; } || echo docker)
+CONTAINERS_CONF := $(abspath $(OUT))/containers/containers.conf
+CONTAINER = $(if $(filter podman,$(CONTAINER_TOOL)),CONTAINERS_CONF=$(CONTAINERS_CONF) podman,$(CONTAINER_TOOL))
+
+# Python base: BASES=registry takes the Dockerfiles' own (python:3.11.7-slim-bookworm); BASES=debian makes an
+# equivalent from Debian bookworm's packages first (make base-images), for machines that reach no registry.
+BASES ?= registry
+DEBIAN_PYTHON_IMAGE := localhost/crnn-base/python:3.11-bookworm
+
+# The wheels of the pinned dependencies, made on this machine by its own pip (its index, proxy and certificates):
+# the image builds install from them and need no network.
+WHEELHOUSE := .wheelhouse
+IMAGE_WHEELS := $(foreach t,$(filter cpu gpu,$(TARGETS)),$(WHEELHOUSE)/.$(t))
+
+container-setup:
+	@bash images/containers.sh setup $(CONTAINER_TOOL) $(CONTAINERS_CONF)
+
+base-images: container-setup
+	$(CONTAINER) image inspect $(DEBIAN_PYTHON_IMAGE) >/dev/null 2>&1 || \
+	  { mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates bookworm - \
+	    | $(CONTAINER) import --change 'CMD ["python3"]' - $(DEBIAN_PYTHON_IMAGE); }
+
+$(WHEELHOUSE)/.cpu: requirements.lock | setup
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) -r requirements.lock pip==26.3 setuptools==80.9.0
+	touch $@
+
+$(WHEELHOUSE)/.gpu: requirements.lock images/constraints-gpu.txt $(WHEELHOUSE)/.cpu
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) -r images/constraints-gpu.txt
+	touch $@
+
+wheelhouse: $(IMAGE_WHEELS)
+
 # ASCEND_BASE: the CANN TensorFlow image the ascend image builds on (see images/Dockerfile.ascend).
-images:
-	$(foreach t,$(TARGETS),docker build -f images/Dockerfile.$(t) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(and $(ASCEND_BASE),$(filter ascend,$(t))),--build-arg ASCEND_BASE=$(ASCEND_BASE) )-t $(REGISTRY)/$(t):$(TAG) .$(newline))
+images: container-setup $(IMAGE_WHEELS) $(if $(filter debian,$(BASES)),base-images)
+	$(foreach t,$(TARGETS),$(CONTAINER) build -f images/Dockerfile.$(t) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(and $(filter debian,$(BASES)),$(filter-out ascend,$(t))),--build-arg PYTHON_IMAGE=$(DEBIAN_PYTHON_IMAGE) )$(if $(and $(ASCEND_BASE),$(filter ascend,$(t))),--build-arg ASCEND_BASE=$(ASCEND_BASE) )-t $(REGISTRY)/$(t):$(TAG) .$(newline))
 
 images-lint: setup
 	$(BIN)/hadolint --failure-threshold style $(foreach t,$(TARGETS),images/Dockerfile.$(t))

@@ -21,7 +21,7 @@ from crnn.cluster.targets import TARGETS as COMPILE_TARGETS
 from crnn.cluster.targets import image
 from crnn.lineage import COMMIT_ENV
 from crnn.train.ascend.context import NPU_MISSING
-from tools.lock import closure, pinned_name, runtime_requirements, split
+from tools.lock import ascend_requirements, closure, pinned_name, runtime_requirements, split
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("cpu", "gpu", "ascend")
@@ -318,19 +318,13 @@ def _requirement_lines(path: Path) -> list[str]:
 
 
 def test_ascend_requirements_are_the_lock_minus_the_tensorflow_bound_lines():
-    header = re.search(r"^# TF-bound: (.+)$", ASCEND_REQUIREMENTS.read_text(), re.MULTILINE)
-    tf_bound = {canonicalize_name(name) for name in header.group(1).split()}
-    lock = _requirement_lines(LOCK)
-    expected = [line for line in lock if canonicalize_name(line.split("==")[0]) not in tf_bound]
-    assert _requirement_lines(ASCEND_REQUIREMENTS) == expected, "regenerate images/requirements-ascend.txt"
-
-    # TF-bound: needed by tensorflow or keras and by nothing else we depend on at run time, per the installed
-    # packages, which `make setup` installs from the lock.
-    roots = runtime_requirements()
-    by_tf = [r for r in roots if canonicalize_name(Requirement(r).name) in ("tensorflow", "keras")]
-    locked = {canonicalize_name(line.split("==")[0]) for line in lock}
-    bound = (closure(by_tf) - closure([r for r in roots if r not in by_tf])) & locked
-    assert tf_bound == bound, f"the TF-bound lines are now {' '.join(sorted(bound))}"
+    """TF-bound: needed by tensorflow or keras and by nothing else the project needs at run time, per the
+    installed packages, which `make setup` installs from the locks."""
+    text = ASCEND_REQUIREMENTS.read_text()
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    assert text == ascend_requirements(_requirement_lines(LOCK), comments), "regenerate it: make lock"
+    bound = re.search(r"^# TF-bound: (.+)$", text, re.MULTILINE).group(1).split()
+    assert {"tensorflow", "keras"} <= set(bound) and "numpy" not in bound  # our own code imports numpy
 
 
 def test_gpu_constraints_pin_every_cuda_wheel_of_tensorflow():
@@ -350,12 +344,19 @@ def test_gpu_constraints_pin_every_cuda_wheel_of_tensorflow():
 
 # --- make images --------------------------------------------------------------------------------------------------
 
-def _make_images(*overrides: str) -> list[str]:
+def _make_plan(*overrides: str, goal: str = "images") -> list[str]:
+    """What ``make -n`` would run, set-up steps included."""
     # Under `make test` the outer make's variables would make this one announce its directory.
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    result = subprocess.run(["make", "--no-print-directory", "-n", "images", *overrides], cwd=ROOT,
+    result = subprocess.run(["make", "--no-print-directory", "-n", goal, *overrides], cwd=ROOT,
                             capture_output=True, text=True, timeout=60, check=True, env=env)
     return result.stdout.splitlines()
+
+
+def _make_images(*overrides: str) -> list[str]:
+    """The image builds of ``make images``, with docker unless an override says otherwise."""
+    plan = _make_plan("CONTAINER_TOOL=docker", *overrides)
+    return [line for line in plan if " build -f images/Dockerfile." in line]
 
 
 def test_make_images_builds_every_target_with_its_tag():
@@ -372,6 +373,31 @@ def test_ascend_base_goes_to_the_ascend_build_only():
     assert [("--build-arg ASCEND_BASE=base.example/cann-tf:py311" in line) for line in lines] == [
         target == "ascend" for target in TARGETS]
 
+
+def test_debian_bases_are_made_first_and_given_to_the_python_images():
+    plan = _make_plan("CONTAINER_TOOL=docker", "BASES=debian")
+    base = next(i for i, line in enumerate(plan) if "mmdebstrap" in line)
+    builds = [i for i, line in enumerate(plan) if " build -f images/Dockerfile." in line]
+    assert base < builds[0]
+    debian = "--build-arg PYTHON_IMAGE=localhost/crnn-base/python:3.11-bookworm"
+    assert [debian in plan[i] for i in builds] == [target != "ascend" for target in TARGETS]
+    assert not [line for line in _make_images() if "PYTHON_IMAGE" in line]  # BASES=registry: the Dockerfiles' own
+
+
+def test_image_builds_install_from_a_wheelhouse_made_by_the_hosts_pip():
+    plan = _make_plan("CONTAINER_TOOL=docker", "-W", "requirements.lock")  # as if the lock had changed
+    wheels = [line for line in plan if " -m pip wheel " in line]
+    assert any("-r requirements.lock" in line for line in wheels)
+    assert any("-r images/constraints-gpu.txt" in line for line in wheels)  # the gpu image's CUDA wheels
+    assert max(plan.index(line) for line in wheels) < min(plan.index(line) for line in _make_images())
+    for target in ("cpu", "gpu"):
+        installs = [c for c in run_commands(dockerfile(target)) if re.search(r"\bpip3? install\b", c)]
+        assert installs and all("--no-index --find-links /wheelhouse" in c for c in installs[:-1]), installs
+
+
+def test_podman_runs_with_our_configuration():
+    for line in _make_images("CONTAINER_TOOL=podman"):
+        assert re.match(r"CONTAINERS_CONF=\S+/containers\.conf podman build ", line), line
 
 def test_default_image_names_are_the_ones_the_code_uses():
     tags = [line.split(" -t ")[1].split()[0] for line in _make_images()]

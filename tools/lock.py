@@ -1,7 +1,8 @@
-"""``make lock``: a ``pip freeze`` of the virtualenv, split into the runtime pins and the development pins.
+"""``make lock``: a ``pip freeze --all`` of the virtualenv, split into the runtime pins and the development pins.
 
 ``requirements.lock`` holds what the project's own dependencies pull in: what the images install.
 ``requirements-dev.lock`` holds the rest (test runners, linters, moto...), which only ``make setup`` installs.
+``images/requirements-ascend.txt`` is the runtime lock less its TensorFlow-bound lines (see its header).
 The split follows the installed packages' metadata, so run it in the virtualenv the freeze came from.
 """
 
@@ -20,6 +21,10 @@ from crnn.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_LOCK, DEV_LOCK = ROOT / "requirements.lock", ROOT / "requirements-dev.lock"
+ASCEND_REQUIREMENTS = ROOT / "images" / "requirements-ascend.txt"
+TF_BOUND_LINE = "# TF-bound: "
+# Pinned where they are installed (make setup, the Dockerfiles): each environment needs them before any lock.
+INSTALLER = {"pip", "setuptools"}
 
 
 def closure(requirements: Iterable[str]) -> set[str]:
@@ -55,8 +60,29 @@ def pinned_name(line: str) -> str:
 
 def split(frozen: list[str], runtime: set[str]) -> tuple[list[str], list[str]]:
     """The frozen pins needed at run time, and the others."""
-    pins = [line.strip() for line in frozen if line.strip() and not line.startswith("#")]
+    pins = [line.strip() for line in frozen
+            if line.strip() and not line.startswith("#") and pinned_name(line) not in INSTALLER]
     return [p for p in pins if pinned_name(p) in runtime], [p for p in pins if pinned_name(p) not in runtime]
+
+
+def tf_bound(locked: set[str]) -> set[str]:
+    """The locked distributions that only tensorflow or keras need, of what the project needs at run time: an
+    Ascend image brings its own TensorFlow with its own dependencies, which these pins would replace."""
+    roots = runtime_requirements()
+    by_tf = [r for r in roots if canonicalize_name(Requirement(r).name) in ("tensorflow", "keras")]
+    return (closure(by_tf) - closure([r for r in roots if r not in by_tf])) & locked
+
+
+def ascend_requirements(runtime: list[str], header: list[str]) -> str:
+    """``images/requirements-ascend.txt``: its explanatory ``header`` lines, the TF-bound names, the other pins."""
+    bound = tf_bound({pinned_name(p) for p in runtime})
+    kept = [line for line in header if not line.startswith(TF_BOUND_LINE)]
+    pins = [p for p in runtime if pinned_name(p) not in bound]
+    return "\n".join([*kept, TF_BOUND_LINE + " ".join(sorted(bound)), *pins]) + "\n"
+
+
+def _comments(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.startswith("#")]
 
 
 def main(argv: list[str]) -> int:
@@ -64,10 +90,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tools.lock FROZEN   (the output of pip freeze)", file=sys.stderr)
         return 2
     runtime, dev = split(Path(argv[0]).read_text().splitlines(), closure(runtime_requirements()))
-    for dest, pins in ((RUNTIME_LOCK, runtime), (DEV_LOCK, dev)):
+    ascend = ascend_requirements(runtime, _comments(ASCEND_REQUIREMENTS))
+    for dest, text in ((RUNTIME_LOCK, "\n".join(runtime) + "\n"), (DEV_LOCK, "\n".join(dev) + "\n"),
+                       (ASCEND_REQUIREMENTS, ascend)):
         with atomic_path(dest) as tmp:
-            tmp.write_text("\n".join(pins) + "\n")
-        print(f"{dest.name}: {len(pins)} pins")
+            tmp.write_text(text)
+        print(f"{dest.relative_to(ROOT)}: written")
     return 0
 
 

@@ -10,7 +10,7 @@ REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
 
-.PHONY: container-setup base-images wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
+.PHONY: container-setup container-test base-images wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
 
 setup: $(STAMP)
 
@@ -43,6 +43,16 @@ TEST_WORKERS ?= 2
 
 test: setup browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# The pipeline with every task in a container of the cpu image (kfp.local's DockerRunner), after building it.
+# Without a Docker engine: podman, on the Debian base (no registry needed). The image's name as the engine
+# lists it: podman files a short name under localhost/.
+CONTAINER_BASES ?= $(if $(filter podman,$(CONTAINER_TOOL)),debian,registry)
+container-test: setup
+	$(MAKE) --no-print-directory images TARGETS=cpu BASES=$(CONTAINER_BASES) CONTAINER_TOOL=$(CONTAINER_TOOL)
+	CONTAINERS_CONF=$(CONTAINERS_CONF) CRNN_CONTAINER_TOOL=$(CONTAINER_TOOL) \
+	  CRNN_LOCAL_IMAGE=$(if $(filter podman,$(CONTAINER_TOOL)),localhost/)$(REGISTRY)/cpu:$(TAG) \
+	  $(BIN)/python -m pytest -q -m container tests/container
 
 component-test: setup browser
 	$(BIN)/python -m pytest -q -m component

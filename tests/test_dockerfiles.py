@@ -364,8 +364,8 @@ def test_make_images_builds_every_target_with_its_tag():
     lines = _make_images("REGISTRY=r.example", "TAG=9")
     assert len(lines) == len(TARGETS)
     for line, target in zip(lines, TARGETS, strict=True):
-        pattern = (rf"docker build -f images/Dockerfile\.{target} --build-arg GIT_COMMIT=([0-9a-f]{{40}}(-dirty)?"
-                   rf"|unknown) -t r\.example/{target}:9 \.")
+        pattern = (rf"DOCKER_BUILDKIT=1 docker build -f images/Dockerfile\.{target} "
+                   rf"--build-arg GIT_COMMIT=([0-9a-f]{{40}}(-dirty)?|unknown) -t r\.example/{target}:9 \.")
         assert re.fullmatch(pattern, line), line
 
 

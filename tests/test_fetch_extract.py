@@ -10,7 +10,7 @@ import pytest
 import crnn.data.extract as extract_module
 from crnn.data.extract import UnsafeArchiveError, extract
 from crnn.data.fetch import ChecksumError, fetch
-from tests.layouts import HOSTILE_MEMBERS, hostile_archive, tar_bytes
+from tests.layouts import HOSTILE_MEMBERS, TRICKY_TARS, hostile_archive, tar_bytes, tricky_tar
 
 
 def _sha256(data: bytes) -> str:
@@ -115,12 +115,21 @@ def test_members_leaving_the_target_are_refused_with_or_without_tarfiles_filter(
     assert not list(tmp_path.rglob("evil.txt"))
 
 
+@pytest.mark.parametrize("case", sorted(TRICKY_TARS))
+def test_members_that_escape_through_links_or_are_not_files_are_refused(tmp_path, tar_filter, case):
+    archive = tricky_tar(tmp_path / "tricky.tar", TRICKY_TARS[case])
+    with pytest.raises(UnsafeArchiveError, match="outside the target|hard link to the symbolic link|special file"):
+        extract(archive, tmp_path / "box" / "target")
+    assert not list(tmp_path.rglob("pwned")) and not (tmp_path / "box" / "target").exists()
+
+
 def test_links_inside_are_kept_and_modes_made_harmless(tmp_path, tar_filter):
     path = tmp_path / "inside.tar"
     with tarfile.open(path, "w") as tar:
         for name, kind, link, mode in [("d", tarfile.DIRTYPE, "", 0o1777),
                                        ("d/run", tarfile.REGTYPE, "", 0o4777),
                                        ("d/locked", tarfile.REGTYPE, "", 0o000),
+                                       ("d/noexec", tarfile.REGTYPE, "", 0o677),
                                        ("up", tarfile.SYMTYPE, "d/run", 0o777),
                                        ("d/same", tarfile.SYMTYPE, "../d/run", 0o777),
                                        ("hard", tarfile.LNKTYPE, "d/run", 0o4777)]:
@@ -135,7 +144,9 @@ def test_links_inside_are_kept_and_modes_made_harmless(tmp_path, tar_filter):
     assert (t / "up").is_symlink() and (t / "d" / "same").is_symlink()
     assert stat.S_IMODE((t / "d" / "run").stat().st_mode) == 0o755  # no setuid, nobody else writes
     assert stat.S_IMODE((t / "d" / "locked").stat().st_mode) == 0o600  # its owner can read it
-    assert stat.S_IMODE((t / "d").stat().st_mode) == 0o755  # no sticky bit, nobody else writes
+    assert stat.S_IMODE((t / "d" / "noexec").stat().st_mode) == 0o644  # nobody runs what its owner may not
+    folder = stat.S_IMODE((t / "d").stat().st_mode)
+    assert not folder & 0o7022 and folder & 0o700 == 0o700  # no sticky bit, nobody else writes (whatever the umask)
     assert {(p.lstat().st_uid, p.lstat().st_gid) for p in t.rglob("*")} == {(os.getuid(), os.getgid())}
 
 def test_extract_caps_total_size(tmp_path):

@@ -17,10 +17,11 @@ is counted as truncated too, as is a zip whose directory at the end is missing.
 The kind is told by the first bytes (a zip's local header), not by ``zipfile.is_zipfile``, which looks for a
 zip directory at the end and finds one in a tar whose last member is a zip.
 
-Every tar member passes our own checks before it is written, on every Python this project admits: its name and
-link target stay inside the target, setuid/setgid/sticky and group/other write bits are cleared, its owner may
-read and write it, and it is owned by whoever extracts it. ``tarfile``'s "data" filter does the same, and is
-applied too where the Python has it: it arrived in 3.11.4, while Debian bookworm's Python is 3.11.2.
+Every tar member passes our own checks before it is written, on every Python this project admits: it is a file,
+a folder or a link; where it is written and where it links to, resolved on disk through the links extracted
+before it, stay inside the target; setuid/setgid/sticky and group/other write bits are cleared, its owner may
+read and write it, and it is owned by whoever extracts it. These are the checks of ``tarfile``'s "data" filter,
+which is applied too where the Python has it: it arrived in 3.11.4, while Debian bookworm's Python is 3.11.2.
 """
 
 from __future__ import annotations
@@ -115,26 +116,45 @@ def _check_name(archive: Path, name: str) -> None:
         raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside the target")
 
 
-def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
-    """Refuses a member that would write outside the target, and makes the one that would not harmless: what
-    tarfile's "data" filter does, done here so that it holds where the filter is missing."""
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, root: str) -> None:
+    """Refuses a member that would write outside ``root`` (the target's real path), and makes the one that would
+    not harmless: what tarfile's "data" filter does, checked as it checks (each path resolved on disk, through
+    the links extracted before it), so that it holds where the filter is missing."""
     _check_name(archive, member.name)
     if member.isdev():
         raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device file")
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a special file (type {member.type!r})")
+    name = member.name.rstrip("/")  # tarfile writes "a/" at "a"
+    _refuse_outside(archive, member, root, posixpath.join(root, name), "would be written")
     if member.issym():  # relative to the link's own folder
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
-        if posixpath.isabs(member.linkname) or resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchiveError(f"{archive}: member {member.name!r} links to {member.linkname!r}, outside "
-                                     "the target")
+        _refuse_outside(archive, member, root, posixpath.join(root, posixpath.dirname(name), member.linkname),
+                        f"links to {member.linkname!r},")
     elif member.islnk():  # relative to the archive's root
-        path = PurePosixPath(member.linkname)
-        if path.is_absolute() or ".." in path.parts:
-            raise UnsafeArchiveError(f"{archive}: member {member.name!r} links to {member.linkname!r}, outside "
-                                     "the target")
-    # No setuid, setgid or sticky bit, nobody else may write, and the owner may read and write (and enter).
-    member.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+        linked = posixpath.join(root, member.linkname)
+        _refuse_outside(archive, member, root, linked, f"links to {member.linkname!r},")
+        if os.path.islink(linked):
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a hard link to the symbolic link "
+                                     f"{member.linkname!r}")
+    member.mode = _harmless_mode(member)
     # Owned by whoever extracts (tarfile, run as root, would give it the archive's owner).
     member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+
+
+def _refuse_outside(archive: Path, member: tarfile.TarInfo, root: str, path: str, what: str) -> None:
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} {what} outside the target")
+
+
+def _harmless_mode(member: tarfile.TarInfo) -> int:
+    """No setuid, setgid or sticky bit and nobody else may write; the owner may read and write a file (and enter
+    a folder), and nobody may run a file its owner may not."""
+    mode = member.mode & 0o755
+    if member.isdir():
+        return mode | 0o700
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
 
 
 def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
@@ -166,7 +186,7 @@ def _extract_zip(archive: Path, target: Path, limit: _Limit, skipped: Counter) -
 
 
 def _extract_tar(archive: Path, target: Path, limit: _Limit, skipped: Counter) -> None:
-    total = 0
+    total, root = 0, os.path.realpath(target)
     headers = _headers_read()
     # Stream mode, and the member list emptied as we go: MJSynth's tar holds 9 million members.
     with tarfile.open(archive, "r|*", tarinfo=headers) as tar:
@@ -187,7 +207,7 @@ def _extract_tar(archive: Path, target: Path, limit: _Limit, skipped: Counter) -
                     log.warning("%s: no end-of-archive block after the last member (%s: cut short or damaged "
                                 "there); kept what came before", archive, headers.stop or "no more data")
                 return
-            _check_tar_member(archive, member)
+            _check_tar_member(archive, member, root)
             total += member.size if member.isfile() else 0
             limit.check(total, member.name)
             try:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 # What the make target says: the image to run and, for podman, the configuration it runs with.
-IMAGE_ENV, TOOL_ENV = "CRNN_LOCAL_IMAGE", "CRNN_CONTAINER_TOOL"
+IMAGE_ENV, TOOL_ENV, BASES_ENV = "CRNN_LOCAL_IMAGE", "CRNN_CONTAINER_TOOL", "CRNN_IMAGE_BASES"
 
 # Each task as a cluster runs it: uid 1000, a read-only root file system, only /tmp and the pipeline root
 # (which the runner mounts) writable; the host's network, where the tracking server listens on loopback.
@@ -29,13 +29,18 @@ def docker_host(tmp_path_factory):
     socket = tmp_path_factory.mktemp("podman") / "podman.sock"
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not socket.exists():
-        assert service.poll() is None and time.monotonic() < deadline, "podman system service did not start"
-        time.sleep(0.1)
-    yield f"unix://{socket}"
-    service.terminate()
-    service.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists():
+            assert service.poll() is None and time.monotonic() < deadline, "podman system service did not start"
+            time.sleep(0.1)
+        yield f"unix://{socket}"
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
 
 
 @pytest.fixture(scope="session")

@@ -99,19 +99,10 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAFAKEKEY7Q3ZT9XW2",
 def tracked_pipeline(mlflow_server, tmp_path_factory):
     """The tiny pipeline run once through kfp.local in a process of its own, tracked over HTTP, with fake
     credentials in its environment and its whole output in ``pipeline.log``: (server, output folder, summary)."""
-    import json
-    import subprocess
-    import sys
+    from tests.tiny_pipeline import run_tiny_pipeline
 
     out = tmp_path_factory.mktemp("pipeline")
-    script = ("import json, sys; from pipelines.local_run import run_locally; "
-              "summary = run_locally(sys.argv[1], tracking_uri=sys.argv[2], preset='tiny', steps=6, "
-              "train_size=64, val_size=8, test_size=10); json.dump(summary, open(sys.argv[3], 'w'))")
-    with open(out / "pipeline.log", "wb") as log:
-        done = subprocess.run([sys.executable, "-c", script, str(out), mlflow_server.url, str(out / "summary.json")],
-                              stdout=log, stderr=subprocess.STDOUT, env=os.environ | FAKE_CREDENTIALS, timeout=900)
-    assert done.returncode == 0, (out / "pipeline.log").read_text()[-5000:]
-    return mlflow_server, out, json.loads((out / "summary.json").read_text())
+    return mlflow_server, out, run_tiny_pipeline(out, mlflow_server.url, os.environ | FAKE_CREDENTIALS)
 
 
 @pytest.fixture

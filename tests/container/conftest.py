@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
+
+from tests.tiny_pipeline import run_tiny_pipeline
 
 # What the make target says: the image to run and, for podman, the configuration it runs with.
 IMAGE_ENV, TOOL_ENV, BASES_ENV = "CRNN_LOCAL_IMAGE", "CRNN_CONTAINER_TOOL", "CRNN_IMAGE_BASES"
@@ -57,15 +57,8 @@ def tracked_pipeline(mlflow_server, tmp_path_factory, docker_host, image):
     root = out / "pipeline_root"
     root.mkdir()
     root.chmod(0o777)  # the containers write there as uid 1000
-    script = ("import json, sys; from kfp import local; from pipelines.local_run import run_locally; "
-              f"summary = run_locally(sys.argv[1], tracking_uri=sys.argv[2], runner={RUNNER}, preset='tiny', "
-              "steps=6, train_size=64, val_size=8, test_size=10); json.dump(summary, open(sys.argv[3], 'w'))")
     env = os.environ | {IMAGE_ENV: image} | ({"DOCKER_HOST": docker_host} if docker_host else {})
-    with open(out / "pipeline.log", "wb") as log:
-        done = subprocess.run([sys.executable, "-c", script, str(out), mlflow_server.url, str(out / "summary.json")],
-                              stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1200)
-    assert done.returncode == 0, (out / "pipeline.log").read_text()[-5000:]
-    return mlflow_server, out, json.loads((out / "summary.json").read_text())
+    return mlflow_server, out, run_tiny_pipeline(out, mlflow_server.url, env, runner=RUNNER, timeout=1200)
 
 
 def tool() -> str | None:

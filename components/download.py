@@ -5,16 +5,13 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def download(raw: Output[Dataset], datasets: list, mirror: str, seed: int, train_size: int, val_size: int,
-             test_size: int):
-    """Fetches catalog datasets (through ``mirror`` if set) or renders the ``synthetic`` ones; verified and
-    safely extracted. Cached by KFP: its values are recorded beside the output (``log_data_steps`` logs them)."""
-    from pathlib import Path
-
-    from crnn import steps
+def download(raw: Output[Dataset], data_root: str, datasets: list, mirror: str, seed: int, train_size: int,
+             val_size: int, test_size: int):
+    """Fetches catalog datasets (through ``mirror`` if set) or renders the ``synthetic`` ones, verified and
+    safely extracted, into their folder under ``data_root``; ``raw`` holds the reference, not the data."""
+    from crnn import pipeline_data
     from crnn.data.synthetic import SyntheticSpec
-    from crnn.tracking import STEP_RECORD, Tracking
 
-    records = steps.download(raw.path, datasets, SyntheticSpec(seed, train_size, val_size, test_size),
-                             mirror=mirror or None, tracking=Tracking(record_to=Path(raw.path) / STEP_RECORD))
-    raw.metadata["datasets"] = [r["name"] for r in records]
+    names = pipeline_data.download(data_root, raw.path, datasets, SyntheticSpec(seed, train_size, val_size, test_size),
+                                   mirror=mirror or None)
+    raw.metadata["datasets"] = names

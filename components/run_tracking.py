@@ -11,23 +11,27 @@ from components import BASE_IMAGE
 def start_run(tracking_uri: str, experiment: str, run_name: str, job_name: str, job_id: str,
               artifact_location: str) -> str:
     """Returns the parent run's id ("" when tracking is off)."""
+    from crnn.job_id import pipeline_job_id, pipeline_job_name
     from crnn.tracking import resolve_tracking_uri, start_pipeline_run
 
     uri = resolve_tracking_uri(tracking_uri)
     if not uri:
         return ""
-    return start_pipeline_run(uri, run_name or job_name, pipeline_run_id=job_id, experiment=experiment,
-                              artifact_location=artifact_location or None)
+    job_id = pipeline_job_id(job_id)
+    return start_pipeline_run(uri, run_name or pipeline_job_name(job_name, job_id), pipeline_run_id=job_id,
+                              experiment=experiment, artifact_location=artifact_location or None)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def finish_run(tracking_uri: str, experiment: str, job_id: str, status: dsl.PipelineTaskFinalStatus):
-    """Marks the parent run of pipeline job ``job_id`` FINISHED or FAILED from the pipeline's final status."""
+def finish_run(tracking_uri: str, experiment: str, job_id: str):
+    """Ends the parent run of pipeline job ``job_id``: FINISHED when its last step finished, else FAILED. It
+    takes no dsl.PipelineTaskFinalStatus, which KFP backends before 2.14 refuse (crnn.tracking says more)."""
+    from crnn.job_id import pipeline_job_id
     from crnn.tracking import end_pipeline_run, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri:
-        end_pipeline_run(uri, job_id, "FINISHED" if status.state == "SUCCEEDED" else "FAILED", experiment)
+        end_pipeline_run(uri, pipeline_job_id(job_id), experiment)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -35,6 +39,8 @@ def log_data_steps(raw: Input[Dataset], data: Input[Dataset], train_data: Input[
                    experiment: str, job_id: str):
     """Logs the data steps' records (download, convert, merge) as child runs of this pipeline run's parent,
     whether they ran now or came from KFP's cache (tagged ``crnn.cached``): never cached itself."""
+    from crnn.pipeline_data import step_records
     from crnn.tracking import Tracking, log_step_records
 
-    log_step_records([raw.path, data.path, train_data.path], Tracking.for_pipeline(tracking_uri, experiment, job_id))
+    log_step_records(step_records([raw.path, data.path, train_data.path]),
+                     Tracking.for_pipeline(tracking_uri, experiment, job_id))

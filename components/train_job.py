@@ -8,12 +8,16 @@ from components import BASE_IMAGE
 def train_job(train_data: Input[Dataset], data: Input[Dataset], model: Output[Model], train_sets: list,
               val_set: str, preset: str, steps: int, batch_size: int, tracking_uri: str, experiment: str,
               job_id: str, target: str, workers: int, image: str, namespace: str):
-    """Trains on ``workers`` nodes as a TFJob sharing the datasets PVC: stages the data there, runs the job
+    """Trains on ``workers`` nodes as a TFJob that reads the converted data on the datasets PVC: runs the job
     to the end (failing this task if it fails) and brings the exported model back as this task's output."""
     from crnn.cluster.job_task import train_as_tfjob
+    from crnn.data.store import resolve
+    from crnn.job_id import pipeline_job_id
     from crnn.tracking import Tracking
 
-    result = train_as_tfjob(train_data.path, data.path, model.path, train_sets, val_set, preset, steps, batch_size,
+    train_dirs = [resolve(train_data.path) / key for key in train_sets]
+    val_dir = resolve(data.path) / val_set if val_set else None
+    result = train_as_tfjob(train_dirs, val_dir, model.path, preset, steps, batch_size,
                             Tracking.for_pipeline(tracking_uri, experiment, job_id), target, workers, image,
-                            namespace, job_id)
+                            namespace, pipeline_job_id(job_id))
     model.metadata.update(result)

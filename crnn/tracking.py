@@ -34,6 +34,7 @@ PARENT_TAG = "mlflow.parentRunId"
 STEP_TAG = "crnn.step"
 PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
 CACHED_TAG = "crnn.cached"
+OUTCOME_TAG = "crnn.outcome"  # why the parent run ended as it did
 FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
@@ -42,7 +43,11 @@ _RETRY_SECONDS = 2.0  # between attempts while the tracking server is away
 
 
 def resolve_tracking_uri(uri: str | None) -> str | None:
-    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else None (tracking off)."""
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else None (tracking off). The server's credentials, when
+    a Secret of them is mounted, are put where MLflow reads them first."""
+    from crnn.credentials import export_mounted_secrets
+
+    export_mounted_secrets()
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
@@ -172,10 +177,14 @@ def find_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str =
     return runs[0].info.run_id if runs else None
 
 
-def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, status: str,
-                     experiment: str = DEFAULT_EXPERIMENT) -> str | None:
-    """Ends the parent run of a pipeline run, its description summing up the steps; returns its id, None if
-    there is none."""
+def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str = DEFAULT_EXPERIMENT,
+                     final_step: str = "register") -> str | None:
+    """Ends the parent run of a pipeline run, FINISHED if its ``final_step`` finished, else FAILED, its
+    description summing up the steps; returns its id, None if there is none.
+
+    Decided from the step runs, not from the status KFP hands an exit task: that exists only from backend
+    2.14 on, and says RUNNING on 2.14 to 2.16 when the exit handler holds a ParallelFor
+    (kubeflow/pipelines#13321). A step run still RUNNING now has lost its pod: it is ended KILLED."""
     run_id = find_pipeline_run(tracking_uri, pipeline_run_id, experiment)
     if run_id is None:
         log.warning("no MLflow run is tagged %s=%s; nothing to end", PIPELINE_RUN_TAG, pipeline_run_id)
@@ -183,9 +192,28 @@ def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, status: str,
     client = _client(tracking_uri)
     parent = client.get_run(run_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}'")
+    for child in children:
+        if child.info.status == "RUNNING":
+            client.set_terminated(child.info.run_id, "KILLED")
+    status, reason = pipeline_outcome(children, final_step)
+    log.info("pipeline run %s: %s (%s)", pipeline_run_id, status, reason)
     client.set_tag(run_id, NOTE_TAG, pipeline_note(parent, children))
+    client.set_tag(run_id, OUTCOME_TAG, reason)
     client.set_terminated(run_id, status)
     return run_id
+
+
+def pipeline_outcome(children: Sequence[Any], final_step: str = "register") -> tuple[str, str]:
+    """(FINISHED or FAILED, why) for a pipeline run whose step runs are ``children``: it succeeded when its
+    final step finished, whatever earlier attempts of a retried step left."""
+    ended = {child.data.tags.get(STEP_TAG): child.info.status for child in children
+             if child.info.status == "FINISHED"}
+    if final_step in ended:
+        return "FINISHED", f"{final_step} finished"
+    unfinished = sorted({str(child.data.tags.get(STEP_TAG)) for child in children
+                         if child.info.status != "FINISHED"} - set(ended))
+    return "FAILED", (f"{final_step} did not finish; unfinished steps: {', '.join(unfinished)}" if unfinished
+                      else f"{final_step} did not run")
 
 
 @dataclass(frozen=True)
@@ -212,9 +240,12 @@ class Tracking:
         uri = resolve_tracking_uri(self.tracking_uri)
         if not uri or self.parent_run_id or not self.pipeline_run_id:
             return uri, self.parent_run_id
-        parent = find_pipeline_run(uri, self.pipeline_run_id, self.experiment)
+        from crnn.job_id import pipeline_job_id
+
+        job_id = pipeline_job_id(self.pipeline_run_id)
+        parent = find_pipeline_run(uri, job_id, self.experiment)
         if parent is None:
-            raise ValueError(f"no MLflow parent run tagged {PIPELINE_RUN_TAG}={self.pipeline_run_id} "
+            raise ValueError(f"no MLflow parent run tagged {PIPELINE_RUN_TAG}={job_id} "
                              f"in experiment {self.experiment!r} at {uri}")
         return uri, parent
 

@@ -85,6 +85,9 @@ def _add_submit(pipeline: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="bearer token (default: $KF_PIPELINES_TOKEN, else the kfp client's own "
                                    "credentials: kubeconfig or in-cluster)")
     p.add_argument("--wait", type=int, metavar="SECONDS", help="wait up to SECONDS for the run to finish")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every task, reusing no cached result (the data steps still reuse complete data on the "
+                        "datasets volume)")
     p.set_defaults(handler=_submit)
 
 

@@ -27,13 +27,16 @@ from crnn.cluster.targets import (
 )
 from crnn.cluster.targets import target as target_by_name
 from crnn.config import PIPELINE_PRESET
+from crnn.credentials import SECRETS_MOUNT
 from crnn.data import splits
 from crnn.data.shards import DEFAULT_SHARD_SIZE
 from crnn.data.synthetic import SyntheticSpec
 from crnn.files import atomic_path
+from crnn.job_id import RUN_ID_ENV, RUN_ID_FIELD
 from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
 from crnn.registry.register import DEFAULT_MODEL_NAME
 from crnn.tracking import DEFAULT_EXPERIMENT
+from pipelines.kfp_backends import BACKENDS, for_every_backend, refusals
 
 PIPELINE_NAME = "crnn-training"
 SYNTHETIC = SyntheticSpec()
@@ -72,12 +75,14 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
         min_average: float = DEFAULT_MIN_AVERAGE,
         max_drop_points: float = DEFAULT_MAX_DROP_POINTS,
         namespace: str = NAMESPACE,
+        data_root: str = DATASETS_MOUNT if target.on_cluster else "",
     ):
         """``datasets``: catalog names to download (or ``synthetic``); ``train_sets``, ``val_set`` and
         ``benchmarks`` name converted splits as ``<dataset>/<split>``; ``convert_slices`` is how many tasks
         convert the training sets. The model becomes ``champion`` if its average accuracy is at least
         ``min_average`` and no benchmark falls more than ``max_drop_points`` below the champion's. ``namespace``:
-        where a multi-node training job is created."""
+        where a multi-node training job is created. ``data_root``: where the datasets are written, by content key,
+        and found again (the datasets volume's mount on a cluster); the artifacts carry references to them."""
         job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # Every task finds the MLflow parent run by the job id (see crnn.tracking.Tracking for why).
         mlflow = {"tracking_uri": tracking_uri, "experiment": experiment, "job_id": job_id}
@@ -87,72 +92,79 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
                                artifact_location=artifact_location, **mlflow).set_caching_options(False)
             # Downloads fail for passing reasons (a mirror restarting): retried. Download and conversion are
             # cached, so they take nothing that differs between runs (not the job id): they record their values
-            # beside their outputs, and log_data_steps, never cached, logs those under this run.
-            raw = download(datasets=datasets, mirror=mirror, seed=seed, train_size=train_size, val_size=val_size,
-                           test_size=test_size).after(parent).set_retry(3, backoff_duration="30s", backoff_factor=2)
-            data = convert(raw=raw.outputs["raw"], val_set=val_set, benchmarks=benchmarks, shard_size=shard_size)
+            # in their data's folder, and log_data_steps, never cached, logs those under this run.
+            raw = download(data_root=data_root, datasets=datasets, mirror=mirror, seed=seed, train_size=train_size,
+                           val_size=val_size, test_size=test_size).after(parent)
+            raw.set_retry(3, backoff_duration="30s", backoff_factor=2)
+            data = convert(raw=raw.outputs["raw"], data_root=data_root, val_set=val_set, benchmarks=benchmarks,
+                           shard_size=shard_size)
             # The training sets are large: their shards are converted by `convert_slices` tasks, then merged.
-            plan = plan_slices(raw=raw.outputs["raw"], train_sets=train_sets, shard_size=shard_size,
-                               slices=convert_slices)
-            with dsl.ParallelFor(plan.output) as ranges:
-                part = convert_slice(raw=raw.outputs["raw"], ranges=ranges, shard_size=shard_size)
-            train_data = merge_slices(raw=raw.outputs["raw"], parts=dsl.Collected(part.outputs["part"]),
-                                      train_sets=train_sets, shard_size=shard_size)
+            plan = plan_slices(raw=raw.outputs["raw"], data_root=data_root, train_sets=train_sets,
+                               shard_size=shard_size, slices=convert_slices)
+            with dsl.ParallelFor(plan.output) as part:
+                slice_task = convert_slice(raw=raw.outputs["raw"], part=part, shard_size=shard_size)
+            # The slices are found through the plan, not gathered as outputs (dsl.Collected): fan-in of artifacts
+            # needs a KFP backend of 2.14 or later.
+            train_data = merge_slices(raw=raw.outputs["raw"], plan=plan.output, data_root=data_root,
+                                      train_sets=train_sets, shard_size=shard_size).after(slice_task)
             data_steps = log_data_steps(raw=raw.outputs["raw"], data=data.outputs["data"],
                                         train_data=train_data.outputs["train_data"],
                                         **mlflow).set_caching_options(False)
             # Only download and conversion may come from the cache: the later steps must log under this run.
-            model = _train_task(target, nodes, image(target.image, registry, tag), namespace,
+            model = _train_task(target, nodes, image(target.image, registry, tag), namespace, data_root,
                                 train_data=train_data.outputs["train_data"], data=data.outputs["data"],
                                 train_sets=train_sets, val_set=val_set, preset=preset, steps=steps,
                                 batch_size=batch_size, **mlflow).set_caching_options(False)
             with dsl.ParallelFor(benchmarks, parallelism=2) as benchmark:
                 scores = evaluate(model=model.outputs["model"], data=data.outputs["data"], benchmark=benchmark,
-                                  **mlflow).set_caching_options(False)
-            registered = register(model=model.outputs["model"], reports=dsl.Collected(scores.outputs["report"]),
+                                  data_root=data_root, **mlflow).set_caching_options(False)
+            # The reports are gathered from data_root, as the slices are (no dsl.Collected before KFP 2.14).
+            registered = register(model=model.outputs["model"], benchmarks=benchmarks, data_root=data_root,
                                   model_name=model_name, min_average=min_average, max_drop_points=max_drop_points,
-                                  **mlflow).set_caching_options(False)
+                                  **mlflow).set_caching_options(False).after(scores)
             if target.on_cluster:
-                _on_cluster(target, nodes, raw, data, train_data, model,
+                _on_cluster(target, nodes, raw, data_tasks=[raw, data, plan, slice_task, train_data],
+                            readers=[data_steps, model, scores, registered], model=model,
                             tracked=[parent, data_steps, model, scores, registered, finish])
 
     return crnn_pipeline
 
 
-def _train_task(target: Target, nodes: int, job_image: str, namespace: str, **inputs) -> dsl.PipelineTask:
+def _train_task(target: Target, nodes: int, job_image: str, namespace: str, data_root: str,
+                **inputs) -> dsl.PipelineTask:
     if nodes > 1:
         return train_job(target=target.name, workers=nodes, image=job_image, namespace=namespace, **inputs)
-    return train(device=target.device, num_devices=target.devices_per_node, **inputs)
+    return train(device=target.device, num_devices=target.devices_per_node, data_root=data_root, **inputs)
 
 
-def _on_cluster(target: Target, nodes: int, download_task: dsl.PipelineTask, convert_task: dsl.PipelineTask,
-                merge_task: dsl.PipelineTask, train_task: dsl.PipelineTask,
-                tracked: list[dsl.PipelineTask]) -> None:
-    """Cluster settings: MLflow credentials for every tracked task, S3 credentials and the datasets PVC where
-    data is fetched or shared, caching of the data steps, and the accelerator of the train task."""
+def _on_cluster(target: Target, nodes: int, download_task: dsl.PipelineTask, data_tasks: list[dsl.PipelineTask],
+                readers: list[dsl.PipelineTask], model: dsl.PipelineTask, tracked: list[dsl.PipelineTask]) -> None:
+    """Cluster settings: MLflow credentials for every tracked task, S3 credentials where data is fetched, the
+    datasets PVC wherever data is written or read, caching of the data steps, and the accelerator of the train
+    task."""
     from kfp import kubernetes
 
+    # Optional Secret volumes, which the steps read into their environment (crnn/credentials.py says why not
+    # environment variables). S3: the endpoint and region too, when the Secret has them (a MinIO mirror).
+    for task, secret in [*((task, MLFLOW_CLIENT_SECRET) for task in tracked), (download_task, S3_SECRET)]:
+        kubernetes.use_secret_as_volume(task, secret, mount_path=f"{SECRETS_MOUNT}/{secret}", optional=True)
+    # The run's id where the backend leaves the job id placeholder unresolved (before 2.5): crnn/job_id.py.
     for task in tracked:
-        kubernetes.use_secret_as_env(task, MLFLOW_CLIENT_SECRET, optional=True, secret_key_to_env={
-            "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
-    # The endpoint and region too, when the Secret has them: an s3:// mirror may be a MinIO, not AWS.
-    kubernetes.use_secret_as_env(download_task, S3_SECRET, optional=True, secret_key_to_env={
-        key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")})
-    for task in (download_task, convert_task, merge_task):
+        kubernetes.use_field_path_as_env(task, RUN_ID_ENV, RUN_ID_FIELD)
+    for task in data_tasks:
         task.set_caching_options(True)
-    kubernetes.mount_pvc(download_task, DATASETS_PVC, DATASETS_MOUNT)  # a file:// mirror may live there
-    kubernetes.mount_pvc(train_task, DATASETS_PVC, DATASETS_MOUNT)  # multi-node jobs share data through it
-    if nodes > 1:  # the task only stages data and watches the job; the job's workers hold the accelerators
-        train_task.set_cpu_request("1").set_memory_request("4Gi")
+    for task in [*data_tasks, *readers]:
+        kubernetes.mount_pvc(task, DATASETS_PVC, DATASETS_MOUNT)
+    if nodes > 1:  # the task only watches the job; the job's workers hold the accelerators
+        model.set_cpu_request("1").set_memory_request("4Gi")
         return
-    train_task.set_cpu_request("8").set_memory_request("64Gi")
+    model.set_cpu_request("8").set_memory_request("64Gi")
     if target.accelerator:
-        train_task.set_accelerator_type(target.accelerator).set_accelerator_limit(target.devices_per_node)
+        model.set_accelerator_type(target.accelerator).set_accelerator_limit(target.devices_per_node)
     for label, value in target.node_selector.items():
-        kubernetes.add_node_selector(train_task, label, value)
+        kubernetes.add_node_selector(model, label, value)
     for toleration in target.tolerations:
-        kubernetes.add_toleration(train_task, key=toleration.key, operator=toleration.operator,
+        kubernetes.add_toleration(model, key=toleration.key, operator=toleration.operator,
                                   effect=toleration.effect)
 
 
@@ -162,7 +174,7 @@ crnn_pipeline = make_pipeline()  # kfp.local's pipeline (make run)
 def compile_pipeline(dest: Path, target: str = "local", nodes: int = 1, registry: str = DEFAULT_REGISTRY,
                      tag: str = DEFAULT_TAG) -> Path:
     """Writes the pipeline YAML for ``target``: every task on ``<registry>/cpu:<tag>`` but the train task, on
-    the target's image."""
+    the target's image; one file for every supported KFP backend (``pipelines.kfp_backends``)."""
     chosen = target_by_name(target)
     dest = Path(dest)
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +184,11 @@ def compile_pipeline(dest: Path, target: str = "local", nodes: int = 1, registry
     for name, executor in documents[0]["deploymentSpec"]["executors"].items():
         kind = chosen.image if name == "exec-train" else "cpu"
         executor["container"]["image"] = image(kind, registry, tag)
+    if len(documents) > 1:
+        for_every_backend(documents[1])
+    refused = {b.version: r for b in BACKENDS if (r := refusals(documents[0], documents[-1], b))}
+    if refused:  # a change to the pipeline that some supported backend cannot run
+        raise ValueError(f"the compiled pipeline would not run on KFP {refused}: see pipelines/kfp_backends.py")
     with atomic_path(dest) as out:
         out.write_text(yaml.safe_dump_all(documents, sort_keys=True))
     return dest

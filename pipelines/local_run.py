@@ -13,12 +13,14 @@ from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
 log = logging.getLogger(__name__)
 
 
-def run_locally(out: Path, tracking_uri: str | None = None, runner: object | None = None, **params) -> dict:
+def run_locally(out: Path, tracking_uri: str | None = None, runner: object | None = None,
+                data_root: Path | None = None, **params) -> dict:
     """Runs the pipeline with everything under ``out``; prints and returns the summary.
 
     ``runner``: kfp.local's runner (default: each task a subprocess of this Python, whose virtualenv has the
-    library). ``params`` are pipeline parameters (``preset``, ``steps``, ``train_size``...); the rest keep their
-    defaults.
+    library). ``data_root``: where the datasets go (default ``out/datasets``; a later run with the same data
+    finds them there). ``params`` are pipeline parameters (``preset``, ``steps``, ``train_size``...); the rest
+    keep their defaults.
     """
     from kfp import local
 
@@ -33,7 +35,8 @@ def run_locally(out: Path, tracking_uri: str | None = None, runner: object | Non
     started = time.monotonic()
     real_print = builtins.print
     try:
-        crnn_pipeline(tracking_uri=tracking_uri, run_name=run_name, **params)
+        crnn_pipeline(tracking_uri=tracking_uri, run_name=run_name,
+                      data_root=str(Path(data_root or out / "datasets").resolve()), **params)
     finally:
         # kfp.local indents task output by swapping print(); tasks in parallel threads can leave it swapped.
         builtins.print = real_print

@@ -44,6 +44,8 @@ def submit(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         package = args.package or compile_pipeline(Path(tmp) / "pipeline.yaml", args.target, args.nodes,
                                                    args.registry, args.tag)
+        if args.no_cache:
+            package = without_cache(Path(package), Path(tmp) / "uncached.yaml")
         pipeline_id, version_id = _upload(client, str(package), PIPELINE_NAME,
                                           args.version_name or f"{args.target}-{stamp}", args.namespace)
     experiment = client.create_experiment(args.experiment, namespace=args.namespace)
@@ -60,6 +62,20 @@ def submit(args: argparse.Namespace) -> dict[str, Any]:
         if str(finished.state).upper() != "SUCCEEDED":
             raise RuntimeError(f"run {run.run_id} ended {finished.state}")
     return result
+
+
+def without_cache(package: Path, dest: Path) -> Path:
+    """A copy of the compiled ``package`` with caching off for every task: the kfp client's own override
+    (``enable_caching``) applies only to runs of a package, not to runs of an uploaded pipeline version."""
+    import yaml
+
+    documents = list(yaml.safe_load_all(package.read_text()))
+    spec = documents[0]
+    for component in [spec["root"], *spec["components"].values()]:
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            task["cachingOptions"] = {}
+    dest.write_text(yaml.safe_dump_all(documents, sort_keys=True))
+    return dest
 
 
 def _upload(client: Any, package: str, name: str, version_name: str, namespace: str | None) -> tuple[str, str]:

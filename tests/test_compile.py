@@ -6,6 +6,9 @@ import pytest
 import yaml
 
 from crnn.cli import main
+from crnn.cluster.targets import DATASETS_MOUNT
+from crnn.credentials import SECRETS_MOUNT
+from crnn.job_id import RUN_ID_ENV, RUN_ID_FIELD
 from pipelines.crnn_pipeline import compile_pipeline
 
 COMPILED = Path(__file__).parent.parent / "pipelines" / "compiled"
@@ -78,14 +81,17 @@ def test_secrets_pvc_retries_caching_and_the_exit_handler(compiled):
     tracked = {"exec-start-run", "exec-log-data-steps", "exec-train", "exec-evaluate", "exec-register",
                "exec-finish-run"}
     for executor in tracked:
-        secrets = {s["secretName"]: s for s in k8s[executor]["secretAsEnv"]}
-        assert {e["envVar"] for e in secrets["mlflow-client"]["keyToEnv"]} == {
-            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, executor
-    s3 = {s["secretName"]: s for s in k8s["exec-download"]["secretAsEnv"]}["crnn-s3"]
-    assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                     "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"}  # MinIO mirrors
-    assert s3["optional"] is True  # keys the Secret lacks are left unset
-    assert k8s["exec-download"]["pvcMount"][0]["mountPath"] == "/mnt/datasets"
+        [secret] = k8s[executor]["secretAsVolume"]
+        assert secret == {"secretName": "mlflow-client", "mountPath": f"{SECRETS_MOUNT}/mlflow-client",
+                          "optional": True}, executor  # read by crnn/credentials.py; a missing key is no file
+        assert k8s[executor]["fieldPathAsEnv"] == [{"name": RUN_ID_ENV, "fieldPath": RUN_ID_FIELD}], executor
+    assert {s["secretName"] for s in k8s["exec-download"]["secretAsVolume"]} == {"crnn-s3"}
+    # Every task that reads or writes data mounts the datasets volume at the pipeline's default data_root.
+    readers = {"exec-download", "exec-convert", "exec-plan-slices", "exec-convert-slice", "exec-merge-slices",
+               "exec-log-data-steps", "exec-train", "exec-evaluate", "exec-register"}
+    for executor in readers:
+        assert k8s[executor]["pvcMount"] == [{"constant": "crnn-datasets", "mountPath": DATASETS_MOUNT}], executor
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_root"]["defaultValue"] == DATASETS_MOUNT
 
     tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["download"]["retryPolicy"]["maxRetryCount"] == 3
@@ -101,6 +107,7 @@ def test_secrets_pvc_retries_caching_and_the_exit_handler(compiled):
     finish = spec["root"]["dag"]["tasks"]["finish-run"]
     assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     assert finish["dependentTasks"] == ["exit-handler-1"]
+    assert "status" not in finish["inputs"]["parameters"]  # no PipelineTaskFinalStatus: refused before KFP 2.14
 
 
 def test_several_nodes_train_as_a_job_the_task_only_watches(compiled):

@@ -106,3 +106,16 @@ def test_the_gate_decides_and_the_run_says_why(tracked_pipeline):
     assert summary["gate"]["average"].startswith("fail: ")
     version = MlflowClient(server.url).get_model_version("crnn", summary["model_version"])
     assert version.tags["gate.decision"] == "rejected" and "champion" not in version.aliases
+
+
+def test_the_artifact_store_carries_references_not_data(tracked_pipeline):
+    """What a KFP launcher would upload and download: every task's outputs under the pipeline root. The data
+    steps' artifacts hold a reference only, whatever the data's size (the data is under data_root); all but the
+    model come to under 1 MB."""
+    _, out, _ = tracked_pipeline
+    [run_root] = [path for path in (out / "pipeline_root").iterdir() if path.name != "datasets"]
+    files = [path for path in run_root.rglob("*") if path.is_file()]
+    model = {path for path in files if path.relative_to(run_root).parts[:2] == ("train", "model")}
+    assert model and sum(path.stat().st_size for path in set(files) - model) < 1_000_000
+    for task, artifact in [("download", "raw"), ("convert", "data"), ("merge-slices", "train_data")]:
+        assert [path.name for path in (run_root / task / artifact).iterdir()] == ["data-ref.json"], task

@@ -76,3 +76,12 @@ def test_bad_params_are_named(kfp_api, capsys):
     _, url = kfp_api
     assert main(["pipeline", "submit", "--host", url, "--param", "steps"]) == 2
     assert "--param expects KEY=VALUE, got 'steps'" in capsys.readouterr().err
+
+
+def test_no_cache_uploads_a_version_with_caching_off(kfp_api):
+    api, url = kfp_api
+    assert main(["pipeline", "submit", "--host", url, "--target", "cpu", "--no-cache"]) == 0
+    pipeline_id = next(iter(api.pipelines))
+    spec = next(yaml.safe_load_all(api.uploaded(pipeline_id)[0].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]))
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert tasks["download"]["cachingOptions"] == tasks["convert"]["cachingOptions"] == {}

@@ -107,9 +107,9 @@ def test_a_job_past_its_time_is_deleted(kube):
     assert fake.deleted == ["crnn-train-j"]
 
 
-def test_the_task_stages_data_on_the_pvc_and_brings_the_model_back(kube, tmp_path, converted_dir):
+def test_the_task_trains_on_the_data_where_it_is_and_brings_the_model_back(kube, tmp_path, converted_dir):
     fake, api = kube
-    mount = tmp_path / "pvc"
+    mount = converted_dir.parent  # the converted data is on the datasets volume, which the workers mount
 
     def workers_train(job: dict) -> None:  # what the job's chief writes to the shared PVC
         command = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"]
@@ -118,14 +118,21 @@ def test_the_task_stages_data_on_the_pvc_and_brings_the_model_back(kube, tmp_pat
         (out / "export" / "model.keras").write_text("weights")
 
     fake.on_finish = workers_train
-    result = train_as_tfjob(str(converted_dir), str(converted_dir), str(tmp_path / "model"), ["mjsynth/train"],
-                            "mjsynth/val", "tiny", 5, 0, Tracking(), "gpu", 2, "crnn-pipeline/gpu:0.1.0", "ml",
-                            "job-7", mount=mount, api=api)
+    result = train_as_tfjob([converted_dir / "mjsynth" / "train"], converted_dir / "mjsynth" / "val",
+                            str(tmp_path / "model"), "tiny", 5, 0, Tracking(), "gpu", 2, "crnn-pipeline/gpu:0.1.0",
+                            "ml", "job-7", mount=mount, api=api)
     assert result["tfjob"] == "crnn-train-job-7" and result["workers"] == 2
-    staged = mount / "jobs" / "job-7" / "data" / "mjsynth" / "train"
-    assert (staged / "manifest.json").read_text() == (converted_dir / "mjsynth" / "train" / "manifest.json").read_text()
     assert (tmp_path / "model" / "export" / "model.keras").read_text() == "weights"
     command = json.loads(fake.requests[0].body)["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"][
         "containers"][0]["command"]
-    assert command[command.index("--train") + 1] == str(staged)
+    assert command[command.index("--train") + 1] == str(converted_dir / "mjsynth" / "train")
+    assert command[command.index("--val") + 1] == str(converted_dir / "mjsynth" / "val")
     assert command[command.index("--steps") + 1] == "5"
+
+
+def test_data_off_the_volume_is_refused_before_a_job_starts(kube, tmp_path, converted_dir):
+    fake, api = kube
+    with pytest.raises(ValueError, match="not on the datasets volume"):
+        train_as_tfjob([converted_dir / "mjsynth" / "train"], None, str(tmp_path / "model"), "tiny", 5, 0,
+                       Tracking(), "gpu", 2, "img", "ml", "job-8", mount=tmp_path / "elsewhere", api=api)
+    assert fake.requests == []

@@ -356,8 +356,8 @@ def convert_slice(raw_dir: Path, out_dir: Path, ranges: Sequence[dict[str, Any]]
 
 def merge_slices(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys: Sequence[str], shard_size: int,
                  model: ModelConfig | None = None) -> dict[str, dict[str, Any]]:
-    """Gathers the slices' shards into ``out_dir/<key>/`` and writes each split's manifest: the same bytes as
-    ``convert_all`` writing them on one machine."""
+    """Moves the slices' shards into ``out_dir/<key>/`` (the same file system) and writes each split's
+    manifest: the same bytes as ``convert_all`` writing them on one machine."""
     model = model or ModelConfig()
     manifests = {}
     for key in keys:
@@ -370,9 +370,10 @@ def merge_slices(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, keys:
                 continue  # this slice held none of this split's shards
             if json.loads((part / PARTS / PLAN).read_text()) != json.loads(plan.read_text()):
                 raise ValueError(f"{part}: converted with other input or settings than {key} now has")
+            # Moved, not copied: the slices are on the same volume, and a merge run again finds them in place.
             for figures in sorted((part / PARTS).glob("shard-*.json")):
                 shard = figures.name.removesuffix(".json")
-                shutil.copyfile(part / PARTS / shard, target / PARTS / shard)
-                shutil.copyfile(figures, target / PARTS / figures.name)
+                os.replace(part / PARTS / shard, target / PARTS / shard)
+                os.replace(figures, target / PARTS / figures.name)
         manifests[key] = finish(target, source, model, job["policy"], shard_size, inputs)
     return manifests

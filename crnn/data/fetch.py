@@ -194,6 +194,9 @@ def _s3_download(url: str, dest: Path, attempts: int) -> None:
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     if not bucket or not key:
         raise ValueError(f"{url}: expected s3://BUCKET/KEY")
+    from crnn.credentials import export_mounted_secrets
+
+    export_mounted_secrets()
     # boto3 reads AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_S3) itself; MLflow's own variable for its artifact
     # store is taken when those are unset, so a MinIO that serves MLflow serves the mirror too.
     endpoint = None if {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"} & set(os.environ) else \

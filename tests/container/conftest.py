@@ -17,6 +17,7 @@ IMAGE_ENV, TOOL_ENV, BASES_ENV = "CRNN_LOCAL_IMAGE", "CRNN_CONTAINER_TOOL", "CRN
 
 # Each task as a cluster runs it: uid 1000, a read-only root file system, only /tmp and the pipeline root
 # (which the runner mounts) writable; the host's network, where the tracking server listens on loopback.
+DATA_FOLDER = "datasets"
 RUNNER = ("local.DockerRunner(read_only=True, tmpfs={'/tmp': ''}, user='1000:1000', network_mode='host')")
 
 
@@ -58,7 +59,10 @@ def tracked_pipeline(mlflow_server, tmp_path_factory, docker_host, image):
     root.mkdir()
     root.chmod(0o777)  # the containers write there as uid 1000
     env = os.environ | {IMAGE_ENV: image} | ({"DOCKER_HOST": docker_host} if docker_host else {})
-    return mlflow_server, out, run_tiny_pipeline(out, mlflow_server.url, env, runner=RUNNER, timeout=1200)
+    # The data root inside the pipeline root: the only folder kfp.local's DockerRunner mounts into the containers.
+    summary = run_tiny_pipeline(out, mlflow_server.url, env, runner=RUNNER, timeout=1200,
+                                data_root=root / DATA_FOLDER)
+    return mlflow_server, out, summary
 
 
 def tool() -> str | None:

@@ -8,9 +8,10 @@ import subprocess
 
 import pytest
 
-from tests.container.conftest import BASES_ENV, tool
+from tests.container.conftest import BASES_ENV, DATA_FOLDER, tool
 from tests.test_pipeline import (  # noqa: F401 - collected here, on the containers' pipeline run
     test_artifacts_are_served,
+    test_the_artifact_store_carries_references_not_data,
     test_the_candidate_loads_by_alias_over_http_and_reads_images,
     test_the_gate_decides_and_the_run_says_why,
     test_the_run_tree_over_the_rest_api,
@@ -31,11 +32,12 @@ def test_every_task_ran_in_the_image_as_uid_1000(tracked_pipeline, image):
     log = (out / "pipeline.log").read_text()
     assert f"Found image {image!r}" in log and "Pulling image" not in log
     assert all(f"Task \x1b[96m'{task}'\x1b[0m finished with status \x1b[92mSUCCESS" in log for task in TASKS)
-    [run_root] = (out / "pipeline_root").iterdir()
-    written = [path for path in run_root.rglob("*") if path.is_file()]
-    # Every task's executor wrote its outputs from inside its container, as uid 1000.
+    [run_root] = [path for path in (out / "pipeline_root").iterdir() if path.name != DATA_FOLDER]
+    written = [path for path in (out / "pipeline_root").rglob("*") if path.is_file()]
+    # Every task's executor wrote its outputs, and the data steps their data, from inside the containers, as 1000.
     assert {path.parent.name for path in run_root.rglob("executor_output.json")} == TASKS
     assert {path.stat().st_uid for path in written} == {1000}
+    assert list((out / "pipeline_root" / DATA_FOLDER).glob("converted/*/mjsynth/train/manifest.json"))
 
 
 def test_the_image_records_its_commit_and_holds_no_build_or_test_tools(image):

@@ -23,15 +23,18 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, job_name: str, 
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def finish_run(tracking_uri: str, experiment: str, job_id: str):
+def finish_run(tracking_uri: str, experiment: str, job_id: str, data_root: str):
     """Ends the parent run of pipeline job ``job_id``: FINISHED when its last step finished, else FAILED. It
-    takes no dsl.PipelineTaskFinalStatus, which KFP backends before 2.14 refuse (crnn.tracking says more)."""
+    takes no dsl.PipelineTaskFinalStatus, which KFP backends before 2.14 refuse (crnn.tracking says more).
+    Then removes the run's folder under ``data_root`` (checkpoints, reports), whatever the outcome."""
+    from crnn import pipeline_data
     from crnn.job_id import pipeline_job_id
     from crnn.tracking import end_pipeline_run, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri:
         end_pipeline_run(uri, pipeline_job_id(job_id), experiment)
+    pipeline_data.remove_run_folder(data_root, job_id)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

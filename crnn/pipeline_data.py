@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from crnn.files import write_json
 from crnn.job_id import pipeline_job_id
 from crnn.model.export import EXPORT_DIR
 from crnn.tracking import STEP_RECORD, Tracking
+
+log = logging.getLogger(__name__)
 
 # Bumped when the layout the steps write changes, so that no run reuses a location of the old layout.
 LAYOUT_VERSION = 1
@@ -135,6 +138,15 @@ def step_records(ref_dirs: Sequence[str]) -> list[Path]:
 def run_folder(data_root: str, job_id: str) -> Path:
     """This pipeline run's own folder under ``data_root``: training's checkpoints, the evaluation reports."""
     return store.data_root(data_root) / "runs" / pipeline_job_id(job_id)
+
+
+def remove_run_folder(data_root: str, job_id: str) -> None:
+    """Removes the run's folder once the run has ended: its model is in the artifact store and MLflow, its
+    reports too. A multi-node job writes there as well, so the folder goes only after the job's end."""
+    folder = run_folder(data_root, job_id)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+        log.info("removed %s", folder)
 
 
 def publish_model(work_dir: Path, model_dir: str) -> None:

@@ -80,10 +80,16 @@ def _add_submit(pipeline: argparse._SubParsersAction) -> None:
                    help="a pipeline parameter (repeatable; VALUE is read as JSON when it parses, e.g. steps=5000)")
     p.add_argument("--run-name", help="default: crnn-<target>-<time>")
     p.add_argument("--version-name", help="the pipeline version's name (default: <target>-<time>)")
-    p.add_argument("--namespace", help="KFP namespace (multi-user clusters)")
+    p.add_argument("--namespace", help="your profile namespace on a multi-user Kubeflow: the experiment, the run "
+                                       "and a newly uploaded pipeline go there")
     p.add_argument("--service-account", default=SERVICE_ACCOUNT, help="runs as this service account")
-    p.add_argument("--token", help="bearer token (default: $KF_PIPELINES_TOKEN, else the kfp client's own "
-                                   "credentials: kubeconfig or in-cluster)")
+    p.add_argument("--token", help="a fixed bearer token (default: $KF_PIPELINES_TOKEN)")
+    p.add_argument("--token-command", metavar="COMMAND",
+                   help="a command printing a bearer token, run again before each token expires (a long --wait), "
+                        "e.g. 'kubectl create token default-editor -n NS --audience pipelines.kubeflow.org'")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="a token file read again on every request (default in a pod: the projected token at "
+                        "$KF_PIPELINES_SA_TOKEN_PATH, /var/run/secrets/kubeflow/pipelines/token)")
     p.add_argument("--wait", type=int, metavar="SECONDS", help="wait up to SECONDS for the run to finish")
     p.add_argument("--no-cache", action="store_true",
                    help="run every task, reusing no cached result (the data steps still reuse complete data on the "

@@ -19,7 +19,6 @@ from crnn.cluster.targets import (
     DEFAULT_REGISTRY,
     DEFAULT_TAG,
     MLFLOW_CLIENT_SECRET,
-    NAMESPACE,
     S3_SECRET,
     TARGETS,
     Target,
@@ -74,19 +73,20 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
         model_name: str = DEFAULT_MODEL_NAME,
         min_average: float = DEFAULT_MIN_AVERAGE,
         max_drop_points: float = DEFAULT_MAX_DROP_POINTS,
-        namespace: str = NAMESPACE,
+        train_deadline_hours: float = 168.0,
         data_root: str = DATASETS_MOUNT if target.on_cluster else "",
     ):
         """``datasets``: catalog names to download (or ``synthetic``); ``train_sets``, ``val_set`` and
         ``benchmarks`` name converted splits as ``<dataset>/<split>``; ``convert_slices`` is how many tasks
         convert the training sets. The model becomes ``champion`` if its average accuracy is at least
-        ``min_average`` and no benchmark falls more than ``max_drop_points`` below the champion's. ``namespace``:
-        where a multi-node training job is created. ``data_root``: where the datasets are written, by content key,
-        and found again (the datasets volume's mount on a cluster); the artifacts carry references to them."""
+        ``min_average`` and no benchmark falls more than ``max_drop_points`` below the champion's.
+        ``train_deadline_hours``: how long a multi-node training job may run. ``data_root``: where the datasets
+        are written, by content key, and found again (the datasets volume's mount on a cluster); the artifacts
+        carry references to them."""
         job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # Every task finds the MLflow parent run by the job id (see crnn.tracking.Tracking for why).
         mlflow = {"tracking_uri": tracking_uri, "experiment": experiment, "job_id": job_id}
-        finish = finish_run(**mlflow).set_caching_options(False)
+        finish = finish_run(data_root=data_root, **mlflow).set_caching_options(False)
         with dsl.ExitHandler(finish):
             parent = start_run(run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                artifact_location=artifact_location, **mlflow).set_caching_options(False)
@@ -111,7 +111,7 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
                                         train_data=train_data.outputs["train_data"],
                                         **mlflow).set_caching_options(False)
             # Only download and conversion may come from the cache: the later steps must log under this run.
-            model = _train_task(target, nodes, image(target.image, registry, tag), namespace, data_root,
+            model = _train_task(target, nodes, image(target.image, registry, tag), train_deadline_hours, data_root,
                                 train_data=train_data.outputs["train_data"], data=data.outputs["data"],
                                 train_sets=train_sets, val_set=val_set, preset=preset, steps=steps,
                                 batch_size=batch_size, **mlflow).set_caching_options(False)
@@ -124,16 +124,17 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
                                   **mlflow).set_caching_options(False).after(scores)
             if target.on_cluster:
                 _on_cluster(target, nodes, raw, data_tasks=[raw, data, plan, slice_task, train_data],
-                            readers=[data_steps, model, scores, registered], model=model,
+                            readers=[data_steps, model, scores, registered, finish], model=model,
                             tracked=[parent, data_steps, model, scores, registered, finish])
 
     return crnn_pipeline
 
 
-def _train_task(target: Target, nodes: int, job_image: str, namespace: str, data_root: str,
+def _train_task(target: Target, nodes: int, job_image: str, deadline_hours: float, data_root: str,
                 **inputs) -> dsl.PipelineTask:
     if nodes > 1:
-        return train_job(target=target.name, workers=nodes, image=job_image, namespace=namespace, **inputs)
+        return train_job(target=target.name, workers=nodes, image=job_image, deadline_hours=deadline_hours,
+                         data_root=data_root, **inputs)
     return train(device=target.device, num_devices=target.devices_per_node, data_root=data_root, **inputs)
 
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from crnn.cluster.targets import NAMESPACE
-
-TOKEN_ENV = "KF_PIPELINES_TOKEN"
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -36,11 +31,12 @@ def submit(args: argparse.Namespace) -> dict[str, Any]:
     import kfp
 
     from pipelines.crnn_pipeline import PIPELINE_NAME, compile_pipeline
+    from pipelines.kfp_login import login
 
     params = parse_params(args.param)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    token = args.token or os.environ.get(TOKEN_ENV)
-    client = kfp.Client(host=args.host, existing_token=token, namespace=args.namespace or NAMESPACE)
+    client = kfp.Client(host=args.host, namespace=args.namespace,
+                        **login(args.token, args.token_command, args.token_file))
     with tempfile.TemporaryDirectory() as tmp:
         package = args.package or compile_pipeline(Path(tmp) / "pipeline.yaml", args.target, args.nodes,
                                                    args.registry, args.tag)
@@ -79,8 +75,9 @@ def without_cache(package: Path, dest: Path) -> Path:
 
 
 def _upload(client: Any, package: str, name: str, version_name: str, namespace: str | None) -> tuple[str, str]:
-    """(pipeline id, version id): the pipeline uploaded the first time, a new version of it afterwards."""
-    pipeline_id = client.get_pipeline_id(name)
+    """(pipeline id, version id): a new version of the pipeline found in ``namespace`` or else shared; the
+    pipeline uploaded (into ``namespace``, when given) the first time."""
+    pipeline_id = _find_pipeline(client, name, namespace)
     if pipeline_id is None:
         pipeline = client.upload_pipeline(package, pipeline_name=name, namespace=namespace)
         pipeline_id = pipeline.pipeline_id
@@ -88,3 +85,16 @@ def _upload(client: Any, package: str, name: str, version_name: str, namespace: 
         return pipeline_id, versions[0].pipeline_version_id
     version = client.upload_pipeline_version(package, version_name, pipeline_id=pipeline_id)
     return pipeline_id, version.pipeline_version_id
+
+
+def _find_pipeline(client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline ``name`` in ``namespace`` (a user's own, in multi-user mode), else of the shared
+    one. The kfp client's ``get_pipeline_id`` looks at shared pipelines only."""
+    wanted = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+    for scope in ([namespace] if namespace else []) + [None]:
+        found = client.list_pipelines(filter=wanted, namespace=scope, page_size=2).pipelines or []
+        if len(found) > 1:
+            raise ValueError(f"several pipelines are named {name!r} in {scope or 'the shared pipelines'}")
+        if found:
+            return found[0].pipeline_id
+    return None

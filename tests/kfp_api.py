@@ -19,19 +19,25 @@ class FakeKfp:
     experiments: dict[str, dict] = field(default_factory=dict)
     runs: dict[str, dict] = field(default_factory=dict)
     final_state: str = "SUCCEEDED"
+    # Multi-user mode, as kubeflow/pipelines' API server has it: an experiment needs a namespace, and listing
+    # pipelines with a namespace finds that namespace's, without one the shared ones.
+    multi_user: bool = False
+    polls_to_finish: int = 2
 
     def handle(self, request: Request) -> tuple[int, dict]:
         self.requests.append(request)
         route = request.method, request.path.removeprefix(API)
         if route == ("GET", "/healthz"):
-            return 200, {"multi_user": False}
+            return 200, {"multi_user": self.multi_user}
         if route == ("GET", "/pipelines"):
-            wanted = _filter_value(request.query)
-            found = [self._pipeline(pid) for pid, p in self.pipelines.items() if p["display_name"] == wanted]
+            wanted, namespace = _filter_value(request.query), request.query.get("namespace", [""])[0]
+            found = [self._pipeline(pid) for pid, p in self.pipelines.items()
+                     if p["display_name"] == wanted and p["namespace"] == namespace]
             return 200, {"pipelines": found, "total_size": len(found)} if found else {}
         if route == ("POST", "/pipelines/upload"):
             pipeline_id = _new_id()
-            self.pipelines[pipeline_id] = {"display_name": request.query["name"][0], "versions": []}
+            self.pipelines[pipeline_id] = {"display_name": request.query["name"][0], "versions": [],
+                                           "namespace": request.query.get("namespace", [""])[0]}
             self._add_version(pipeline_id, request.query["name"][0], request.body)
             return 200, self._pipeline(pipeline_id)
         if route == ("POST", "/pipelines/upload_version"):
@@ -42,11 +48,14 @@ class FakeKfp:
             versions = self.pipelines[pipeline_id]["versions"]
             return 200, {"pipeline_versions": [_public(v) for v in reversed(versions)], "total_size": len(versions)}
         if route == ("GET", "/experiments"):
-            wanted = _filter_value(request.query)
-            found = [e for e in self.experiments.values() if e["display_name"] == wanted]
+            wanted, namespace = _filter_value(request.query), request.query.get("namespace", [""])[0]
+            found = [e for e in self.experiments.values()
+                     if e["display_name"] == wanted and e.get("namespace", "") == namespace]
             return 200, {"experiments": found, "total_size": len(found)} if found else {}
         if route == ("POST", "/experiments"):
             experiment = json.loads(request.body) | {"experiment_id": _new_id()}
+            if self.multi_user and not experiment.get("namespace"):
+                return 400, {"error": "Invalid input error: In multi-user mode, experiment namespace is required"}
             self.experiments[experiment["experiment_id"]] = experiment
             return 200, experiment
         if route == ("POST", "/runs"):
@@ -56,7 +65,7 @@ class FakeKfp:
         if request.method == "GET" and request.path.startswith(API + "/runs/"):
             run = self.runs[request.path.rsplit("/", 1)[1]]
             run["polls"] += 1
-            run["state"] = "RUNNING" if run["polls"] < 2 else self.final_state
+            run["state"] = "RUNNING" if run["polls"] < self.polls_to_finish else self.final_state
             return 200, _public(run)
         return 404, {"error": f"no route {request.method} {request.path}"}
 

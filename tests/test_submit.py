@@ -5,6 +5,7 @@ not a live Kubeflow Pipelines: none can run here.
 """
 
 import json
+import sys
 
 import pytest
 import yaml
@@ -85,3 +86,75 @@ def test_no_cache_uploads_a_version_with_caching_off(kfp_api):
     spec = next(yaml.safe_load_all(api.uploaded(pipeline_id)[0].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]))
     tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["download"]["cachingOptions"] == tasks["convert"]["cachingOptions"] == {}
+
+
+def _bearer(request) -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def test_a_profile_user_submits_into_their_namespace(kfp_api):
+    """Multi-user mode: the experiment and a newly uploaded pipeline in the user's namespace; a second submit
+    finds that pipeline there (not among the shared ones) and adds a version."""
+    api, url = kfp_api
+    api.multi_user = True
+    args = ["pipeline", "submit", "--host", url, "--namespace", "team-ocr", "--token", "t"]
+    assert main(args) == 0
+    [(pipeline_id, pipeline)] = api.pipelines.items()
+    assert pipeline["namespace"] == "team-ocr"
+    assert [e["namespace"] for e in api.experiments.values()] == ["team-ocr"]
+    api.pipelines["shared"] = {"display_name": "crnn-training", "versions": [], "namespace": ""}
+    assert main(args + ["--version-name", "v2"]) == 0
+    assert len(pipeline["versions"]) == 2 and api.pipelines["shared"]["versions"] == []
+    assert len(api.experiments) == 1  # found again in the namespace
+
+
+def test_a_shared_pipeline_is_found_when_the_namespace_has_none(kfp_api):
+    api, url = kfp_api
+    api.multi_user = True
+    api.pipelines["shared"] = {"display_name": "crnn-training", "versions": [], "namespace": ""}
+    assert main(["pipeline", "submit", "--host", url, "--namespace", "team-ocr", "--version-name", "v9"]) == 0
+    assert [v["display_name"] for v in api.pipelines["shared"]["versions"]] == ["v9"]
+
+
+def test_a_long_wait_renews_the_token_before_it_expires(kfp_api, tmp_path):
+    """--token-command is run again whenever its token is about to expire: each request carries a live one."""
+    api, url = kfp_api
+    api.polls_to_finish = 3
+    script = tmp_path / "token.py"
+    # A JWT (unsigned: only its exp claim is read) that expires in a minute, numbered by a counter file.
+    script.write_text(
+        "import base64, json, pathlib, time\n"
+        f"counter = pathlib.Path({str(tmp_path / 'n')!r})\n"
+        "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
+        "counter.write_text(str(n))\n"
+        "claims = base64.urlsafe_b64encode(json.dumps({'exp': time.time() + 60, 'n': n}).encode()).decode()\n"
+        "print(f'h.{claims.rstrip(\"=\")}.s')\n")
+    command = f"{sys.executable} {script}"
+    assert main(["pipeline", "submit", "--host", url, "--token-command", command, "--wait", "60"]) == 0
+    tokens = [_bearer(r) for r in api.requests]
+    assert all(tokens) and len(set(tokens)) == len(tokens)  # renewed before every request: a minute is too short
+
+
+def test_a_token_command_that_fails_is_named(kfp_api, capsys):
+    _, url = kfp_api
+    assert main(["pipeline", "submit", "--host", url, "--token-command", "false"]) == 2
+    assert "--token-command 'false' gave no token" in capsys.readouterr().err
+
+
+def test_in_a_pod_the_projected_token_is_read_again_on_every_request(tmp_path, monkeypatch):
+    from kfp_server_api import Configuration
+
+    from pipelines.kfp_login import login
+
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
+    credentials = login()["credentials"]
+    config = Configuration()
+    credentials.refresh_api_key_hook(config)
+    token.write_text("rotated\n")  # the kubelet renews it
+    assert config.api_key["authorization"] == "first"
+    credentials.refresh_api_key_hook(config)
+    assert config.api_key["authorization"] == "rotated"
+    assert login(token="fixed") == {"existing_token": "fixed"}

@@ -8,14 +8,15 @@ import kubernetes_validate
 import pytest
 from kubernetes import client
 
+from crnn.cluster import job_task
 from crnn.cluster.commands import TrainSpec
 from crnn.cluster.job_task import train_as_tfjob
 from crnn.cluster.targets import TARGETS
-from crnn.cluster.tfjob import JobFailed, run_tfjob, tfjob_manifest
+from crnn.cluster.tfjob import JobFailed, JobPolicy, owner_pod, run_tfjob, tfjob_manifest
 from crnn.tracking import Tracking
 from tests.loopback_api import Request, serve
 
-JOBS = "/apis/kubeflow.org/v1/namespaces/ml/tfjobs"
+NAMESPACE = "ml"
 SPEC = TrainSpec(("/mnt/datasets/jobs/j/data/mjsynth/train",), "/mnt/datasets/jobs/j/out", preset="paper",
                  device="gpu", num_devices=8, tracking_uri="http://mlflow.kubeflow:5000", parent_run_id="abc")
 
@@ -29,18 +30,31 @@ class FakeKubernetes:
         self.requests: list[Request] = []
         self.deleted: list[str] = []
         self.on_finish = lambda job: None
+        self.namespace = NAMESPACE
+
+    @property
+    def jobs_path(self) -> str:
+        return f"/apis/kubeflow.org/v1/namespaces/{self.namespace}/tfjobs"
 
     def handle(self, request: Request):
         self.requests.append(request)
-        if request.method == "POST" and request.path == JOBS:
+        if request.method == "POST" and request.path == self.jobs_path:
             job = json.loads(request.body)
+            if job["metadata"]["name"] in self.jobs:
+                return 409, {"kind": "Status", "status": "Failure", "reason": "AlreadyExists", "code": 409}
             self.jobs[job["metadata"]["name"]] = job | {"polls": 0}
             return 201, job
-        name = request.path.removeprefix(JOBS + "/")
+        name = request.path.removeprefix(self.jobs_path + "/")
+        if name not in self.jobs:
+            return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
         if request.method == "DELETE":
             self.deleted.append(name)
+            del self.jobs[name]
             return 200, {"kind": "Status", "status": "Success"}
         job = self.jobs[name]
+        if request.method == "PATCH":  # a JSON merge patch of the metadata
+            job["metadata"] |= json.loads(request.body)["metadata"]
+            return 200, job
         step = min(job["polls"], len(self.conditions) - 1)
         job["polls"] += 1
         job["status"] = {"conditions": [{"type": kind, "status": "True", "message": self.message}
@@ -78,6 +92,49 @@ def test_the_manifest_is_a_strictly_valid_tfjob_of_workers_on_8_gpus():
         tfjob_manifest("x", "ml", "i", SPEC, 0, TARGETS["gpu"])
 
 
+def test_the_job_ends_and_cleans_up_after_itself():
+    job = tfjob_manifest("crnn-train-j", "team-ocr", "img", SPEC, 2, TARGETS["gpu"], owner=owner_pod("task-pod", "u1"),
+                         policy=JobPolicy(deadline_seconds=3600, ttl_seconds=600))
+    assert job["metadata"]["namespace"] == "team-ocr"
+    assert job["metadata"]["ownerReferences"] == [owner_pod("task-pod", "u1")]
+    policy = job["spec"]["runPolicy"]
+    assert (policy["activeDeadlineSeconds"], policy["ttlSecondsAfterFinished"]) == (3600, 600)
+    template = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]
+    # No Istio sidecar in the workers: it would never exit, and the job never complete.
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    assert "ownerReferences" not in tfjob_manifest("j", "ml", "img", SPEC, 1, TARGETS["cpu"])["metadata"]
+
+
+def test_a_retried_task_adopts_the_running_job_of_its_earlier_attempt(kube):
+    fake, api = kube
+    first = tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"], owner=owner_pod("attempt-1", "u1"))
+    api.create_namespaced_custom_object("kubeflow.org", "v1", "ml", "tfjobs", first)  # then the task pod died
+    lines: list[str] = []
+    retried = tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"], owner=owner_pod("attempt-2", "u2"))
+    finished = run_tfjob(api, retried, poll_seconds=0.01, report=lines.append)
+    assert finished["status"]["conditions"][-1]["type"] == "Succeeded"
+    assert lines[0] == "adopted TFJob ml/crnn-train-j (Created) from an earlier attempt"
+    assert fake.jobs["crnn-train-j"]["metadata"]["ownerReferences"] == [owner_pod("attempt-2", "u2")]
+    assert not fake.deleted
+
+
+def test_a_retried_task_replaces_the_failed_job_of_its_earlier_attempt(kube):
+    fake, api = kube
+    failed = tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"])
+    api.create_namespaced_custom_object("kubeflow.org", "v1", "ml", "tfjobs", failed)
+    fake.jobs["crnn-train-j"]["polls"] = 99  # far along its conditions: Failed
+    fake.conditions = ("Created", "Running", "Failed")
+    lines: list[str] = []
+    with pytest.raises(JobFailed):  # the new job fails too, in this fake: what matters is that it was made anew
+        run_tfjob(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"]), poll_seconds=0.01,
+                  report=lines.append)
+    assert lines[0] == "replaced the failed TFJob ml/crnn-train-j of an earlier attempt"
+    assert fake.deleted == ["crnn-train-j"]
+    deletion = next(r for r in fake.requests if r.method == "DELETE")
+    assert json.loads(deletion.body)["propagationPolicy"] == "Foreground"  # its pods go first
+
+
 def test_a_job_that_succeeds_is_followed_to_the_end(kube):
     fake, api = kube
     lines: list[str] = []
@@ -107,9 +164,14 @@ def test_a_job_past_its_time_is_deleted(kube):
     assert fake.deleted == ["crnn-train-j"]
 
 
-def test_the_task_trains_on_the_data_where_it_is_and_brings_the_model_back(kube, tmp_path, converted_dir):
+def test_the_task_trains_on_the_data_where_it_is_and_brings_the_model_back(kube, tmp_path, converted_dir,
+                                                                          monkeypatch):
     fake, api = kube
     mount = converted_dir.parent  # the converted data is on the datasets volume, which the workers mount
+    monkeypatch.setenv("KFP_POD_NAME", "crnn-training-x7k2p-system-container-impl-123")
+    monkeypatch.setenv("KFP_POD_UID", "5a1b")
+    (tmp_path / "namespace").write_text("team-ocr\n")  # as the kubelet mounts it beside the token
+    monkeypatch.setattr(job_task, "NAMESPACE_FILE", tmp_path / "namespace")
 
     def workers_train(job: dict) -> None:  # what the job's chief writes to the shared PVC
         command = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"]
@@ -118,21 +180,29 @@ def test_the_task_trains_on_the_data_where_it_is_and_brings_the_model_back(kube,
         (out / "export" / "model.keras").write_text("weights")
 
     fake.on_finish = workers_train
+    fake.namespace = "team-ocr"
     result = train_as_tfjob([converted_dir / "mjsynth" / "train"], converted_dir / "mjsynth" / "val",
-                            str(tmp_path / "model"), "tiny", 5, 0, Tracking(), "gpu", 2, "crnn-pipeline/gpu:0.1.0",
-                            "ml", "job-7", mount=mount, api=api)
-    assert result["tfjob"] == "crnn-train-job-7" and result["workers"] == 2
+                            mount / "runs" / "job-7" / "train", str(tmp_path / "model"), "tiny", 5, 0, Tracking(),
+                            "gpu", 2, "crnn-pipeline/gpu:0.1.0", "job-7", mount=mount, api=api)
+    assert result["tfjob"] == "crnn-train-job-7" and result["workers"] == 2 and result["namespace"] == "team-ocr"
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["export"]
     assert (tmp_path / "model" / "export" / "model.keras").read_text() == "weights"
-    command = json.loads(fake.requests[0].body)["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"][
-        "containers"][0]["command"]
+    job = json.loads(fake.requests[0].body)
+    assert fake.requests[0].path == "/apis/kubeflow.org/v1/namespaces/team-ocr/tfjobs"  # the task's own namespace
+    assert job["metadata"]["ownerReferences"] == [{
+        "apiVersion": "v1", "kind": "Pod", "name": "crnn-training-x7k2p-system-container-impl-123", "uid": "5a1b",
+        "controller": False, "blockOwnerDeletion": False}]
+    command = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--train") + 1] == str(converted_dir / "mjsynth" / "train")
     assert command[command.index("--val") + 1] == str(converted_dir / "mjsynth" / "val")
     assert command[command.index("--steps") + 1] == "5"
+    assert command[command.index("--out") + 1] == str(mount / "runs" / "job-7" / "train")
 
 
 def test_data_off_the_volume_is_refused_before_a_job_starts(kube, tmp_path, converted_dir):
     fake, api = kube
     with pytest.raises(ValueError, match="not on the datasets volume"):
-        train_as_tfjob([converted_dir / "mjsynth" / "train"], None, str(tmp_path / "model"), "tiny", 5, 0,
-                       Tracking(), "gpu", 2, "img", "ml", "job-8", mount=tmp_path / "elsewhere", api=api)
+        train_as_tfjob([converted_dir / "mjsynth" / "train"], None, tmp_path / "elsewhere" / "runs" / "job-8",
+                       str(tmp_path / "model"), "tiny", 5, 0, Tracking(), "gpu", 2, "img", "job-8", namespace="ml",
+                       mount=tmp_path / "elsewhere", api=api)
     assert fake.requests == []

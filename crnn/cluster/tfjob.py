@@ -2,8 +2,9 @@
 
 The training operator starts the workers and gives each a ``TF_CONFIG``, from which ``crnn train`` builds a
 ``MultiWorkerMirroredStrategy``. Workers share the datasets PVC: the data is read from it and the model is
-written to it. A pipeline task creates the job, reports each change of its conditions, and fails when the job
-fails; if the task itself is stopped, it deletes the job.
+written to it. A pipeline task creates the job in its own namespace, owned by its pod, reports each change of
+its conditions, and fails when the job fails; if the task itself is stopped, it deletes the job; a retried task
+takes over the job of its earlier attempt.
 """
 
 from __future__ import annotations
@@ -29,15 +30,40 @@ _CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesyste
                        "capabilities": {"drop": ["ALL"]}}
 
 
+# Istio would inject a sidecar into the workers in a profile namespace of a multi-user Kubeflow; a sidecar never
+# exits, so the pods would never complete and the job never end (kubeflow/training-operator#1778). Both forms:
+# the label is what Istio reads first from 1.18, the annotation what older ones read.
+SIDECAR_OPT_OUT = {"sidecar.istio.io/inject": "false"}
+
+
 @dataclass(frozen=True)
 class JobResources:
     cpu: str = "8"
     memory: str = "64Gi"
 
 
+@dataclass(frozen=True)
+class JobPolicy:
+    """How long the job may run (then the operator fails it and stops its pods) and how long it stays once
+    finished (then the operator deletes it and its pods)."""
+
+    deadline_seconds: int = 7 * 24 * 3600
+    ttl_seconds: int = 24 * 3600
+
+
+def owner_pod(name: str, uid: str) -> dict[str, Any]:
+    """An ownerReference to the task's pod: Kubernetes' garbage collector deletes the job with the pod, so a task
+    pod evicted or deleted leaks no job and no accelerators. Not blocking the pod's deletion, which would need
+    the right to update pods' finalizers."""
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "controller": False,
+            "blockOwnerDeletion": False}
+
+
 def tfjob_manifest(name: str, namespace: str, image: str, spec: TrainSpec, workers: int, target: Target,
-                   resources: JobResources = JobResources(), pvc: str = DATASETS_PVC) -> dict[str, Any]:
-    """A TFJob of ``workers`` workers, each training on ``target.devices_per_node`` devices."""
+                   resources: JobResources = JobResources(), pvc: str = DATASETS_PVC,
+                   owner: Mapping[str, Any] | None = None, policy: JobPolicy = JobPolicy()) -> dict[str, Any]:
+    """A TFJob of ``workers`` workers, each training on ``target.devices_per_node`` devices; owned by ``owner``
+    (``owner_pod``) when given."""
     if workers < 1:
         raise ValueError(f"a training job needs at least one worker, got {workers}")
     limits = {"cpu": resources.cpu, "memory": resources.memory}
@@ -64,15 +90,22 @@ def tfjob_manifest(name: str, namespace: str, image: str, spec: TrainSpec, worke
         pod["nodeSelector"] = dict(target.node_selector)
     if target.tolerations:
         pod["tolerations"] = [{"key": t.key, "operator": t.operator, "effect": t.effect} for t in target.tolerations]
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace,
+                                "labels": {"app.kubernetes.io/part-of": "crnn-pipeline"}}
+    if owner:
+        metadata["ownerReferences"] = [dict(owner)]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "crnn-pipeline"}},
+        "metadata": metadata,
         "spec": {
             # A failed worker restarts and resumes from the latest checkpoint on the PVC.
-            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3},
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3,
+                          "activeDeadlineSeconds": policy.deadline_seconds,
+                          "ttlSecondsAfterFinished": policy.ttl_seconds},
             "tfReplicaSpecs": {"Worker": {"replicas": workers, "restartPolicy": "OnFailure",
-                                          "template": {"metadata": {"labels": {"app": "crnn-train"}},
+                                          "template": {"metadata": {"labels": {"app": "crnn-train", **SIDECAR_OPT_OUT},
+                                                                    "annotations": dict(SIDECAR_OPT_OUT)},
                                                        "spec": pod}}},
         },
     }
@@ -99,8 +132,7 @@ def run_tfjob(api: Any, manifest: Mapping[str, Any], timeout_seconds: float = 7 
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     if threading.current_thread() is threading.main_thread():  # a stopped pipeline task gets SIGTERM
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
-    report(f"created {KIND} {namespace}/{name}")
+    _create_or_adopt(api, manifest, report)
     deadline = time.monotonic() + timeout_seconds
     seen = None
     try:
@@ -121,3 +153,45 @@ def run_tfjob(api: Any, manifest: Mapping[str, Any], timeout_seconds: float = 7 
         api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         report(f"deleted {KIND} {namespace}/{name}")
         raise
+
+
+def _create_or_adopt(api: Any, manifest: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    """Creates the job; if a job of that name exists (an earlier attempt of a retried task made it), a failed
+    one is replaced and any other adopted: owned by this task's pod from now on, and followed to its end."""
+    from kubernetes.client.exceptions import ApiException
+
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+        report(f"created {KIND} {namespace}/{name}")
+        return
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    state, _ = job_state(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    if state == "Failed":
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                            body={"propagationPolicy": "Foreground"})
+        _wait_deleted(api, namespace, name)
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+        report(f"replaced the failed {KIND} {namespace}/{name} of an earlier attempt")
+        return
+    if manifest["metadata"].get("ownerReferences"):
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                           {"metadata": {"ownerReferences": manifest["metadata"]["ownerReferences"]}})
+    report(f"adopted {KIND} {namespace}/{name} ({state}) from an earlier attempt")
+
+
+def _wait_deleted(api: Any, namespace: str, name: str, timeout_seconds: float = 300, poll_seconds: float = 2) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        time.sleep(poll_seconds)
+    raise TimeoutError(f"{KIND} {namespace}/{name} still there {timeout_seconds:.0f} s after its deletion")

@@ -15,8 +15,13 @@ import yaml
 
 from tools import validate_manifests as vm
 
-OVERLAYS = ("local", "gpu", "ascend")
+STANDALONE = ("local", "gpu", "ascend")  # beside a standalone KFP, everything in `kubeflow`
+MULTI_USER = ("multi-user-mlflow", "multi-user-profile")  # a multi-user Kubeflow
+OVERLAYS = STANDALONE + MULTI_USER
 NAMESPACE = "kubeflow"
+PROFILE = "kubeflow-user-example-com"  # the multi-user-profile overlay's namespace (kubeflow/manifests' example)
+MLFLOW_NAMESPACE = "crnn-mlflow"
+NAMESPACES = {"multi-user-mlflow": MLFLOW_NAMESPACE, "multi-user-profile": PROFILE}
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
                                    reason="kubectl is not installed: install it to render manifests/")
@@ -40,9 +45,9 @@ def _find(objects: list[dict], kind: str, name: str) -> dict:
     return matches[0]
 
 
-def _overlay(tmp_path: Path, on: str, extra: dict, files: dict[str, str] | None = None) -> Path:
-    """A temporary overlay named ``bad`` on top of the real overlay ``on``; returns its folder."""
-    folder = tmp_path / "bad"
+def _overlay(tmp_path: Path, on: str, extra: dict, files: dict[str, str] | None = None, name: str = "bad") -> Path:
+    """A temporary overlay named ``name`` on top of the real overlay ``on``; returns its folder."""
+    folder = tmp_path / name
     folder.mkdir()
     for name, text in (files or {}).items():
         (folder / name).write_text(text)
@@ -68,8 +73,11 @@ def test_every_overlay_renders_and_validates(rendered, crds, name):
     reports = vm.validate_objects(rendered[name], name, crds, literal_secrets_allowed=name == "local")
     assert [m for r in reports for m in r.messages()] == []
     kinds = {r.kind for r in reports}
-    assert {"Deployment", "Service", "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding"} <= kinds
-    assert all(o["metadata"].get("namespace") == NAMESPACE for o in rendered[name])
+    tracking = {"Deployment", "Service", "NetworkPolicy"}
+    pipeline = {"PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding", "Job"}
+    assert {"multi-user-mlflow": tracking, "multi-user-profile": pipeline}.get(name, tracking | pipeline) <= kinds
+    namespaced = [o for o in rendered[name] if o["kind"] != "Namespace"]
+    assert {o["metadata"].get("namespace") for o in namespaced} == {NAMESPACES.get(name, NAMESPACE)}
 
 
 @needs_kubectl
@@ -110,7 +118,9 @@ def test_openapi_conversion_keeps_int_or_string_nullable_and_preserved_objects_o
 
 
 def test_rbac_grants_exactly_what_kfp_tasks_and_the_training_component_need(rendered):
-    for objects in rendered.values():
+    for name, objects in rendered.items():
+        if name == "multi-user-mlflow":
+            continue  # the tracking server's namespace runs no pipeline
         rules = _find(objects, "Role", "crnn-pipeline")["rules"]
         granted = {(group, resource, verb, tuple(rule.get("resourceNames", ()))) for rule in rules
                    for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
@@ -126,8 +136,33 @@ def test_rbac_grants_exactly_what_kfp_tasks_and_the_training_component_need(rend
         assert all(set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"} for rule in rules)
         binding = _find(objects, "RoleBinding", "crnn-pipeline")
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "crnn-pipeline"}
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "crnn-pipeline", "namespace": NAMESPACE}]
+        namespace = NAMESPACES.get(name, NAMESPACE)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "crnn-pipeline", "namespace": namespace}]
         assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_a_profile_gets_the_volume_and_its_runs_service_account_the_rights(rendered):
+    """Runs from the Kubeflow UI execute as the profile's default-editor: it is bound to the same Role."""
+    objects = rendered["multi-user-profile"]
+    binding = _find(objects, "RoleBinding", "crnn-pipeline-default-editor")
+    assert binding["roleRef"]["name"] == "crnn-pipeline"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor", "namespace": PROFILE}]
+    assert not [o for o in objects if o["kind"] in ("Deployment", "Service")]  # the server is elsewhere
+    init = _find(objects, "Job", "crnn-datasets-init")["spec"]["template"]["spec"]
+    assert init["securityContext"]["fsGroup"] == init["securityContext"]["runAsUser"] == 1000  # the pods' uid
+
+
+def test_the_tracking_server_admits_profile_namespaces_and_stays_out_of_the_mesh(rendered):
+    objects = rendered["multi-user-mlflow"]
+    assert _find(objects, "Namespace", MLFLOW_NAMESPACE)["metadata"].get("labels", {}).get("istio-injection") is None
+    template = _find(objects, "Deployment", "mlflow")["spec"]["template"]["metadata"]
+    assert template["labels"]["sidecar.istio.io/inject"] == template["annotations"]["sidecar.istio.io/inject"] \
+        == "false"
+    (rule,) = _find(objects, "NetworkPolicy", "mlflow-ingress")["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {}},
+                            {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}}]
+    hosts = _find(objects, "ConfigMap", "mlflow-server")["data"]["allowed-hosts"].split(",")
+    assert f"mlflow.{MLFLOW_NAMESPACE}.svc.cluster.local:5000" in hosts and not [h for h in hosts if NAMESPACE in h]
 
 
 def test_mlflow_server_settings(rendered):
@@ -147,14 +182,14 @@ def test_mlflow_server_settings(rendered):
     assert _find(objects, "Service", "mlflow")["spec"]["ports"][0]["port"] == 5000
 
 
-def test_datasets_volume_is_shared_on_real_clusters(rendered):
-    for name in ("gpu", "ascend"):
-        assert _find(rendered[name], "PersistentVolumeClaim", "crnn-datasets")["spec"]["accessModes"] == \
-            ["ReadWriteMany"]
+def test_datasets_volume_is_shared_on_real_clusters_and_names_its_class(rendered):
+    for name in ("gpu", "ascend", "multi-user-profile"):
+        spec = _find(rendered[name], "PersistentVolumeClaim", "crnn-datasets")["spec"]
+        assert spec["accessModes"] == ["ReadWriteMany"] and spec["storageClassName"]
 
 
 def test_only_the_local_overlay_has_secrets_and_they_are_labelled_throwaway(rendered):
-    assert not [o for name in ("gpu", "ascend") for o in rendered[name] if o["kind"] == "Secret"]
+    assert not [o for name in OVERLAYS if name != "local" for o in rendered[name] if o["kind"] == "Secret"]
     secrets = {o["metadata"]["name"]: o for o in rendered["local"] if o["kind"] == "Secret"}
     assert {"mlflow-db", "crnn-s3", "mlflow-auth", "mlflow-client"} <= set(secrets)
     for secret in secrets.values():
@@ -213,6 +248,7 @@ def test_the_training_components_tfjob_passes_the_same_checks(crds, name):
 POD = "/spec/template/spec"  # a Deployment's or Job's pod
 WORKER = "/spec/tfReplicaSpecs/Worker"
 TFJOB_POD = f"{WORKER}/template/spec"
+JOB_LABELS = "/spec/template/metadata/labels"
 
 # name: (the real overlay the broken one is on, its kustomization additions, the start of the expected message)
 BROKEN = {
@@ -275,6 +311,25 @@ BROKEN = {
     "TFJob container not named tensorflow": (
         "ascend", _json_patch("TFJob", "crnn-train-npu", ("replace", f"{TFJOB_POD}/containers/0/name", "trainer")),
         "bad: TFJob/crnn-train-npu: spec.tfReplicaSpecs.Worker.template: no container named 'tensorflow'"),
+    "a TFJob without a deadline": (
+        "gpu", _json_patch("TFJob", "crnn-train-gpu", ("remove", "/spec/runPolicy/activeDeadlineSeconds")),
+        "bad: TFJob/crnn-train-gpu: spec.runPolicy.activeDeadlineSeconds is not set"),
+    "a TFJob that stays forever": (
+        "ascend", _json_patch("TFJob", "crnn-train-npu", ("remove", "/spec/runPolicy/ttlSecondsAfterFinished")),
+        "bad: TFJob/crnn-train-npu: spec.runPolicy.ttlSecondsAfterFinished is not set"),
+    "a TFJob's workers in the mesh": (
+        "gpu", _json_patch("TFJob", "crnn-train-gpu",
+                           ("remove", f"{WORKER}/template/metadata/labels/sidecar.istio.io~1inject"),
+                           ("remove", f"{WORKER}/template/metadata/annotations/sidecar.istio.io~1inject")),
+        'bad: TFJob/crnn-train-gpu: spec.tfReplicaSpecs.Worker.template: no sidecar.istio.io/inject: "false"'),
+    "a Job in the mesh": (
+        "multi-user-profile", _json_patch("Job", "crnn-datasets-init",
+                                          ("replace", f"{JOB_LABELS}/sidecar.istio.io~1inject", "true"),
+                                          ("remove", "/spec/template/metadata/annotations")),
+        'bad: Job/crnn-datasets-init: spec.template: no sidecar.istio.io/inject: "false"'),
+    "a shared volume with no storage class": (
+        "gpu", _json_patch("PersistentVolumeClaim", "crnn-datasets", ("remove", "/spec/storageClassName")),
+        "bad: PersistentVolumeClaim/crnn-datasets: ReadWriteMany with no storageClassName"),
     "secret generated outside local": (
         "gpu", {"secretGenerator": [{"name": "mlflow-db", "literals": ["uri=postgresql://u:p@db/mlflow"]}],
                 "generatorOptions": {"disableNameSuffixHash": True}},
@@ -288,6 +343,14 @@ def test_a_broken_overlay_is_reported_naming_the_object(tmp_path, crds, case):
     on, extra, expected = BROKEN[case]
     problems = _problems(_overlay(tmp_path, on, extra), crds)
     assert any(p.startswith(expected) for p in problems), "\n".join(problems)
+
+
+@needs_kubectl
+def test_a_multi_user_overlay_that_writes_into_kubeflow_is_reported(tmp_path, crds):
+    folder = _overlay(tmp_path, "multi-user-profile", {"namespace": NAMESPACE}, name="multi-user-bad")
+    problems = _problems(folder, crds)
+    assert "multi-user-bad: PersistentVolumeClaim/crnn-datasets: in namespace 'kubeflow': a multi-user overlay " \
+           "puts its objects in a profile namespace or its own" in problems
 
 
 @needs_kubectl

@@ -8,7 +8,10 @@ For each object of each overlay:
 - every pod template: the pod policy (requests and limits, a non-root and locked-down security context, a
   read-only root filesystem, probes on long-running containers, pinned images, read-only hostPath mounts) and
   the container an operator finds by name (a TFJob's ``tensorflow``);
-- Secrets: no literal data, except the labelled throwaway ones of the local overlay.
+- Secrets: no literal data, except the labelled throwaway ones of the local overlay;
+- jobs end and clean up: a TFJob has a deadline and a time to live, and every TFJob and Job pod template opts
+  out of Istio's sidecar (which never exits); a ReadWriteMany volume names its storage class;
+- multi-user overlays (``multi-user-*``) put nothing into ``kubeflow``, which Kubeflow owns.
 
 Usage: ``python -m tools.validate_manifests [OVERLAY_DIR ...]`` (default: every overlay under manifests/overlays).
 Prints one line per object and exits 1 when anything fails, 2 when an overlay cannot be rendered.
@@ -39,6 +42,10 @@ LOCAL_ONLY_LABEL = ("crnn-pipeline/local-only", "true")
 LONG_RUNNING_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
 REQUIRED_CONTAINER = {"TFJob": "tensorflow"}  # the training operator finds the training container by this name
 REPLICA_SPEC_FIELDS = ("tfReplicaSpecs", "replicaSpecs")  # TFJob, AscendJob: role -> {replicas, template}
+SIDECAR_INJECT = "sidecar.istio.io/inject"
+RUN_TO_COMPLETION_KINDS = frozenset({"Job", "TFJob"})  # a sidecar would keep their pods from completing
+MULTI_USER_PREFIX = "multi-user-"  # overlays for a multi-user Kubeflow: profile namespaces, never `kubeflow`
+KUBEFLOW_NAMESPACE = "kubeflow"
 
 Obj = dict[str, Any]
 CrdSchemas = dict[tuple[str, str], Obj]  # (apiVersion, kind) -> JSON schema
@@ -285,21 +292,56 @@ def check_secret(obj: Obj, literal_allowed: bool) -> list[str]:
     return []
 
 
+def check_completion(obj: Obj) -> list[str]:
+    """Jobs that end and clean up: a TFJob's deadline and time to live; no sidecar in a Job's or TFJob's pods."""
+    kind, problems = obj.get("kind"), []
+    if kind == "TFJob":
+        policy = _mapping(_mapping(obj.get("spec")).get("runPolicy"))
+        problems += [f"spec.runPolicy.{key} is not set" for key in ("activeDeadlineSeconds", "ttlSecondsAfterFinished")
+                     if key not in policy]
+    if kind in RUN_TO_COMPLETION_KINDS:
+        for where, template in pod_templates(obj):
+            metadata = _mapping(template.get("metadata"))
+            if "false" not in (_mapping(metadata.get("labels")).get(SIDECAR_INJECT),
+                               _mapping(metadata.get("annotations")).get(SIDECAR_INJECT)):
+                problems.append(f"{where}: no {SIDECAR_INJECT}: \"false\" (an Istio sidecar never exits, and the "
+                                "pod would never complete)")
+    return problems
+
+
+def check_storage(obj: Obj) -> list[str]:
+    spec = _mapping(obj.get("spec"))
+    if obj.get("kind") == "PersistentVolumeClaim" and "ReadWriteMany" in (spec.get("accessModes") or []) \
+            and not spec.get("storageClassName"):
+        return ["ReadWriteMany with no storageClassName: most default classes provision ReadWriteOnce only and "
+                "leave the claim Pending; name the cluster's ReadWriteMany class in the overlay"]
+    return []
+
+
 def check_object(obj: Obj, crds: CrdSchemas, literal_secrets_allowed: bool = False) -> list[str]:
-    """Schema, pod policy and Secret rule for one rendered object."""
+    """Schema, pod policy, completion, storage and Secret rules for one rendered object."""
     kind = obj.get("kind")
     schema = crds.get((obj.get("apiVersion"), kind))
     problems = validate_custom(obj, schema) if schema is not None else validate_builtin(obj)
     for where, template in pod_templates(obj):
         problems += [f"{where}: {problem}" for problem in
                      check_pod_template(template, kind in LONG_RUNNING_KINDS, REQUIRED_CONTAINER.get(kind))]
-    return problems + check_secret(obj, literal_secrets_allowed)
+    return problems + check_completion(obj) + check_storage(obj) + check_secret(obj, literal_secrets_allowed)
+
+
+def check_namespace(obj: Obj, overlay: str) -> list[str]:
+    """In multi-user mode nothing goes into ``kubeflow``: the runs execute in profile namespaces."""
+    namespace = _mapping(obj.get("metadata")).get("namespace")
+    if overlay.startswith(MULTI_USER_PREFIX) and namespace == KUBEFLOW_NAMESPACE:
+        return [f"in namespace {KUBEFLOW_NAMESPACE!r}: a multi-user overlay puts its objects in a profile "
+                "namespace or its own"]
+    return []
 
 
 def validate_objects(objects: Iterable[Obj], overlay: str, crds: CrdSchemas, literal_secrets_allowed: bool = False
                      ) -> list[ObjectReport]:
     return [ObjectReport(overlay, str(obj.get("kind")), str(_mapping(obj.get("metadata")).get("name")),
-                         check_object(obj, crds, literal_secrets_allowed))
+                         check_object(obj, crds, literal_secrets_allowed) + check_namespace(obj, overlay))
             for obj in objects]
 
 

@@ -20,7 +20,9 @@ def render_samples(samples: Sequence[tuple[np.ndarray, str, str, bool]], title: 
         raise ValueError(f"{title}: no samples to draw")
     rows = [_title_row(title, samples[0][0].shape[1] * _SCALE + _TEXT_WIDTH)]
     rows += [_row(*sample) for sample in samples]
-    encoded, png = cv2.imencode(".png", np.vstack(rows))
+    # The strongest compression (OpenCV's default favours speed): the picture goes to MLflow and through KFP's
+    # artifact store once per benchmark.
+    encoded, png = cv2.imencode(".png", np.vstack(rows), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not encoded:
         raise ValueError(f"{title}: the picture could not be encoded as PNG")
     with atomic_path(Path(dest)) as tmp:

@@ -33,9 +33,9 @@ def test_an_unresolved_job_id_without_the_label_is_refused(monkeypatch):
         pipeline_job_id(JOB_ID)
 
 
-def test_the_run_tasks_find_one_parent_per_run_from_the_literal_placeholder(sqlite_tracking, monkeypatch):
+def test_the_run_tasks_find_one_parent_per_run_from_the_literal_placeholder(sqlite_tracking, monkeypatch, tmp_path):
     """start_run and finish_run as a 2.4 backend runs them: the placeholders literal, the run id from the pod's
-    label. Two runs get two parent runs, and each task finds its own."""
+    label. Two runs get two parent runs, and each task finds its own; the exit task removes its run's folder."""
     client = MlflowClient(sqlite_tracking)
     parents = {}
     for run_id in (RUN_ID, "another-run"):
@@ -46,9 +46,12 @@ def test_the_run_tasks_find_one_parent_per_run_from_the_literal_placeholder(sqli
     assert len(set(parents.values())) == 2
     assert client.get_run(parents[RUN_ID]).info.run_name == f"crnn-{RUN_ID}"
     monkeypatch.setenv(RUN_ID_ENV, RUN_ID)
-    finish_run.python_func(tracking_uri=sqlite_tracking, experiment="crnn", job_id=JOB_ID)
+    for run_id in (RUN_ID, "another-run"):
+        (tmp_path / "runs" / run_id / "train").mkdir(parents=True)  # checkpoints a train task left
+    finish_run.python_func(tracking_uri=sqlite_tracking, experiment="crnn", job_id=JOB_ID, data_root=str(tmp_path))
     assert client.get_run(parents[RUN_ID]).info.status == "FAILED"  # no step ran
     assert client.get_run(parents["another-run"]).info.status == "RUNNING"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["another-run"]
 
 
 def _step(client: MlflowClient, parent: str, step: str, status: str) -> str:

@@ -144,9 +144,16 @@ $(WHEELHOUSE)/.gpu: requirements.lock images/constraints-gpu.txt $(WHEELHOUSE)/.
 
 wheelhouse: $(IMAGE_WHEELS)
 
-# ASCEND_BASE: the CANN TensorFlow image the ascend image builds on (see images/Dockerfile.ascend).
+# ASCEND_BASE: the CANN TensorFlow image the ascend image builds on (see images/Dockerfile.ascend). Debian's
+# packages make no such base, so without a registry the ascend build stops, saying so, after the others.
+ASCEND_NO_BASE = echo "ascend: no base image here: BASES=debian makes Python bases only, and the ascend image builds on Ascend's CANN TensorFlow image; give ASCEND_BASE=<that image> (images/Dockerfile.ascend says which) or build TARGETS='cpu gpu'" >&2; exit 2
+define build_image
+$(if $(and $(filter ascend,$(1)),$(filter debian,$(BASES)),$(if $(ASCEND_BASE),,no-base)),@$(ASCEND_NO_BASE),$(CONTAINER) build -f images/Dockerfile.$(1) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(and $(filter debian,$(BASES)),$(filter-out ascend,$(1))),--build-arg PYTHON_IMAGE=$(DEBIAN_PYTHON_IMAGE) )$(if $(and $(ASCEND_BASE),$(filter ascend,$(1))),--build-arg ASCEND_BASE=$(ASCEND_BASE) )-t $(REGISTRY)/$(1):$(TAG) .)
+endef
+
 images: container-setup $(IMAGE_WHEELS) $(if $(filter debian,$(BASES)),base-images)
-	$(foreach t,$(TARGETS),$(CONTAINER) build -f images/Dockerfile.$(t) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(and $(filter debian,$(BASES)),$(filter-out ascend,$(t))),--build-arg PYTHON_IMAGE=$(DEBIAN_PYTHON_IMAGE) )$(if $(and $(ASCEND_BASE),$(filter ascend,$(t))),--build-arg ASCEND_BASE=$(ASCEND_BASE) )-t $(REGISTRY)/$(t):$(TAG) .$(newline))
+	@echo '$(GIT_COMMIT)' | cmp -s - .build-commit || echo '$(GIT_COMMIT)' > .build-commit
+	$(foreach t,$(TARGETS),$(call build_image,$(t))$(newline))
 
 images-lint: setup
 	$(BIN)/hadolint --failure-threshold style $(foreach t,$(TARGETS),images/Dockerfile.$(t))

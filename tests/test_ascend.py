@@ -24,12 +24,14 @@ from crnn.train.ascend.launcher import launch
 from crnn.train.ascend.rank_table import (
     RankTableNotReady,
     build_rank_table,
+    check_device_group,
     cm_env_present,
     cm_envs,
     load_rank_table,
     parse_devices,
     rank_envs,
     read_hccn_conf,
+    validate_rank_table,
     visible_devices,
     wait_for_rank_table,
     write_rank_table,
@@ -147,6 +149,41 @@ def test_device_specs(spec, devices):
 def test_bad_device_specs(spec, problem):
     with pytest.raises(ValueError, match=problem):
         parse_devices(spec)
+
+
+def test_devices_named_as_ascends_job_templates_name_them():
+    """Volcano's choice, copied from the huawei.com/Ascend910 annotation into ASCEND_VISIBLE_DEVICES."""
+    named = "Ascend910-4,Ascend910-5,Ascend910-6,Ascend910-7"
+    assert visible_devices({"ASCEND_VISIBLE_DEVICES": named}) == [4, 5, 6, 7]
+    assert parse_devices("Ascend910-2, 3") == [2, 3]
+    with pytest.raises(ValueError, match="names device 1 twice"):
+        parse_devices("Ascend910-1,1")
+    with pytest.raises(ValueError, match="is not a device id"):
+        parse_devices("Ascend999-1")
+
+
+@pytest.mark.parametrize(("devices", "allowed"), [
+    ([3], True), ([0, 1], True), ([5, 7], True), ([0, 1, 2, 3], True), ([4, 5, 6, 7], True), (list(range(8)), True),
+    ([3, 4], False), ([2, 3, 4, 5], False), ([0, 1, 2], False), (list(range(6)), False)])
+def test_device_groups_of_a_910_server(devices, allowed):
+    if allowed:
+        check_device_group(devices)
+    else:
+        with pytest.raises(ValueError, match="1, 2, 4 or 8 NPUs|one ring of the server"):
+            check_device_group(devices)
+
+
+def test_a_version_1_2_rank_table_of_the_ascend_operator_is_read(tmp_path):
+    table = build_rank_table(range(8), IPS, "10.0.0.7") | {"version": "1.2", "super_pod_list": []}
+    for device in table["server_list"][0]["device"]:
+        device["super_device_id"] = "0"
+    table["server_list"][0] |= {"host_ip": "10.0.0.7", "container_ip": "172.16.0.9"}
+    envs = rank_envs(load_rank_table(write_rank_table(table, tmp_path / "hccl.json")), "j", tmp_path / "hccl.json",
+                     {"HCCL_CONNECT_TIMEOUT": "1800"})
+    assert [env["RANK_ID"] for env in envs] == [str(i) for i in range(8)]
+    assert {env["HCCL_CONNECT_TIMEOUT"] for env in envs} == {"1800"}  # the environment's own wins
+    with pytest.raises(ValueError, match="versions 1.0, 1.2"):
+        validate_rank_table(table | {"version": "2.0"})
 
 
 def test_visible_devices_come_from_the_device_plugin_or_the_spec():
@@ -269,7 +306,7 @@ def test_rank_envs_for_one_server():
     for i, env in enumerate(envs):
         assert env == {"PATH": "/usr/bin", "KEEP_ME": "1", "RANK_SIZE": "8", "RANK_ID": str(i),
                        "ASCEND_DEVICE_ID": str(i), "DEVICE_ID": str(i), "RANK_TABLE_FILE": "/tmp/rank_table.json",
-                       "JOB_ID": "job-1"}  # the CM_* variables are withheld: the adapter refuses both
+                       "JOB_ID": "job-1", "HCCL_CONNECT_TIMEOUT": "600"}  # the CM_* variables are withheld
 
 
 def test_rank_envs_for_the_second_of_two_servers():
@@ -305,7 +342,8 @@ def test_operator_cm_variables_pass_through_without_a_rank_table():
     base = CM | {"ASCEND_VISIBLE_DEVICES": "0-7", "RANK_TABLE_FILE": "/stale.json", "RANK_SIZE": "8", "KEEP_ME": "1"}
     envs = cm_envs(range(8), "j", base)
     for i, env in enumerate(envs):
-        assert env == CM | {"ASCEND_VISIBLE_DEVICES": "0-7", "KEEP_ME": "1", "JOB_ID": "j", "ASCEND_DEVICE_ID": str(i),
+        assert env == CM | {"ASCEND_VISIBLE_DEVICES": "0-7", "KEEP_ME": "1", "JOB_ID": "j",
+                            "HCCL_CONNECT_TIMEOUT": "600", "ASCEND_DEVICE_ID": str(i),
                             "DEVICE_ID": str(i), "CRNN_LOCAL_RANK": str(i)}
     with pytest.raises(ValueError, match="CM_WORKER_IP, CM_WORKER_SIZE not set"):
         cm_envs(range(8), "j", {"CM_CHIEF_IP": "10.0.0.1", "CM_CHIEF_PORT": "2222", "CM_CHIEF_DEVICE": "0"})
@@ -496,7 +534,8 @@ def test_cli_forwards_sigterm_to_the_ranks(tmp_path):
 @pytest.mark.parametrize(("args", "problem"), [
     (["--devices", "0-1", "--hccn-conf", "{conf}"], "no command: put it after --"),
     (["--hccn-conf", "{conf}", "--", "true"], "no devices: pass --devices"),
-    (["--devices", "0-9", "--hccn-conf", "{conf}", "--", "true"], r"no device IP for device\(s\) \[8, 9\]"),
+    (["--devices", "0-9", "--hccn-conf", "{conf}", "--", "true"], r"runs a job on 1, 2, 4 or 8 NPUs, not 10"),
+    (["--devices", "3-4", "--hccn-conf", "{conf}", "--", "true"], r"must sit in one ring of the server \(0-3 or 4-7\)"),
     (["--devices", "0-1", "--hccn-conf", "{tmp}/missing.conf", "--", "true"], "No such file"),
     (["--devices", "0-1", "--rank-table", "{table}", "--", "true"], r"--devices 0-1 but .* devices \[0, 1, 2, 3"),
 ])

@@ -1,5 +1,5 @@
-"""Who is which rank: hccn.conf's device IPs, device lists, v1.0 rank tables (built, written, loaded, validated,
-waited for) and every local rank's environment."""
+"""Who is which rank: hccn.conf's device IPs, device lists and groups, rank tables (v1.0 built and written, v1.0
+and v1.2 loaded, validated, waited for) and every local rank's environment."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ log = logging.getLogger(__package__)  # one logger for the whole launcher
 
 HCCN_CONF = Path("/etc/hccn.conf")
 RANK_TABLE_VERSION = "1.0"
+# Versions read: 1.0 (hccl-controller, the ascend-operator) and 1.2 (the ascend-operator for super-pod jobs, with
+# super_device_id and super_pod_list beside the 1.0 fields).
+RANK_TABLE_VERSIONS = ("1.0", "1.2")
 # The five variables the adapter needs for a group without a rank table (the operator adds CM_RANK and
 # CM_LOCAL_WORKER: this pod's index and its NPU count).
 CM_VARS = ("CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_IP", "CM_WORKER_SIZE")
@@ -31,6 +34,15 @@ LOCAL_RANK_VAR = "CRNN_LOCAL_RANK"  # ours: a rank's index on its server, set on
 RANK_TABLE_TIMEOUT_S = 600.0
 
 _ADDRESS_KEY = re.compile(r"address_(\d+)", re.ASCII)
+# ascend-docker-runtime's device names (its regex: Ascend(910|310B|310P|310)-N).
+_DEVICE_NAME = re.compile(r"Ascend(?:910|310B|310P|310)-(\d+)", re.ASCII)
+# An 8-NPU Ascend 910 server links its NPUs in two rings, 0-3 and 4-7: a group of 2 or 4 must sit in one ring, and
+# groups take 1, 2, 4 or 8 (HCCL's rule, which Volcano's Ascend plugin enforces when it places a pod).
+GROUP_SIZES = (1, 2, 4, 8)
+RING_SIZE = 4
+# How long HCCL waits for every rank to join, in seconds: what Ascend's ModelZoo multi-device scripts set most
+# (its default is 120, too short for eight processes loading TensorFlow on a busy node).
+HCCL_CONNECT_TIMEOUT = "600"
 
 
 class RankTableNotReady(ValueError):
@@ -82,10 +94,13 @@ def _checked_ip(value: object, where: str) -> str:
 
 
 def parse_devices(spec: str) -> list[int]:
-    """A device list like "0-7", "0,2,4" or "0-3,6" -> sorted device ids, each once."""
+    """A device list like "0-7", "0,2,4", "0-3,6" or "Ascend910-0,Ascend910-1" -> sorted device ids, each once.
+    The named form is what Ascend's job templates pass to ASCEND_VISIBLE_DEVICES from the devices Volcano chose
+    (the device plugin's ``huawei.com/Ascend910`` annotation); ascend-docker-runtime takes either."""
     devices: set[int] = set()
     for part in spec.split(","):
-        for device in _device_range(part.strip(), spec):
+        named = _DEVICE_NAME.fullmatch(part.strip())
+        for device in range(int(named[1]), int(named[1]) + 1) if named else _device_range(part.strip(), spec):
             if device in devices:
                 raise ValueError(f"device list {spec!r} names device {device} twice")
             devices.add(device)
@@ -118,6 +133,16 @@ def visible_devices(env: Mapping[str, str] = os.environ, spec: str | None = None
         return parse_devices(visible)
     except ValueError as err:
         raise ValueError(f"ASCEND_VISIBLE_DEVICES={visible!r}: {err}") from None
+
+
+def check_device_group(devices: Sequence[int]) -> None:
+    """One server's devices for one job: 1, 2, 4 or 8 of them, a group of 2 or 4 within one ring."""
+    if len(devices) not in GROUP_SIZES:
+        raise ValueError(f"devices {list(devices)}: an Ascend 910 server runs a job on 1, 2, 4 or 8 NPUs, not "
+                         f"{len(devices)}")
+    if len(devices) in (2, 4) and len({device // RING_SIZE for device in devices}) > 1:
+        raise ValueError(f"devices {list(devices)}: a group of {len(devices)} must sit in one ring of the server "
+                         "(0-3 or 4-7), where HCCL links them")
 
 
 def logical_ids(devices: Sequence[int], env: Mapping[str, str] = os.environ) -> dict[int, int]:
@@ -181,9 +206,9 @@ def validate_rank_table(table: object, where: str = "rank table") -> None:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(table).__name__}")
     _check_status(table, where)
-    if table.get("version") != RANK_TABLE_VERSION:
-        raise ValueError(f"{where}: version is {table.get('version')!r}; only version {RANK_TABLE_VERSION!r} "
-                         "tables (with server_list) are supported")
+    if table.get("version") not in RANK_TABLE_VERSIONS:
+        raise ValueError(f"{where}: version is {table.get('version')!r}; versions {', '.join(RANK_TABLE_VERSIONS)} "
+                         "(with server_list) are supported")
     servers = table.get("server_list")
     if not isinstance(servers, list) or not servers:
         raise ValueError(f"{where}: server_list is missing or empty")
@@ -279,7 +304,8 @@ def rank_envs(table: dict, job_id: str, rank_table_file: str | Path, base_env: M
     size = sum(len(entry["device"]) for entry in table["server_list"])
     # The adapter refuses CM_* next to a rank table; a pod of an AscendJob has both when hccl.json is mounted.
     common = {key: value for key, value in base_env.items() if key not in CM_OPERATOR_VARS}
-    common |= {"RANK_SIZE": str(size), "RANK_TABLE_FILE": str(rank_table_file), "JOB_ID": job_id}
+    common |= {"RANK_SIZE": str(size), "RANK_TABLE_FILE": str(rank_table_file), "JOB_ID": job_id,
+               "HCCL_CONNECT_TIMEOUT": base_env.get("HCCL_CONNECT_TIMEOUT", HCCL_CONNECT_TIMEOUT)}
     return [common | _device_env(logical[int(device["device_id"])]) | {"RANK_ID": device["rank_id"]}
             for device in devices]
 
@@ -305,7 +331,8 @@ def cm_envs(devices: Sequence[int], job_id: str, base_env: Mapping[str, str] = o
     logical = logical_ids(devices, base_env)
     # The adapter ignores CM_* whenever RANK_SIZE is set, and refuses them next to RANK_TABLE_FILE.
     common = {key: value for key, value in base_env.items() if key not in RANK_TABLE_VARS}
-    common |= {"JOB_ID": job_id, "CM_LOCAL_WORKER": str(len(devices))}
+    common |= {"JOB_ID": job_id, "CM_LOCAL_WORKER": str(len(devices)),
+               "HCCL_CONNECT_TIMEOUT": base_env.get("HCCL_CONNECT_TIMEOUT", HCCL_CONNECT_TIMEOUT)}
     return [common | _device_env(logical[device]) | {LOCAL_RANK_VAR: str(index)}
             for index, device in enumerate(devices)]
 
@@ -327,6 +354,7 @@ def local_rank_envs(*, devices: str | None = None, hccn_conf: str | Path = HCCN_
     if rank_table is not None:
         return _envs_from_table(Path(rank_table), rank_table_timeout, devices, server_id, job_id, env)
     local = visible_devices(env, devices)
+    check_device_group(local)
     if cm_env_present(env):
         log.info("ascend-operator CM_* variables set: no rank table, the adapter forms the group via %s:%s",
                  env.get("CM_CHIEF_IP"), env.get("CM_CHIEF_PORT"))
@@ -343,6 +371,7 @@ def _envs_from_table(path: Path, timeout_s: float, devices: str | None, server_i
     table = wait_for_rank_table(path, timeout_s)
     server = local_server(table, server_id, env)
     in_table = sorted(int(device["device_id"]) for device in server["device"])
+    check_device_group(in_table)
     if devices is not None and parse_devices(devices) != in_table:
         raise ValueError(f"--devices {devices} but {path} gives server {server['server_id']} devices {in_table}")
     if cm_env_present(env):

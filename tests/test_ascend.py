@@ -388,12 +388,19 @@ def test_open_npu_without_the_adapter_names_the_image():
         open_npu()
 
 
-def test_open_npu_opens_the_device_as_default(tmp_path, monkeypatch):
+def _fake_adapter(tmp_path, monkeypatch, workers_num: int) -> None:
+    """An npu_device with the adapter's surface open_npu uses: global_options(), open() and its handle."""
     fake = tmp_path / "npu_device"
-    fake.mkdir()
+    fake.mkdir(exist_ok=True)
     (fake / "__init__.py").write_text(
         "calls = []\n"
+        "class _Options:\n"
+        "    precision_mode = None\n"
+        "_options = _Options()\n"
+        "def global_options():\n"
+        "    return _options\n"
         "class _Handle:\n"
+        f"    workers_num = {workers_num}\n"
         "    def as_default(self):\n"
         "        calls.append('as_default')\n"
         "        return self\n"
@@ -402,9 +409,25 @@ def test_open_npu_opens_the_device_as_default(tmp_path, monkeypatch):
         "    return _Handle()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "npu_device", raising=False)
+
+
+@pytest.mark.parametrize(("mixed", "mode"), [(False, "must_keep_origin_dtype"), (True, "allow_mix_precision")])
+def test_open_npu_opens_the_device_as_default_in_an_explicit_precision(tmp_path, monkeypatch, mixed, mode):
+    _fake_adapter(tmp_path, monkeypatch, workers_num=8)
     try:
-        module = open_npu()
+        module = open_npu(mixed_precision=mixed, workers=8)
         assert module.calls == ["open", "as_default"]
+        assert module.global_options().precision_mode == mode  # float32 kept float32, not the adapter's fp16
+    finally:
+        sys.modules.pop("npu_device", None)
+
+
+def test_open_npu_fails_loudly_when_the_adapter_trains_alone(tmp_path, monkeypatch):
+    _fake_adapter(tmp_path, monkeypatch, workers_num=1)
+    try:
+        with pytest.raises(RuntimeError, match="joined a group of 1 worker.*set up 8.*each NPU would train alone"):
+            open_npu(workers=8)
+        assert sys.modules["npu_device"].calls == ["open"]  # never made the default device
     finally:
         sys.modules.pop("npu_device", None)
 

@@ -106,7 +106,7 @@ def _npu_backend(env: Mapping[str, str], precision: str) -> Backend:
     from crnn.train.ascend.context import NpuContext, open_npu
 
     context = NpuContext.from_env(env)
-    npu = open_npu(mixed_precision=precision != "float32")
+    npu = open_npu(mixed_precision=precision != "float32", workers=context.size)
     return Backend("npu", tf.distribute.get_strategy(), replicas=context.size, worker=context.rank,
                    workers=context.size,
                    all_reduce=lambda grads: npu.distribute.all_reduce(grads, "mean"),

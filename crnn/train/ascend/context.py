@@ -16,9 +16,16 @@ NPU_MISSING = ("npu_device (the Ascend adapter for TensorFlow 2.x) is not instal
 _INTEGER = re.compile(r"-?\d+", re.ASCII)
 
 
-def open_npu(mixed_precision: bool = False) -> ModuleType:
+# The adapter's precision_mode (npu_device's global_options, set before open()): float32 training kept float32
+# (left unset, Atlas training parts run "float32" as fp16: allow_fp32_to_fp16), or float16 where it gains.
+PRECISION_MODES = {False: "must_keep_origin_dtype", True: "allow_mix_precision"}
+
+
+def open_npu(mixed_precision: bool = False, workers: int = 1) -> ModuleType:
     """Open this process's NPU (ASCEND_DEVICE_ID) as TensorFlow's default device and return ``npu_device``.
     ``mixed_precision``: the adapter's own (``allow_mix_precision``: float16 where the NPU gains from it).
+    ``workers``: the group the launcher set up; the adapter must have joined one of that size, or its all-reduce
+    and broadcast would do nothing and each NPU train alone.
 
     Imported here, not at module level, so that everything else in this module works without the adapter.
     """
@@ -31,9 +38,13 @@ def open_npu(mixed_precision: bool = False) -> ModuleType:
     except ImportError as err:  # typically CANN's libraries are not on LD_LIBRARY_PATH
         raise RuntimeError(f"npu_device is installed but failed to load ({err}); source CANN's set_env.sh "
                            "(the crnn-pipeline/ascend image sets them in its environment)") from err
-    if mixed_precision:
-        npu_device.global_options().precision_mode = "allow_mix_precision"
-    npu_device.open().as_default()
+    npu_device.global_options().precision_mode = PRECISION_MODES[mixed_precision]
+    handle = npu_device.open()
+    joined = getattr(handle, "workers_num", None)  # the adapter's handle: npu_device/npu_device.py
+    if joined is not None and joined != workers:
+        raise RuntimeError(f"the NPU adapter joined a group of {joined} worker(s), the launcher set up {workers} "
+                           "(RANK_SIZE, or CM_WORKER_SIZE under the ascend-operator): each NPU would train alone")
+    handle.as_default()
     return npu_device
 
 

@@ -107,10 +107,10 @@ def merge_converted(raw_dir: Path, slice_dirs: Sequence[Path], out_dir: Path, ke
 
 
 def _log_manifests(run: StepRun, manifests: Mapping[str, Mapping[str, Any]], out_dir: Path) -> None:
+    # Counts are parameters: a metric becomes a chart in the MLflow UI, and a count has no curve to show.
     for key, manifest in manifests.items():
-        run.log_metrics({f"samples/{key}": manifest["num_samples"],
-                         f"skipped/{key}": sum(manifest["skipped"].values())})
-        run.log_params({f"manifest_sha256/{key}": manifest_sha256(Path(out_dir) / key)})
+        run.log_params({f"samples/{key}": manifest["num_samples"], f"skipped/{key}": sum(manifest["skipped"].values()),
+                        f"manifest_sha256/{key}": manifest_sha256(Path(out_dir) / key)})
 
 
 def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Path | None = None,
@@ -168,9 +168,9 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
             errors = ErrorTables.of(result, recognizer.charset)
             entries[bench] = benchmark_entry(result, data_dir, errors)
             run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned,
-                             f"num_samples/{bench}": result.score.num_samples,
                              f"images_per_sec/{bench}": result.images_per_sec})
-            run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"]})
+            run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"],
+                            f"num_samples/{bench}": result.score.num_samples})
             for path in write_review_files(bench, result, errors, out_dir):
                 run.log_artifact(path)
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)

@@ -278,13 +278,14 @@ def _recorded(step: str, record_to: Path) -> Iterator[StepRun]:
 
 @contextlib.contextmanager
 def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None = None,
-             timed: bool = True) -> Iterator[StepRun]:
+             timed: bool = True, span: tuple[float, float] | None = None) -> Iterator[StepRun]:
     """A child run named ``step`` under the parent run (or a top-level run without one); with
     ``tracking.record_to``, a record of its values in that file instead.
 
     Its values travel through an outbox: an unreachable server delays them (the step goes on) and, if it is
     still away when the step ends, they are spooled under ``spool_dir`` (default: the temporary folder).
-    ``timed``: log the step's wall time as ``step_time_s`` at its end.
+    ``timed``: log the step's wall time as ``step_time_s`` at its end. ``span``: the step's own start and end
+    (epoch seconds) when it ran before its run is made (a recorded step), so that the run shows when it ran.
     """
     tracking = tracking or Tracking()
     if tracking.record_to is not None:
@@ -295,7 +296,8 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
     if not tracking_uri:
         yield StepRun()
         return
-    run_id = _create_step_run(tracking_uri, parent_run_id, step, tracking.experiment)
+    run_id = _create_step_run(tracking_uri, parent_run_id, step, tracking.experiment,
+                              start_ms=int(span[0] * 1000) if span else None)
     run = StepRun(run_id, tracking_uri, parent_run_id)
     spool = Path(spool_dir or Path(tempfile.gettempdir()) / "crnn-tracking") / f"{run_id}.jsonl"
     run.outbox = Outbox(run.send, spool, retry_seconds=_RETRY_SECONDS)
@@ -307,7 +309,7 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
     finally:
         if timed:
             run.log_metrics({"step_time_s": time.monotonic() - started})
-        run.outbox.put(Batch(status=status, end_time=int(time.time() * 1000)))
+        run.outbox.put(Batch(status=status, end_time=int((span[1] if span else time.time()) * 1000)))
         report = run.outbox.close(_flush_seconds())
         run.outbox = None
         _report_delays(run, report)
@@ -328,8 +330,9 @@ def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
             continue
         record = json.loads(path.read_text())
         cached = began is not None and record["finished_at"] < began
+        span = (record["finished_at"] - record["step_time_s"], record["finished_at"])
         with step_run(record["step"], dataclasses.replace(tracking, parent_run_id=parent_run_id),
-                      timed=False) as run:
+                      timed=False, span=span) as run:
             run.log_params(record["params"])
             run.log_metrics({**record["metrics"], "step_time_s": record["step_time_s"]})
             run.set_tags({**record["tags"], CACHED_TAG: str(cached).lower(),
@@ -338,7 +341,8 @@ def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
     return steps
 
 
-def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, experiment: str) -> str:
+def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, experiment: str,
+                     start_ms: int | None = None) -> str:
     """The step's run; a server that cannot be reached stops the step here, before it does any work."""
     from mlflow.exceptions import MlflowException
 
@@ -349,7 +353,7 @@ def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, ex
             tags = {PARENT_TAG: parent_run_id, STEP_TAG: step}
         else:
             experiment_id, tags = ensure_experiment(tracking_uri, experiment), {STEP_TAG: step}
-        return client.create_run(experiment_id, run_name=step, tags=tags).info.run_id
+        return client.create_run(experiment_id, start_time=start_ms, run_name=step, tags=tags).info.run_id
     except MlflowException as error:
         if is_rejection(error):
             raise

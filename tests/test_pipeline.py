@@ -45,6 +45,12 @@ def test_the_run_tree_over_the_rest_api(tracked_pipeline):
     for name, run in children.items():
         assert f"[{name}](#/experiments/{run['info']['experiment_id']}/runs/{run['info']['run_id']})" in note
     assert f"| IIIT5K | {100 * metrics['accuracy/IIIT5K']:.2f} |" in note
+    # In the order the steps ran: the data steps' runs span their own times, though logged after the fact.
+    order = [note.index(f"[{name}]") for name in ("download", "convert-merge", "train", "register")]
+    assert order == sorted(order), note
+    download = children["download"]["info"]
+    assert int(download["end_time"]) - int(download["start_time"]) == pytest.approx(
+        1000 * _metrics(children["download"])["step_time_s"], abs=2)
     assert "**Gate: rejected**" in note
 
 
@@ -96,6 +102,8 @@ def test_the_version_its_lineage_and_aliases(tracked_pipeline):
     assert alias["version"] == summary["model_version"]
     model = server.api("registered-models/get", name="crnn")["registered_model"]
     assert {"alias": "candidate", "version": summary["model_version"]} in model["aliases"]
+    # The registry's list shows a description's first line: the verdict, not a code fence.
+    assert version["description"].splitlines()[0].startswith("Gate: rejected (")
 
 
 def test_the_gate_decides_and_the_run_says_why(tracked_pipeline):

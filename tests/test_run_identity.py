@@ -119,3 +119,21 @@ def test_mounted_credentials_become_the_variables_mlflow_and_boto3_read(tmp_path
 
 def test_no_secret_mounted_is_nothing_to_do(tmp_path):
     assert export_mounted_secrets(tmp_path / "absent") == []
+
+
+def test_recorded_steps_span_their_own_start_and_end(sqlite_tracking, tmp_path):
+    """A data step logged after the fact (log-data-steps) shows when it ran and how long, not when it was logged."""
+    import json
+
+    from crnn.tracking import STEP_RECORD, log_step_records
+
+    finished_at = 1_800_000_000.0
+    (tmp_path / STEP_RECORD).write_text(json.dumps({
+        "step": "download", "params": {"samples/mjsynth/train": 40000}, "metrics": {}, "tags": {},
+        "step_time_s": 81.5, "finished_at": finished_at}))
+    parent = start_pipeline_run(sqlite_tracking, "spans", pipeline_run_id="spans")
+    assert log_step_records([tmp_path], Tracking(sqlite_tracking, parent_run_id=parent)) == ["download"]
+    client = MlflowClient(sqlite_tracking)
+    [child] = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'")
+    assert (child.info.start_time, child.info.end_time) == (int((finished_at - 81.5) * 1000), int(finished_at * 1000))
+    assert child.data.params["samples/mjsynth/train"] == "40000" and "samples/mjsynth/train" not in child.data.metrics

@@ -57,7 +57,7 @@ def test_a_recorded_data_step_is_logged_later_as_a_child_run_cached_or_not(sqlit
     now = tmp_path / "now"
     steps.convert(raw_dir, now, ["IC13/test"], tracking=Tracking(record_to=now / STEP_RECORD))
     record = json.loads((now / STEP_RECORD).read_text())
-    assert record["step"] == "convert" and record["metrics"]["samples/IC13/test"] > 0
+    assert record["step"] == "convert" and int(record["params"]["samples/IC13/test"]) > 0
 
     logged = log_step_records([earlier, now, tmp_path / "none"], Tracking(sqlite_tracking, pipeline_run_id="job-2"))
     assert logged == ["download", "convert"]

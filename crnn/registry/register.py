@@ -122,7 +122,9 @@ def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: Gat
             client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=f"```\n{decision.format_table()}```\n")
+    # The verdict first, in plain words: the registry's model list shows a description's first line only.
+    verdict = decision.format_table().strip().splitlines()[-1].removeprefix("decision: ")
+    client.update_model_version(name, version, description=f"Gate: {verdict}\n\n```\n{decision.format_table()}```\n")
     run.set_tags(decision.as_tags())
     run.log_metrics(decision.as_metrics())
     log.info("gate for %s version %s:\n%s", name, version, decision.format_table())

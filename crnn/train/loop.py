@@ -311,7 +311,9 @@ class _Window:
     def metrics(self) -> dict[str, float]:
         ms = 1000 * np.asarray(self.times)
         images_per_sec = self.global_batch * len(ms) / (ms.sum() / 1000)
-        return {"loss": float(np.mean(self.losses)),
-                "step_time_ms": float(ms.mean()), "step_time_ms_p50": float(np.percentile(ms, 50)),
-                "step_time_ms_p95": float(np.percentile(ms, 95)),
-                "images_per_sec": images_per_sec, "images_per_sec_per_replica": images_per_sec / self.replicas}
+        window = {"loss": float(np.mean(self.losses)),
+                  "step_time_ms": float(ms.mean()), "step_time_ms_p50": float(np.percentile(ms, 50)),
+                  "step_time_ms_p95": float(np.percentile(ms, 95)), "images_per_sec": images_per_sec}
+        if self.replicas > 1:  # on one replica it would repeat images_per_sec as a chart of its own
+            window["images_per_sec_per_replica"] = images_per_sec / self.replicas
+        return window

@@ -36,6 +36,8 @@ def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
         lines += [f"- {key.removeprefix('gate.')}: {value}" for key, value in sorted(tags.items())
                   if key.startswith("gate.") and key not in ("gate.decision", "gate.champion_version")]
         lines.append("")
+    if "pipeline_time_s" in metrics:
+        lines += [f"Pipeline time: {metrics['pipeline_time_s']:.0f} s", ""]
     lines += ["| step | status | time s |", "|---|---|---:|"]
     for child in sorted(children, key=lambda run: run.info.start_time or 0):
         seconds = child.data.metrics.get("step_time_s")

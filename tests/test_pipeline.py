@@ -48,6 +48,9 @@ def test_the_run_tree_over_the_rest_api(tracked_pipeline):
     # In the order the steps ran: the data steps' runs span their own times, though logged after the fact.
     order = [note.index(f"[{name}]") for name in ("download", "convert-merge", "train", "register")]
     assert order == sorted(order), note
+    assert "Pipeline time: " in note
+    assert {"pipeline_time_s", "step_time_s/download", "step_time_s/train", "step_time_s/register"} <= set(metrics)
+    assert metrics["step_time_s/train"] == round(_metrics(children["train"])["step_time_s"], 1)
     download = children["download"]["info"]
     assert int(download["end_time"]) - int(download["start_time"]) == pytest.approx(
         1000 * _metrics(children["download"])["step_time_s"], abs=2)

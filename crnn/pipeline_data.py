@@ -35,7 +35,7 @@ from crnn.tracking import STEP_RECORD, Tracking
 log = logging.getLogger(__name__)
 
 # Bumped when the layout the steps write changes, so that no run reuses a location of the old layout.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: datasets.json and manifests say whether the data is synthetic
 SLICES = ".slices"
 
 

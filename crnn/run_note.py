@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 NOTE_TAG = "mlflow.note.content"
+SYNTHETIC_TAG_PREFIX = "crnn.synthetic/"  # a benchmark whose data was rendered, not the real dataset's
 
 
 def run_link(experiment_id: str, run_id: str, text: str) -> str:
@@ -24,7 +25,7 @@ def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
     accuracy = {k.removeprefix("accuracy/"): v for k, v in metrics.items() if k.startswith("accuracy/")}
     if accuracy:
         lines += ["| benchmark | word accuracy % |", "|---|---:|"]
-        lines += [f"| {name} | {100 * value:.2f} |" for name, value in sorted(accuracy.items())
+        lines += [f"| {_label(name, tags)} | {100 * value:.2f} |" for name, value in sorted(accuracy.items())
                   if name not in ("average", "weighted_average")]
         for name in ("average", "weighted_average"):
             if name in accuracy:
@@ -44,3 +45,8 @@ def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
         lines.append(f"| {run_link(child.info.experiment_id, child.info.run_id, child.info.run_name)} | "
                      f"{child.info.status} | {'' if seconds is None else f'{seconds:.1f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def _label(benchmark: str, tags: dict) -> str:
+    """A benchmark's name as the description shows it: a synthetic stand-in says so."""
+    return f"{benchmark} (synthetic)" if tags.get(f"{SYNTHETIC_TAG_PREFIX}{benchmark}") == "true" else benchmark

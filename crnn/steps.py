@@ -34,6 +34,7 @@ from crnn.evaluate.report import (
 from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import DEFAULT_MIN_AVERAGE, Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
+from crnn.run_note import SYNTHETIC_TAG_PREFIX
 from crnn.tracking import StepRun, Tracking, step_run
 
 if TYPE_CHECKING:  # TensorFlow loads only in the steps that train
@@ -170,7 +171,8 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
             run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned,
                              f"images_per_sec/{bench}": result.images_per_sec})
             run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"],
-                            f"num_samples/{bench}": result.score.num_samples})
+                            f"num_samples/{bench}": result.score.num_samples,
+                            f"synthetic/{bench}": entries[bench]["synthetic"]})
             for path in write_review_files(bench, result, errors, out_dir):
                 run.log_artifact(path)
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
@@ -208,5 +210,7 @@ def register(model_dir: Path, reports: Sequence[Mapping[str, Any]], tracking: Tr
         summary.log_metrics({f"accuracy/{b}": e["accuracy"] for b, e in report["benchmarks"].items()}
                             | {"accuracy/average": report["average"],
                                "accuracy/weighted_average": report["weighted_average"]})
-        summary.set_tags({"crnn.model_name": name, "crnn.model_version": version} | decision.as_tags())
+        summary.set_tags({"crnn.model_name": name, "crnn.model_version": version} | decision.as_tags()
+                         | {f"{SYNTHETIC_TAG_PREFIX}{b}": "true" for b, e in report["benchmarks"].items()
+                            if e.get("synthetic")})
         return version, decision

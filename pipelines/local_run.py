@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from crnn.run_note import SYNTHETIC_TAG_PREFIX
 from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def pipeline_summary(tracking_uri: str, run_name: str, experiment: str = DEFAULT
         "model_name": parent.data.tags.get("crnn.model_name"),
         "model_version": parent.data.tags.get("crnn.model_version"),
         "gate": {k.removeprefix("gate."): v for k, v in parent.data.tags.items() if k.startswith("gate.")},
+        "synthetic": sorted(k.removeprefix(SYNTHETIC_TAG_PREFIX) for k, v in parent.data.tags.items()
+                            if k.startswith(SYNTHETIC_TAG_PREFIX) and v == "true"),
         "tracking_uri": tracking_uri,
     }
 
@@ -72,9 +75,13 @@ def format_summary(summary: dict, store: Path) -> str:
     accuracy = dict(summary["accuracy"])
     average = accuracy.pop("average", float("nan"))
     accuracy.pop("weighted_average", None)
-    lines = ["", f"{'benchmark':<12} {'accuracy %':>10}", "-" * 23]
-    lines += [f"{name:<12} {100 * value:>10.2f}" for name, value in sorted(accuracy.items())]
-    lines += ["-" * 23, f"{'average':<12} {100 * average:>10.2f}", ""]
+    synthetic = set(summary.get("synthetic", ()))
+    lines = ["", f"{'benchmark':<18} {'accuracy %':>10}", "-" * 29]
+    lines += [f"{name + (' (synthetic)' if name in synthetic else ''):<18} {100 * value:>10.2f}"
+              for name, value in sorted(accuracy.items())]
+    lines += ["-" * 29, f"{'average':<18} {100 * average:>10.2f}", ""]
+    if synthetic:
+        lines += ["(synthetic: rendered stand-ins named after the real benchmarks, not their data)", ""]
     lines.append(f"registered model: {summary['model_name']} version {summary['model_version']}, "
                  f"gate: {summary['gate'].get('decision', 'not decided')}")
     lines += [f"  {name}: {verdict}" for name, verdict in summary["gate"].items()

@@ -293,6 +293,7 @@ def split_jobs(raw_dir: Path, only: Collection[str] | None = None) -> list[dict[
                 "policy": LabelPolicy(spec.get("filter"), spec.get("unfiltered", False), dataset["role"] == "train"),
                 "expected_samples": spec.get("samples"),
                 "inputs": {"dataset": dataset["name"], "split": split, "role": dataset["role"],
+                           "synthetic": dataset.get("synthetic", False),
                            "files": {f["name"]: {"url": f["url"], "sha256": f["sha256"]} for f in dataset["files"]}},
             })
     return jobs

@@ -103,12 +103,13 @@ def _split_record(name: str, split) -> dict[str, Any]:
 
 def download_all(entries: list[DatasetEntry], out_dir: Path, mirror: str | None = None,
                  source: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 origin: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Downloads every entry and writes ``datasets.json`` (merged with what the folder already lists)."""
+                 origin: dict[str, Any] | None = None, synthetic: bool = False) -> list[dict[str, Any]]:
+    """Downloads every entry and writes ``datasets.json`` (merged with what the folder already lists).
+    ``synthetic``: the entries are rendered stand-ins named after real datasets, which each record says."""
     out_dir = Path(out_dir)
     records = {r["name"]: r for r in _existing(out_dir)}
     for entry in entries:
-        records[entry.name] = download_entry(entry, out_dir, mirror, source, max_bytes)
+        records[entry.name] = download_entry(entry, out_dir, mirror, source, max_bytes) | {"synthetic": synthetic}
     write_json(out_dir / DATASETS_FILE, {"origin": origin or {}, "datasets": list(records.values())})
     return [records[entry.name] for entry in entries]
 
@@ -118,7 +119,7 @@ def download_synthetic(out_dir: Path, spec: SyntheticSpec, max_bytes: int = DEFA
     out_dir = Path(out_dir).resolve()
     entries = build_mirror(spec, out_dir / "mirror")
     return download_all(entries, out_dir, max_bytes=max_bytes,
-                        origin={"source": "synthetic", **dataclasses.asdict(spec)})
+                        origin={"source": "synthetic", **dataclasses.asdict(spec)}, synthetic=True)
 
 
 def _existing(out_dir: Path) -> list[dict[str, Any]]:

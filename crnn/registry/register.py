@@ -90,6 +90,8 @@ def lineage_tags(export_dir: Path, report: Mapping[str, Any]) -> dict[str, str]:
             tags[f"data.manifest_sha256/{bench}"] = entry["manifest_sha256"]
         if "data_sha256" in entry:
             tags[f"{DATA_TAG_PREFIX}{bench}"] = entry["data_sha256"]
+        if entry.get("synthetic"):
+            tags[f"data.synthetic/{bench}"] = "true"
     tags[f"{ACCURACY_TAG_PREFIX}average"] = f"{report['average']:.4f}"
     return tags
 

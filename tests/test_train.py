@@ -91,3 +91,14 @@ def test_training_reduces_the_loss_and_logs_every_n_steps(converted_dir, tmp_pat
     assert window["step_time_ms_p50"] <= window["step_time_ms_p95"]
     first, last = run.metrics[0][1]["loss"], run.metrics[-1][1]["loss"]
     assert last < 0.8 * first
+
+
+def test_validation_is_a_curve_at_each_checkpoint(converted_dir, tmp_path):
+    """val_accuracy and val_ned at every checkpoint and at the end, not one point at the last step."""
+    recipe = recipe_for("tiny", steps=6, checkpoint_every=2, log_every=2)
+    run = RecordingRun()
+    train_model(recipe, converted_dir / "mjsynth" / "train", tmp_path, val_dir=converted_dir / "mjsynth" / "val",
+                run=run)
+    points = [step for step, values in run.metrics if "val_accuracy" in values]
+    assert points == [2, 4, 6]
+    assert all("val_ned" in values for _, values in run.metrics if "val_accuracy" in values)

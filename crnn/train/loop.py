@@ -152,7 +152,7 @@ def train_model(recipe: Recipe, train_dirs: Path | Sequence[Path], out_dir: Path
     backend = backend or make_backend()
     job = _set_up(recipe, _train_dirs(train_dirs), Path(out_dir), run, backend, resume)
     _resume(job, resume)
-    final_loss = _run_steps(job)
+    final_loss = _run_steps(job, val_dir)
     val_accuracy = _validate(job, val_dir)
     return TrainResult(steps=job.step, final_loss=final_loss, val_accuracy=val_accuracy, export_dir=_export(job),
                        model=job.model)
@@ -223,9 +223,10 @@ def _resume(job: _Training, resume: bool) -> None:
         job.recipe.save(job.out_dir / RECIPE_FILE)
 
 
-def _run_steps(job: _Training) -> float:
-    """Trains from ``job.step`` to the recipe's steps, checkpointing every ``checkpoint_every`` and at the end;
-    returns the mean loss of the last logged window (nan when no step ran)."""
+def _run_steps(job: _Training, val_dir: Path | None = None) -> float:
+    """Trains from ``job.step`` to the recipe's steps, checkpointing (and validating on ``val_dir``: a curve,
+    the last point of which ``train_model`` adds) every ``checkpoint_every`` and at the end; returns the mean
+    loss of the last logged window (nan when no step ran)."""
     cfg, backend = job.recipe.train, job.backend
     # NPU ranks each average their own loss and the adapter averages the gradients; replicas of a strategy
     # divide by the global batch and their gradients are summed.
@@ -246,6 +247,8 @@ def _run_steps(job: _Training) -> float:
             window = _Window(job.global_batch, backend.replicas)
         if job.step % cfg.checkpoint_every == 0:
             job.checkpoints.save(job.step)
+            if job.step < cfg.steps:
+                _validate(job, val_dir)
     if job.checkpoints.latest is None or not job.checkpoints.latest.endswith(f"-{job.step}"):
         job.checkpoints.save(job.step)
     return last_loss

@@ -32,7 +32,8 @@ def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
                 lines.append(f"| **{name.replace('_', ' ')}** | **{100 * accuracy[name]:.2f}** |")
         lines.append("")
     if "gate.decision" in tags:
-        model = f"{tags.get('crnn.model_name', 'model')} version {tags.get('crnn.model_version', '?')}"
+        name, version = tags.get("crnn.model_name", "model"), tags.get("crnn.model_version", "?")
+        model = f"[{name} version {version}](#/models/{name}/versions/{version})"  # the registry's own page
         lines.append(f"**Gate: {tags['gate.decision']}** ({model})")
         lines += [f"- {key.removeprefix('gate.')}: {value}" for key, value in sorted(tags.items())
                   if key.startswith("gate.") and key not in ("gate.decision", "gate.champion_version")]

@@ -57,6 +57,7 @@ def test_the_run_tree_over_the_rest_api(tracked_pipeline):
     assert int(download["end_time"]) - int(download["start_time"]) == pytest.approx(
         1000 * _metrics(children["download"])["step_time_s"], abs=2)
     assert "**Gate: rejected**" in note
+    assert f"([crnn version {summary['model_version']}](#/models/crnn/versions/{summary['model_version']}))" in note
 
 
 def test_training_charts_and_parameters(tracked_pipeline):

@@ -114,6 +114,11 @@ def _log_manifests(run: StepRun, manifests: Mapping[str, Mapping[str, Any]], out
                         f"manifest_sha256/{key}": manifest_sha256(Path(out_dir) / key)})
 
 
+def _splits(folders: Sequence[Path]) -> dict[str, tuple[Path, str]]:
+    """Converted split folders by their key (``<dataset>/<split>``, the last two parts of the path)."""
+    return {"/".join(Path(f).parts[-2:]): (Path(f), manifest_sha256(f)) for f in folders}
+
+
 def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Path | None = None,
           tracking: Tracking | None = None, resume: bool = True, backend: Backend | None = None):
     """Trains on ``backend`` (default: this process's CPU); only the chief worker tracks, the others train
@@ -126,6 +131,8 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
     tracked = (step_run("train", tracking, spool_dir=Path(out_dir) / "tracking") if backend.is_chief
                else contextlib.nullcontext(StepRun()))
     with tracked as run, run.system_metrics():
+        run.log_datasets(_splits(train_dirs), "training")
+        run.log_datasets(_splits([val_dir] if val_dir else []), "validation")
         return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
 
 
@@ -164,6 +171,7 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
     with step_run("evaluate-" + "-".join(benchmarks), tracking) as run:
         recognizer = Recognizer(model_dir)
         entries = {}
+        run.log_datasets({bench: (Path(d), manifest_sha256(d)) for bench, d in benchmarks.items()}, "evaluation")
         for bench, data_dir in benchmarks.items():
             result = evaluate_dataset(recognizer.model, data_dir, recognizer.recipe.model)
             errors = ErrorTables.of(result, recognizer.charset)

@@ -39,6 +39,7 @@ FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
 _MAX_PARAM_LENGTH = 6000
+DATASET_DIGEST_LENGTH = 16  # of the manifest's sha256: MLflow shows a dataset's digest beside its name
 _RETRY_SECONDS = 2.0  # between attempts while the tracking server is away
 
 
@@ -127,6 +128,24 @@ class StepRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
             self._mlflow.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_datasets(self, splits: Mapping[str, tuple[Path, str]], context: str) -> None:
+        """The converted splits the step reads, as the run's dataset inputs (the UI's Datasets panel): each
+        named by its key (``mjsynth/train``), its digest the manifest's, ``context`` training, validation or
+        evaluation. Sent at once; a server that refuses them costs the panel, not the step."""
+        if not self.enabled or not splits:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
+
+        inputs = [DatasetInput(Dataset(name=key, digest=digest[:DATASET_DIGEST_LENGTH], source_type="local",
+                                       source=json.dumps({"uri": str(path)})),
+                               tags=[InputTag("mlflow.data.context", context)])
+                  for key, (path, digest) in splits.items()]
+        try:
+            self._mlflow.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException as error:
+            log.warning("run %s: its datasets were not logged: %s", self.run_id, str(error)[:300])
 
 
 def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,

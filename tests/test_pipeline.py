@@ -70,6 +70,11 @@ def test_training_charts_and_parameters(tracked_pipeline):
     params = {p["key"]: p["value"] for p in train["data"]["params"]}
     assert params["preset"] == "tiny" and params["train.steps"] == "6" and params["model.lstm_units"] == "16"
     assert len(params["data.manifest_sha256/mjsynth/train"]) == 64
+    inputs = server.api("runs/get", run_id=run_id)["run"]["inputs"]["dataset_inputs"]
+    contexts = {i["dataset"]["name"]: {t["key"]: t["value"] for t in i["tags"]}["mlflow.data.context"] for i in inputs}
+    assert contexts == {"mjsynth/train": "training", "mjsynth/val": "validation"}  # the UI's Datasets panel
+    assert all(i["dataset"]["digest"] == params["data.manifest_sha256/mjsynth/train"][:16] for i in inputs
+               if i["dataset"]["name"] == "mjsynth/train")
 
 
 def test_artifacts_are_served(tracked_pipeline):

@@ -5,6 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from crnn import steps
+from crnn.data.shards import manifest_sha256
 from crnn.tracking import PIPELINE_RUN_TAG, Tracking, end_pipeline_run, start_pipeline_run
 
 
@@ -32,6 +33,11 @@ def test_steps_log_child_runs_of_the_pipeline_run(sqlite_tracking, parent, train
     assert set(by_name) == {"evaluate-IC13-SVT", "register"}
     evaluate_run = by_name["evaluate-IC13-SVT"]
     assert {"accuracy/IC13", "ned/IC13", "accuracy/SVT", "ned/SVT", "step_time_s"} <= set(evaluate_run.data.metrics)
+    # The benchmarks it read, as the run's dataset inputs: MLflow's Datasets panel, digests the manifests'.
+    inputs = {d.dataset.name: d for d in evaluate_run.inputs.dataset_inputs}
+    assert set(inputs) == {"IC13", "SVT"}
+    assert inputs["SVT"].dataset.digest == manifest_sha256(converted_dir / "SVT" / "test")[:16]
+    assert [(t.key, t.value) for t in inputs["SVT"].tags] == [("mlflow.data.context", "evaluation")]
     assert all(run.info.status == "FINISHED" for run in children)
 
     model_version = client.get_model_version("crnn", version)

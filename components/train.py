@@ -14,12 +14,10 @@ def train(train_data: Input[Dataset], data: Input[Dataset], model: Output[Model]
     export."""
     from crnn import pipeline_data
     from crnn import steps as crnn_steps
-    from crnn.data.store import resolve
     from crnn.tracking import Tracking
 
     tracking = Tracking.for_pipeline(tracking_uri, experiment, job_id)
-    train_dirs = [resolve(train_data.path) / key for key in train_sets]
-    val_dir = resolve(data.path) / val_set if val_set else None
+    train_dirs, val_dir = pipeline_data.training_folders(train_data.path, data.path, train_sets, val_set)
     work = pipeline_data.run_folder(data_root, job_id) / "train"
     result = crnn_steps.train_on(device, num_devices, preset, train_dirs, work, val_dir=val_dir, steps=steps,
                                  batch_size=batch_size, tracking=tracking)

@@ -14,12 +14,10 @@ def train_job(train_data: Input[Dataset], data: Input[Dataset], model: Output[Mo
     from crnn import pipeline_data
     from crnn.cluster.job_task import train_as_tfjob
     from crnn.cluster.tfjob import JobPolicy
-    from crnn.data.store import resolve
     from crnn.job_id import pipeline_job_id
     from crnn.tracking import Tracking
 
-    train_dirs = [resolve(train_data.path) / key for key in train_sets]
-    val_dir = resolve(data.path) / val_set if val_set else None
+    train_dirs, val_dir = pipeline_data.training_folders(train_data.path, data.path, train_sets, val_set)
     result = train_as_tfjob(train_dirs, val_dir, pipeline_data.run_folder(data_root, job_id) / "train", model.path,
                             preset, steps, batch_size, Tracking.for_pipeline(tracking_uri, experiment, job_id),
                             target, workers, image, pipeline_job_id(job_id),

@@ -54,7 +54,7 @@ def download(data_root: str, ref_dir: str, datasets: Sequence[str], spec: Synthe
     location = store.data_location(data_root, "raw", inputs)
     store.produce(location, inputs, lambda out: steps.download(out, datasets, spec, mirror=mirror,
                                                                tracking=_recorded_in(out)))
-    store.write_ref(ref_dir, location, kind="raw")
+    store.write_ref(ref_dir, location)
     return [record["name"] for record in read_datasets(location)]
 
 
@@ -79,7 +79,7 @@ def convert(raw_ref: str, data_root: str, ref_dir: str, keys: Sequence[str], sha
     location, inputs = _converted_location(data_root, raw, keys, shard_size)
     store.produce(location, inputs, lambda out: steps.convert(raw, out, sorted(keys), shard_size,
                                                               tracking=_recorded_in(out)))
-    store.write_ref(ref_dir, location, kind="converted")
+    store.write_ref(ref_dir, location)
     return _sample_counts(location, keys)
 
 
@@ -122,12 +122,19 @@ def merge_slices(raw_ref: str, plan: Sequence[dict[str, Any]], data_root: str, r
             shutil.rmtree(out / SLICES)
 
     store.produce(location, inputs, merge)
-    store.write_ref(ref_dir, location, kind="converted")
+    store.write_ref(ref_dir, location)
     return _sample_counts(location, train_sets)
 
 
 def _sample_counts(location: Path, keys: Sequence[str]) -> dict[str, int]:
     return {key: read_manifest(location / key)["num_samples"] for key in keys}
+
+
+def training_folders(train_ref: str, data_ref: str, train_sets: Sequence[str],
+                     val_set: str) -> tuple[list[Path], Path | None]:
+    """The converted training splits and the validation split (None without one) the references name."""
+    train_data = store.resolve(train_ref)
+    return [train_data / key for key in train_sets], store.resolve(data_ref) / val_set if val_set else None
 
 
 def step_records(ref_dirs: Sequence[str]) -> list[Path]:

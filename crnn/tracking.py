@@ -210,10 +210,13 @@ def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str = 
         return None
     client = _client(tracking_uri)
     parent = client.get_run(run_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}'")
-    for child in children:
-        if child.info.status == "RUNNING":
-            client.set_terminated(child.info.run_id, "KILLED")
+    found = f"tags.`{PARENT_TAG}` = '{run_id}'"
+    children = client.search_runs([parent.info.experiment_id], found)
+    lost = [child for child in children if child.info.status == "RUNNING"]
+    for child in lost:
+        client.set_terminated(child.info.run_id, "KILLED")
+    if lost:  # the description lists them as they are now
+        children = client.search_runs([parent.info.experiment_id], found)
     status, reason = pipeline_outcome(children, final_step)
     log.info("pipeline run %s: %s (%s)", pipeline_run_id, status, reason)
     _log_times(client, parent, children)

@@ -105,8 +105,8 @@ def features_used(spec: dict) -> dict[str, list[str]]:
                 used.setdefault("final_status", []).append(where)
             if key in ("taskOutputParameter", "taskOutputArtifact") and value.get("producerTask") in loops:
                 used.setdefault("collected", []).append(where)
-            if key == "constant" and isinstance(value, str) and _JOB_PLACEHOLDER.match(value):
-                used.setdefault("job_placeholders", []).append(where)
+        if _given_placeholder(task):
+            used.setdefault("job_placeholders", []).append(where)
         if loops & set(task.get("dependentTasks", [])):
             used.setdefault("loop_dependency", []).append(where)
         if "retryPolicy" in task:
@@ -116,14 +116,13 @@ def features_used(spec: dict) -> dict[str, list[str]]:
     return used
 
 
-def _executors_given_placeholders(spec: dict) -> dict[str, str]:
-    """component/task -> its executor, for every task given a job placeholder."""
-    placeholders = {}
-    for component, name, task in _tasks(spec):
-        if any(key == "constant" and isinstance(value, str) and _JOB_PLACEHOLDER.match(value)
-               for key, value in _walk(task.get("inputs", {}))):
-            placeholders[f"{component}/{name}"] = spec["components"][task["componentRef"]["name"]]["executorLabel"]
-    return placeholders
+def _given_placeholder(task: dict) -> bool:
+    return any(key == "constant" and isinstance(value, str) and _JOB_PLACEHOLDER.match(value)
+               for key, value in _walk(task.get("inputs", {})))
+
+
+def _platform_executors(platform: dict) -> dict:
+    return platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
 
 
 def refusals(spec: dict, platform: dict, target: Backend) -> list[str]:
@@ -137,11 +136,13 @@ def refusals(spec: dict, platform: dict, target: Backend) -> list[str]:
     used = features_used(spec)
     found = [f"{feature} at {', '.join(used[feature])}" for feature in ("final_status", "collected", "loop_dependency")
              if feature in used and not getattr(target, feature)]
-    if "job_placeholders" in used and not target.job_placeholders:
-        executors = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
-        for where, executor in _executors_given_placeholders(spec).items():
-            if RUN_ID_ENV not in {env["name"] for env in executors.get(executor, {}).get("fieldPathAsEnv", [])}:
-                found.append(f"job_placeholders at {where}, whose pod does not get {RUN_ID_ENV}")
+    if not target.job_placeholders:
+        executors = _platform_executors(platform)
+        for component, name, task in _tasks(spec):
+            executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            envs = {env["name"] for env in executors.get(executor, {}).get("fieldPathAsEnv", [])}
+            if _given_placeholder(task) and RUN_ID_ENV not in envs:
+                found.append(f"job_placeholders at {component}/{name}, whose pod does not get {RUN_ID_ENV}")
     return found
 
 
@@ -150,8 +151,7 @@ def for_every_backend(platform: dict) -> dict:
     same: ``secretNameParameter`` beside ``secretName``, ``pvcNameParameter`` beside ``constant``. Drivers
     up to 2.4.0 refuse them (they parse strictly with the older proto); later ones read either
     (driver/k8s.go @ 2.17.0 falls back to the constant)."""
-    executors = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
-    for config in executors.values():
+    for config in _platform_executors(platform).values():
         for entry in config.get("secretAsVolume", []) + config.get("secretAsEnv", []):
             _drop_parameter(entry, "secretNameParameter", entry.get("secretName"))
         for entry in config.get("pvcMount", []):

@@ -4,7 +4,7 @@ reference rather than carried in them.
 The KFP launcher uploads an output artifact folder file by file and downloads every input artifact in full
 into the task, so a dataset passed as an artifact would cross the artifact store once per task that reads it.
 The data steps write under a data root instead (the datasets volume on a cluster, a folder locally) and their
-artifacts hold a reference (``REF_FILE``): the location and the key.
+artifacts hold a reference (``REF_FILE``): the location.
 
 A location's name is the digest of everything its content depends on (``content_key``). A step started again
 with the same inputs (a KFP retry, a cache miss, another run) finds the location complete and reuses it; two
@@ -87,11 +87,11 @@ def produce(location: Path, inputs: Mapping[str, Any], make: Callable[[Path], An
         return True
 
 
-def write_ref(artifact_dir: str | Path, location: Path, **extra: Any) -> None:
-    """The reference an artifact carries instead of the data: the location and what it holds."""
+def write_ref(artifact_dir: str | Path, location: Path) -> None:
+    """The reference an artifact carries instead of the data: its location (kind and key are in its path)."""
     if not is_complete(location):
         raise ValueError(f"{location}: not complete; only a complete location may be referenced")
-    write_json(Path(artifact_dir) / REF_FILE, {"location": str(location), **extra})
+    write_json(Path(artifact_dir) / REF_FILE, {"location": str(location)})
 
 
 def resolve(artifact_dir: str | Path) -> Path:

@@ -267,7 +267,10 @@ def _tracking_replay(args: argparse.Namespace) -> None:
 def _add_plugins(commands: argparse._SubParsersAction) -> None:
     """The subcommands of the :data:`PLUGINS` entry points. One that fails to load still gets its command, which
     fails saying why: the other commands keep working (the pipeline's need kfp, the steps do not)."""
-    for plugin in entry_points(group=PLUGINS):
+    found = entry_points()
+    # Python 3.9 (Ascend's stack) returns a dict of groups; 3.10 on, a selectable collection.
+    plugins = found.select(group=PLUGINS) if hasattr(found, "select") else found.get(PLUGINS, ())
+    for plugin in plugins:
         try:
             plugin.load()(commands)
         except Exception as err:  # whatever broke it, reported when its command is used
@@ -321,7 +324,7 @@ def _print_texts(model: str, paths: list[Path], batch_size: int, tracking_uri: s
             else:
                 images.append(image)
                 readable.append(file)
-        for file, text in zip(readable, recognizer.read(images), strict=True):
+        for file, text in zip(readable, recognizer.read(images)):
             print(f"{file}\t{text}", flush=True)
 
 

@@ -335,7 +335,7 @@ def plan_slices(raw_dir: Path, keys: Sequence[str], shard_size: int, slices: int
         shards += [(key, number) for number in range(len(shard_ranges(source.items, shard_size)))]
     bounds = [round(i * len(shards) / slices) for i in range(slices + 1)]
     plan = []
-    for start, stop in zip(bounds, bounds[1:], strict=False):
+    for start, stop in zip(bounds, bounds[1:]):
         ranges: dict[str, list[int]] = {}
         for key, number in shards[start:stop]:
             ranges.setdefault(key, []).append(number)

@@ -76,7 +76,7 @@ def ctc_alignable(text: str, time_steps: int) -> bool:
     """CTC needs a blank between repeated characters: length + repeats must fit in the time steps."""
     if 2 * len(text) - 1 <= time_steps:  # fits even if every neighbour repeats: most words, no counting
         return True
-    repeats = sum(a == b for a, b in zip(text, text[1:], strict=False))
+    repeats = sum(a == b for a, b in zip(text, text[1:]))
     return len(text) + repeats <= time_steps
 
 

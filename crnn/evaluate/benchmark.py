@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from crnn.charset import Charset
 from crnn.config import ModelConfig
 from crnn.data.input_pipeline import make_dataset
 from crnn.evaluate.metrics import Score, score
+from crnn.keras_compat import keras
 from crnn.model.ctc import greedy_decode
 
 
@@ -58,7 +58,7 @@ def evaluate_dataset(model: keras.Model, data_dir: Path, config: ModelConfig,
         batch = greedy_decode(logits.numpy(), charset)
         truths = [t.decode("utf-8") for t in texts.numpy()]
         if len(right) < examples_per_kind or len(wrong) < examples_per_kind:
-            for image, truth, read in zip(features["image"].numpy(), truths, batch, strict=True):
+            for image, truth, read in zip(features["image"].numpy(), truths, batch):
                 correct = charset.normalize(truth) == charset.normalize(read)
                 kept = right if correct else wrong
                 if len(kept) < examples_per_kind:
@@ -69,6 +69,6 @@ def evaluate_dataset(model: keras.Model, data_dir: Path, config: ModelConfig,
     return BenchmarkResult(
         score=score(ground_truths, predictions, charset),
         images_per_sec=len(predictions) / seconds if seconds else 0.0,
-        predictions=[Prediction(g, p) for g, p in zip(ground_truths, predictions, strict=True)],
+        predictions=[Prediction(g, p) for g, p in zip(ground_truths, predictions)],
         examples=right + wrong,
     )

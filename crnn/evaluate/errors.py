@@ -22,7 +22,7 @@ def character_edits(pairs: Iterable[tuple[str, str]], top: int = 20) -> list[tup
             continue
         for tag, i1, i2, j1, j2 in SequenceMatcher(None, gt, pred, autojunk=False).get_opcodes():
             if tag == "replace" and i2 - i1 == j2 - j1:
-                counts.update(zip(gt[i1:i2], pred[j1:j2], strict=True))
+                counts.update(zip(gt[i1:i2], pred[j1:j2]))
             elif tag != "equal":
                 counts[(gt[i1:i2], pred[j1:j2])] += 1
     return [(expected, read, count) for (expected, read), count in counts.most_common(top)]

@@ -39,7 +39,7 @@ class Score:
 def score(ground_truths: Sequence[str], predictions: Sequence[str], charset: Charset) -> Score:
     if len(ground_truths) != len(predictions):
         raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
-    pairs = [(charset.normalize(g), charset.normalize(p)) for g, p in zip(ground_truths, predictions, strict=True)]
+    pairs = [(charset.normalize(g), charset.normalize(p)) for g, p in zip(ground_truths, predictions)]
     correct = sum(g == p for g, p in pairs)
     total = len(pairs)
     return Score(

@@ -1,4 +1,5 @@
-"""The exported model: ``model.keras`` plus the recipe it was trained with, read back for inference."""
+"""The exported model: the model file (``crnn.keras_compat.save_for_serving``) plus the recipe it was trained
+with, read back for inference."""
 
 from __future__ import annotations
 
@@ -14,18 +15,26 @@ from crnn.files import atomic_path
 from crnn.lineage import write_lineage
 from crnn.preprocess import to_model_input
 
-if TYPE_CHECKING:  # Keras loads with the model, not with the constants other steps import
-    import keras
+if TYPE_CHECKING:  # TensorFlow loads with the model, not with the constants other steps import
+    from crnn.keras_compat import keras
 
 EXPORT_DIR = "export"  # inside a training output folder
-MODEL_FILE = "model.keras"
+# The model file, whichever stack wrote it: the whole model (Keras 3), or the weights (tf.keras 2.6).
+MODEL_FILE, WEIGHTS_FILE = "model.keras", "weights.h5"
+
+
+def saved_model_file(folder: Path) -> Path | None:
+    """The model file an export folder holds; None when it holds neither."""
+    return next((folder / name for name in (MODEL_FILE, WEIGHTS_FILE) if (folder / name).is_file()), None)
 
 
 def export_model(model: keras.Model, recipe: Recipe, dest: Path, lineage: Mapping[str, str] | None = None) -> Path:
     """Writes ``dest/`` whole or not at all, with the model's ``lineage`` (``crnn.lineage``)."""
     with atomic_path(Path(dest)) as tmp:
         tmp.mkdir()
-        model.save(tmp / MODEL_FILE)
+        from crnn.keras_compat import save_for_serving
+
+        save_for_serving(model, tmp)
         recipe.save(tmp / RECIPE_FILE)
         write_lineage(tmp, lineage or {})
     return Path(dest)
@@ -35,13 +44,12 @@ class Recognizer:
     """An exported model ready to read text: images in, strings out."""
 
     def __init__(self, export_dir: Path):
-        export_dir = Path(export_dir)
-        if not (export_dir / MODEL_FILE).is_file():
-            raise FileNotFoundError(f"{export_dir}: no {MODEL_FILE}; is this an exported CRNN model?")
-        self.recipe = Recipe.load(export_dir / RECIPE_FILE)
-        import keras
+        from crnn.keras_compat import load_for_serving
+        from crnn.model.network import build_crnn
 
-        self.model = keras.models.load_model(export_dir / MODEL_FILE, compile=False)
+        export_dir = Path(export_dir)
+        self.recipe = Recipe.load(export_dir / RECIPE_FILE)
+        self.model = load_for_serving(export_dir, lambda: build_crnn(self.recipe.model, for_training=False))
         self.charset = Charset(self.recipe.model.charset)
 
     def predict_batch(self, batch: np.ndarray) -> list[str]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from functools import partial
 
-import keras
 import tensorflow as tf
-from keras import layers
 
 from crnn.config import ModelConfig
+from crnn.keras_compat import MomentsBatchNormalization, keras, register_serializable
+
+layers = keras.layers
 
 
 def global_moments(x: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -36,8 +37,8 @@ def global_moments(x: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]
     return mean, tf.maximum(tf.math.divide_no_nan(squares, count) - tf.square(mean), 0.0)  # E(x^2) - E(x)^2
 
 
-@keras.saving.register_keras_serializable(package="crnn")
-class GlobalBatchNormalization(layers.BatchNormalization):
+@register_serializable
+class GlobalBatchNormalization(MomentsBatchNormalization):
     """Batch normalisation whose training statistics are those of the global batch, so that N replicas train
     the same network as one device with the same global batch (the same as one device on one device).
 
@@ -46,10 +47,8 @@ class GlobalBatchNormalization(layers.BatchNormalization):
     variables its gradient may need) when it is made and again when its gradient is, so tracing the first step
     takes longer with every all-reduce and every replica: one a layer, not three, is what keeps it short."""
 
-    def _moments(self, inputs, mask):
-        if mask is not None:  # Keras' masked moments are this replica's own; this model passes no mask
-            return super()._moments(inputs, mask)
-        return global_moments(inputs, self._reduction_axes)
+    def batch_moments(self, inputs: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
+        return global_moments(inputs, axes)
 
 
 def _conv(x, filters: int, kernel: int = 3, padding: str = "same", name: str = "", global_statistics: bool = True):

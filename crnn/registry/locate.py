@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from crnn.model.export import MODEL_FILE
+from crnn.model.export import MODEL_FILE, WEIGHTS_FILE, saved_model_file
 from crnn.registry.pyfunc import EXPORT_ARTIFACT
 
 _URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -17,7 +17,7 @@ def is_model_uri(model: str) -> bool:
 
 
 def local_export(model: str | Path, tracking_uri: str | None = None, download_to: Path | None = None) -> Path:
-    """The exported model folder (``model.keras`` + recipe) that ``model`` names, downloaded first when it is a
+    """The exported model folder (model file + recipe) that ``model`` names, downloaded first when it is a
     URI (into ``download_to``, default a new temporary folder)."""
     model = str(model)
     if not is_model_uri(model):
@@ -46,6 +46,7 @@ def local_export(model: str | Path, tracking_uri: str | None = None, download_to
 
 def _export_inside(path: Path, named: str) -> Path:
     for candidate in (path, path / "artifacts" / EXPORT_ARTIFACT):
-        if (candidate / MODEL_FILE).is_file():
+        if saved_model_file(candidate):
             return candidate
-    raise FileNotFoundError(f"{named}: neither an exported CRNN model ({MODEL_FILE}) nor an MLflow model of one")
+    raise FileNotFoundError(f"{named}: neither an exported CRNN model ({MODEL_FILE} or {WEIGHTS_FILE}) nor an MLflow "
+                            "model of one")

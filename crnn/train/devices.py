@@ -34,9 +34,11 @@ class Backend:
     replicas: int  # over every worker or process: the global batch is per-replica batch x replicas
     worker: int = 0  # this process's index among the workers (the NPU rank)
     workers: int = 1
-    # NPU processes: gradients are averaged across ranks by the adapter, variables broadcast from rank 0.
+    # NPU processes: gradients are averaged across ranks by the adapter, variables broadcast from rank 0, and
+    # loss scaling reads the NPU's overflow status (crnn.keras_compat.with_loss_scaling).
     all_reduce: Callable | None = None
     broadcast: Callable | None = None
+    loss_scale_optimizer: Callable | None = None
 
     @property
     def is_chief(self) -> bool:
@@ -110,7 +112,8 @@ def _npu_backend(env: Mapping[str, str], precision: str) -> Backend:
     return Backend("npu", tf.distribute.get_strategy(), replicas=context.size, worker=context.rank,
                    workers=context.size,
                    all_reduce=lambda grads: npu.distribute.all_reduce(grads, "mean"),
-                   broadcast=lambda variables: npu.distribute.broadcast(variables, root_rank=0))
+                   broadcast=lambda variables: npu.distribute.broadcast(variables, root_rank=0),
+                   loss_scale_optimizer=npu.train.optimizer.NpuLossScaleOptimizer)
 
 
 def make_backend(device: str = "cpu", num_devices: int = 1, env: Mapping[str, str] | None = None,

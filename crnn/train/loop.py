@@ -18,14 +18,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from crnn import keras_compat
 from crnn.config import RECIPE_FILE, Recipe
 from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import evaluate_dataset
+from crnn.keras_compat import keras
 from crnn.model.ctc import ctc_loss
 from crnn.model.export import EXPORT_DIR, export_model
 from crnn.model.network import build_crnn
@@ -53,21 +55,20 @@ class NonFiniteLoss(FloatingPointError):
 @contextlib.contextmanager
 def dtype_policy(precision: str) -> Iterator[None]:
     """Layers built inside use ``precision`` (a Keras dtype policy name); the global policy is restored."""
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(precision)
+    previous = keras_compat.dtype_policy()
+    keras_compat.set_dtype_policy(precision)
     try:
         yield
     finally:
-        keras.mixed_precision.set_dtype_policy(previous)
+        keras_compat.set_dtype_policy(previous)
 
 
-def _optimizer(recipe: Recipe, schedule: WarmupCosine, loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+def _optimizer(recipe: Recipe, schedule: WarmupCosine, backend: Backend, loss_scaling: bool = False):
     cfg = recipe.train
     # No clipnorm here: Keras clips each replica's part of the gradient before summing them; the step clips
     # the summed one (_global_gradient).
-    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                     weight_decay=cfg.weight_decay or None)
-    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+    optimizer = keras_compat.sgd(schedule, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+    return keras_compat.with_loss_scaling(optimizer, backend.loss_scale_optimizer) if loss_scaling else optimizer
 
 
 def _step_function(model: keras.Model, optimizer, backend: Backend, loss_batch: int, clip_norm: float):
@@ -80,9 +81,9 @@ def _step_function(model: keras.Model, optimizer, backend: Backend, loss_batch: 
             logits = model(features["image"], training=True)
             per_sample = ctc_loss(features["label"], features["label_length"], tf.cast(logits, tf.float32))
             loss = tf.reduce_sum(per_sample) / loss_batch
-            scaled = optimizer.scale_loss(loss)
+            scaled = keras_compat.scale_loss(optimizer, loss)
         grads = _global_gradient(tape.gradient(scaled, model.trainable_variables), optimizer, backend, clip_norm)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        optimizer.apply_gradients(list(zip(grads, model.trainable_variables)))  # one each, from the same list
         return loss
 
     @tf.function
@@ -94,16 +95,15 @@ def _step_function(model: keras.Model, optimizer, backend: Backend, loss_batch: 
     return train_step
 
 
-def _global_gradient(grads: list[tf.Tensor], optimizer: keras.optimizers.Optimizer, backend: Backend,
-                     clip_norm: float) -> list[tf.Tensor]:
+def _global_gradient(grads: list[tf.Tensor], optimizer, backend: Backend, clip_norm: float) -> list[tf.Tensor]:
     """A replica's gradient -> the global batch's, summed over replicas (NPU ranks: averaged by the adapter)
     and clipped to ``clip_norm``, in the share of it this replica hands to ``apply_gradients``."""
     if backend.all_reduce is not None:
         grads = backend.all_reduce(grads)
     else:
         grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    # Scaled gradients (float16) are clipped at the scaled norm: the optimiser unscales them after.
-    scale = optimizer.dynamic_scale if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else 1.0
+    # Gradients the optimiser unscales itself as it applies them are clipped at the scaled norm.
+    grads, scale = keras_compat.gradients_to_apply(optimizer, grads)
     grads, _ = tf.clip_by_global_norm(grads, clip_norm * tf.cast(scale, tf.float32))
     # apply_gradients sums over the strategy's replicas once more.
     replicas = backend.strategy.num_replicas_in_sync
@@ -171,7 +171,7 @@ class _Training:
     global_batch: int
     schedule: WarmupCosine
     model: keras.Model
-    optimizer: keras.optimizers.Optimizer
+    optimizer: Any  # keras_compat.sgd, maybe with loss scaling
     iterator: Iterator  # the input pipeline's, one batch per replica a step
     checkpoints: Checkpoints
     step: int = 0
@@ -184,7 +184,7 @@ def _set_up(recipe: Recipe, train_dirs: list[Path], out_dir: Path, run: StepRun,
     global_batch = cfg.batch_size * backend.replicas
     log.info("training %s preset on %d replica(s) (%s), global batch %d (%d per replica)",
              recipe.preset, backend.replicas, backend.device, global_batch, cfg.batch_size)
-    keras.utils.set_random_seed(cfg.seed)
+    keras_compat.set_random_seed(cfg.seed)
     data_checksums = {f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}
     run.log_params({**recipe.flat_params(), "replicas": backend.replicas, "global_batch": global_batch,
                     "device": backend.device, "workers": backend.workers, **data_checksums})
@@ -199,13 +199,13 @@ def _set_up(recipe: Recipe, train_dirs: list[Path], out_dir: Path, run: StepRun,
 
 
 def _build(recipe: Recipe, backend: Backend,
-           schedule: WarmupCosine) -> tuple[keras.Model, keras.optimizers.Optimizer]:
+           schedule: WarmupCosine) -> tuple[keras.Model, Any]:
     """The model and its optimiser, their variables placed by the backend's strategy."""
     policy, loss_scaling = _precision_plan(recipe.train.precision, backend.device)
     with backend.strategy.scope(), dtype_policy(policy):
         model = build_crnn(recipe.model)
-        optimizer = _optimizer(recipe, schedule, loss_scaling)
-        optimizer.build(model.trainable_variables)
+        optimizer = _optimizer(recipe, schedule, backend, loss_scaling)
+        keras_compat.build_optimizer(optimizer, model.trainable_variables)
     return model, optimizer
 
 
@@ -214,7 +214,7 @@ def _resume(job: _Training, resume: bool) -> None:
     input where the checkpoint left it (or, where its position did not come back, on a new shuffle)."""
     job.step, data_restored = job.checkpoints.resume(job.recipe, job.out_dir, job.backend, resume)
     if job.backend.broadcast is not None:  # after the restore, or each NPU rank would go on with its own reading
-        job.backend.broadcast(job.model.variables + job.optimizer.variables)
+        job.backend.broadcast(job.model.variables + keras_compat.optimizer_variables(job.optimizer))
     if job.step and not data_restored:
         seed = job.recipe.train.seed + job.step
         log.info("the input position is not in the checkpoint: reshuffling with seed %d", seed)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-import keras
 import tensorflow as tf
+
+from crnn.keras_compat import keras
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):

@@ -86,7 +86,7 @@ def _prefix_lines(stream: IO[bytes], prefix: str) -> None:
 def _wait(ranks: list[_Rank], grace_s: float, poll_s: float = 0.05) -> int:
     while True:
         codes = [rank.process.poll() for rank in ranks]
-        failed = next((rank for rank, code in zip(ranks, codes, strict=True) if code not in (None, 0)), None)
+        failed = next((rank for rank, code in zip(ranks, codes) if code not in (None, 0)), None)
         if failed is not None:
             code = _exit_code(failed.process.returncode)
             log.error("rank %s exited with code %d; stopping the other ranks", failed.label, code)

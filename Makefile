@@ -10,7 +10,7 @@ REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
 
-.PHONY: container-setup container-test base-images wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
+.PHONY: container-setup container-test base-images ascend-base wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
 
 setup: $(STAMP)
 
@@ -76,8 +76,8 @@ bench-train: setup
 # The compiled pipelines are committed; tests/test_compile.py fails when they are out of date with the code.
 compile: setup
 	$(foreach t,cpu gpu ascend,$(BIN)/crnn pipeline compile --target $(t) --registry $(REGISTRY) --tag $(TAG)$(newline))
-	$(BIN)/crnn pipeline compile --target gpu --nodes 2 --registry $(REGISTRY) --tag $(TAG) \
-	  --out pipelines/compiled/gpu-2-nodes.yaml
+	$(foreach t,gpu ascend,$(BIN)/crnn pipeline compile --target $(t) --nodes 2 --registry $(REGISTRY) --tag $(TAG) \
+	  --out pipelines/compiled/$(t)-2-nodes.yaml$(newline))
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUT))/mlflow/mlflow.db --host 127.0.0.1 --port 5000
@@ -124,6 +124,11 @@ DEBIAN_PYTHON_IMAGE := localhost/crnn-base/python:3.11-bookworm
 # of the images' architecture. The Makefile is a prerequisite for the pip and setuptools pins written here.
 WHEELHOUSE := .wheelhouse
 IMAGE_WHEELS := $(foreach t,$(filter cpu gpu,$(TARGETS)),$(WHEELHOUSE)/.$(t))
+# The ascend image: Python 3.9 wheels (images/requirements-ascend*.txt) fetched by the host's pip for the images'
+# CPU architecture, and the cpu wheelhouse's pip and setuptools, which build our package's wheel.
+WHEELHOUSE_ASCEND := .wheelhouse-ascend
+IMAGE_WHEELS += $(if $(filter ascend,$(TARGETS)),$(WHEELHOUSE)/.cpu $(WHEELHOUSE_ASCEND)/.ascend)
+PY39_PLATFORMS = $(foreach p,manylinux1 manylinux2010 manylinux2014 manylinux_2_28,--platform $(p)_$(shell uname -m))
 
 container-setup:
 	@bash images/containers.sh setup $(CONTAINER_TOOL) $(CONTAINERS_CONF)
@@ -142,16 +147,35 @@ $(WHEELHOUSE)/.gpu: requirements.lock images/constraints-gpu.txt $(WHEELHOUSE)/.
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) -r images/constraints-gpu.txt
 	touch $@
 
+# --no-deps: the lines are exact pins already, and pip then takes the three of TensorFlow 2.6.5's that exist only
+# as sources (the image's setuptools builds them).
+$(WHEELHOUSE_ASCEND)/.ascend: images/requirements-ascend-base.txt images/requirements-ascend.txt | setup
+	$(foreach r,$^,$(BIN)/python -m pip download --quiet --no-deps --python-version 3.9 --implementation cp \
+	  $(PY39_PLATFORMS) --dest $(WHEELHOUSE_ASCEND) -r $(r)$(newline))
+	touch $@
+
 wheelhouse: $(IMAGE_WHEELS)
 
-# ASCEND_BASE: the CANN TensorFlow image the ascend image builds on (see images/Dockerfile.ascend). Debian's
-# packages make no such base, so without a registry the ascend build stops, saying so, after the others.
-ASCEND_NO_BASE = echo "ascend: no base image here: BASES=debian makes Python bases only, and the ascend image builds on Ascend's CANN TensorFlow image; give ASCEND_BASE=<that image> (images/Dockerfile.ascend says which) or build TARGETS='cpu gpu'" >&2; exit 2
+# ASCEND_BASE: Ascend's TensorFlow image the ascend image builds on (see images/Dockerfile.ascend). Without one,
+# the stand-in: TensorFlow 2.6.5 as Ascend installs it, on Debian bullseye's Python 3.9 (made from Debian's
+# packages, whatever BASES says: no registry image is Debian's own Python 3.9), without CANN.
+ASCEND_STANDIN := localhost/crnn-base/ascend-tensorflow:2.6.5-py3.9
+BULLSEYE_PYTHON_IMAGE := localhost/crnn-base/python:3.9-bullseye
+
+ascend-base: container-setup $(WHEELHOUSE_ASCEND)/.ascend
+	@bash images/containers.sh install mmdebstrap:mmdebstrap
+	$(CONTAINER) image inspect $(BULLSEYE_PYTHON_IMAGE) >/dev/null 2>&1 || \
+	  { mmdebstrap --quiet --variant=minbase --include=python3,python3-pip,ca-certificates bullseye - \
+	    | $(CONTAINER) import --change 'CMD ["python3"]' - $(BULLSEYE_PYTHON_IMAGE); }
+	$(CONTAINER) build -f images/Dockerfile.ascend-base --build-arg BULLSEYE_IMAGE=$(BULLSEYE_PYTHON_IMAGE) \
+	  -t $(ASCEND_STANDIN) .
+
 define build_image
-$(if $(and $(filter ascend,$(1)),$(filter debian,$(BASES)),$(if $(ASCEND_BASE),,no-base)),@$(ASCEND_NO_BASE),$(CONTAINER) build -f images/Dockerfile.$(1) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(and $(filter debian,$(BASES)),$(filter-out ascend,$(1))),--build-arg PYTHON_IMAGE=$(DEBIAN_PYTHON_IMAGE) )$(if $(and $(ASCEND_BASE),$(filter ascend,$(1))),--build-arg ASCEND_BASE=$(ASCEND_BASE) )-t $(REGISTRY)/$(1):$(TAG) .)
+$(CONTAINER) build -f images/Dockerfile.$(1) --build-arg GIT_COMMIT=$(GIT_COMMIT) $(if $(filter debian,$(BASES)),--build-arg PYTHON_IMAGE=$(DEBIAN_PYTHON_IMAGE) )$(if $(filter ascend,$(1)),--build-arg ASCEND_BASE=$(or $(ASCEND_BASE),$(ASCEND_STANDIN)) )-t $(REGISTRY)/$(1):$(TAG) .
 endef
 
-images: container-setup $(IMAGE_WHEELS) $(if $(filter debian,$(BASES)),base-images)
+images: container-setup $(IMAGE_WHEELS) $(if $(filter debian,$(BASES)),base-images) \
+  $(if $(and $(filter ascend,$(TARGETS)),$(if $(ASCEND_BASE),,standin)),ascend-base)
 	@echo '$(GIT_COMMIT)' | cmp -s - .build-commit || echo '$(GIT_COMMIT)' > .build-commit
 	$(foreach t,$(TARGETS),$(call build_image,$(t))$(newline))
 

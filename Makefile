@@ -10,7 +10,7 @@ REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
 
-.PHONY: container-setup container-test base-images ascend-base wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
+.PHONY: container-setup container-test base-images ascend-base lock-ascend wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
 
 setup: $(STAMP)
 
@@ -44,14 +44,16 @@ TEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
-# The pipeline with every task in a container of the cpu image (kfp.local's DockerRunner), after building it.
+# The pipeline with every task in a container of the cpu image (kfp.local's DockerRunner), and the ascend image
+# (on its stand-in base) training, resuming and exporting, after building both.
 # Without a Docker engine: podman, on the Debian base (no registry needed). The image's name as the engine
 # lists it: podman files a short name under localhost/.
 CONTAINER_BASES ?= $(if $(filter podman,$(CONTAINER_TOOL)),debian,registry)
 container-test: setup
-	$(MAKE) --no-print-directory images TARGETS=cpu BASES=$(CONTAINER_BASES) CONTAINER_TOOL=$(CONTAINER_TOOL)
+	$(MAKE) --no-print-directory images TARGETS="cpu ascend" BASES=$(CONTAINER_BASES) CONTAINER_TOOL=$(CONTAINER_TOOL)
 	CONTAINERS_CONF=$(CONTAINERS_CONF) CRNN_CONTAINER_TOOL=$(CONTAINER_TOOL) CRNN_IMAGE_BASES=$(CONTAINER_BASES) \
 	  CRNN_LOCAL_IMAGE=$(if $(filter podman,$(CONTAINER_TOOL)),localhost/)$(REGISTRY)/cpu:$(TAG) \
+	  CRNN_ASCEND_IMAGE=$(if $(filter podman,$(CONTAINER_TOOL)),localhost/)$(REGISTRY)/ascend:$(TAG) \
 	  $(BIN)/python -m pytest -q -m container tests/container
 
 component-test: setup browser
@@ -94,6 +96,20 @@ lock: setup
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^crnn-pipeline' > requirements.frozen.tmp
 	$(BIN)/python -m tools.lock requirements.frozen.tmp
 	rm requirements.frozen.tmp
+
+# The ascend image's pins, resolved by pip on the stand-in's Python 3.9 (images/requirements-ascend*.txt say what
+# each holds). Needs the package index from inside a container; PIP_CERT, where the host's pip needs one.
+ASCEND_LIBRARY_NEEDS = "mlflow-skinny<3" "opencv-python-headless<4.7" lmdb boto3 pyyaml requests defusedxml tqdm \
+  google-crc32c scipy pillow psutil
+lock-ascend: setup ascend-base
+	mkdir -p $(OUT)/lock-ascend
+	$(CONTAINER) run --rm -v $(abspath $(OUT))/lock-ascend:/out $(if $(PIP_CERT),-e PIP_CERT=/cert.pem \
+	  -v $(PIP_CERT):/cert.pem:ro) $(BULLSEYE_PYTHON_IMAGE) sh -ec '\
+	  python3 -m pip install --quiet --upgrade pip==24.3.1; \
+	  python3 -m pip install --quiet --ignore-installed --dry-run --report /out/base.json tensorflow-cpu==2.6.5 protobuf==3.19.0; \
+	  python3 -m pip install --quiet --ignore-installed --dry-run --report /out/full.json tensorflow-cpu==2.6.5 \
+	    protobuf==3.19.0 $(ASCEND_LIBRARY_NEEDS)'
+	$(BIN)/python -m tools.lock --ascend $(OUT)/lock-ascend/base.json $(OUT)/lock-ascend/full.json
 
 # The commit goes into the image (CRNN_GIT_COMMIT), as there is no .git inside; "-dirty", as crnn/lineage.py
 # writes it, when tracked files differ from it, since the image then holds code no commit has.

@@ -116,8 +116,15 @@ class StepRun:
         if not self.enabled:
             yield
             return
+        import inspect
+
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+        if "tracking_uri" not in inspect.signature(SystemMetricsMonitor).parameters:
+            # MLflow 2.x (the client on Ascend's Python 3.9 stack) would send them to its global tracking URI.
+            log.info("system metrics left out: this MLflow's monitor cannot be pointed at %s", self.tracking_uri)
+            yield
+            return
         monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, tracking_uri=self.tracking_uri)
         monitor.start()
         try:

@@ -106,6 +106,7 @@ def _submit(args: argparse.Namespace) -> None:
 def _compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=[t.name for t in TARGETS.values() if t.on_cluster], default="cpu",
                    help="where the train task runs")
-    p.add_argument("--nodes", type=int, default=1, help="train on several nodes as a TFJob (cpu, gpu)")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="train on several nodes (a TFJob; an AscendJob, one node too, for ascend)")
     p.add_argument("--registry", default=DEFAULT_REGISTRY, help="image registry prefix (as `make images`)")
     p.add_argument("--tag", default=DEFAULT_TAG, help="image tag")

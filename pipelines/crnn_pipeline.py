@@ -44,11 +44,11 @@ SYNTHETIC = SyntheticSpec()
 def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: str = DEFAULT_REGISTRY,
                   tag: str = DEFAULT_TAG):
     """The pipeline for ``target``: ``local`` for kfp.local; a cluster target adds the PVC, the Secrets, the
-    accelerator, node selector and tolerations of its train task, and trains as a TFJob when ``nodes`` > 1."""
+    accelerator, node selector and tolerations of its train task, and trains as a training job when ``nodes``
+    > 1 (a TFJob) or on NPUs (an AscendJob, on one node too: on Ascend clusters NPUs go to the pods Volcano
+    schedules, and the ascend-operator joins them into one HCCL group)."""
     if nodes > 1 and not target.on_cluster:
         raise ValueError("training on several nodes needs a cluster target (cpu, gpu or ascend)")
-    if nodes > 1 and target.device == "npu":
-        raise ValueError("multi-node Ascend training is not supported yet: train on one 8-NPU node (nodes=1)")
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Train CRNN scene-text recognition end to end")
     def crnn_pipeline(
@@ -132,10 +132,14 @@ def make_pipeline(target: Target = TARGETS["local"], nodes: int = 1, registry: s
 
 def _train_task(target: Target, nodes: int, job_image: str, deadline_hours: float, data_root: str,
                 **inputs) -> dsl.PipelineTask:
-    if nodes > 1:
+    if _as_job(target, nodes):
         return train_job(target=target.name, workers=nodes, image=job_image, deadline_hours=deadline_hours,
                          data_root=data_root, **inputs)
     return train(device=target.device, num_devices=target.devices_per_node, data_root=data_root, **inputs)
+
+
+def _as_job(target: Target, nodes: int) -> bool:
+    return nodes > 1 or target.device == "npu"
 
 
 def _on_cluster(target: Target, nodes: int, download_task: dsl.PipelineTask, data_tasks: list[dsl.PipelineTask],
@@ -156,7 +160,7 @@ def _on_cluster(target: Target, nodes: int, download_task: dsl.PipelineTask, dat
         task.set_caching_options(True)
     for task in [*data_tasks, *readers]:
         kubernetes.mount_pvc(task, DATASETS_PVC, DATASETS_MOUNT)
-    if nodes > 1:  # the task only watches the job; the job's workers hold the accelerators
+    if _as_job(target, nodes):  # the task only watches the job; the job's workers hold the accelerators
         model.set_cpu_request("1").set_memory_request("4Gi")
         return
     model.set_cpu_request("8").set_memory_request("64Gi")

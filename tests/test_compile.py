@@ -13,7 +13,7 @@ from pipelines.crnn_pipeline import compile_pipeline
 
 COMPILED = Path(__file__).parent.parent / "pipelines" / "compiled"
 COMMITTED = {"cpu.yaml": ("cpu", 1), "gpu.yaml": ("gpu", 1), "ascend.yaml": ("ascend", 1),
-             "gpu-2-nodes.yaml": ("gpu", 2)}
+             "gpu-2-nodes.yaml": ("gpu", 2), "ascend-2-nodes.yaml": ("ascend", 2)}
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +50,21 @@ def _platform(platform: dict) -> dict:
     return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-def test_ascend_trains_on_8_npus_of_an_ascend_node(compiled):
-    spec, platform = compiled["ascend.yaml"]
-    train = _executors(spec)["exec-train"]["container"]
-    assert train["image"] == "crnn-pipeline/ascend:0.1.0"
-    assert train["resources"]["accelerator"] == {"count": "8", "resourceCount": "8",
-                                                 "resourceType": "huawei.com/Ascend910", "type": "huawei.com/Ascend910"}
-    k8s = _platform(platform)["exec-train"]
-    assert k8s["nodeSelector"]["labels"] == {"accelerator": "huawei-Ascend910"}
-    assert {"key": "huawei.com/Ascend910", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
-    assert k8s["pvcMount"][0]["constant"] == "crnn-datasets"
-    train_inputs = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
-    assert train_inputs["device"]["runtimeValue"]["constant"] == "npu"  # one process per NPU (launch-npu)
-    assert train_inputs["num_devices"]["runtimeValue"]["constant"] == 8
+@pytest.mark.parametrize(("name", "nodes"), [("ascend.yaml", 1), ("ascend-2-nodes.yaml", 2)])
+def test_ascend_trains_as_an_ascendjob_on_one_node_or_several(compiled, name, nodes):
+    """On Ascend clusters NPUs go to the pods Volcano schedules: the task (cpu image) only creates and watches
+    the AscendJob whose pods (ascend image) hold the NPUs, on one node as on several."""
+    spec, platform = compiled[name]
+    executors = _executors(spec)
+    assert "exec-train" not in executors
+    watcher = executors["exec-train-job"]["container"]
+    assert watcher["image"] == "crnn-pipeline/cpu:0.1.0" and "accelerator" not in watcher.get("resources", {})
+    k8s = _platform(platform)["exec-train-job"]
+    assert "nodeSelector" not in k8s and k8s["pvcMount"][0]["constant"] == "crnn-datasets"
+    job = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train-job"]["inputs"]["parameters"]
+    assert job["target"]["runtimeValue"]["constant"] == "ascend"
+    assert job["workers"]["runtimeValue"]["constant"] == nodes
+    assert job["image"]["runtimeValue"]["constant"] == "crnn-pipeline/ascend:0.1.0"
 
 
 def test_gpu_trains_on_8_gpus_and_other_tasks_stay_on_cpu_images(compiled):
@@ -125,14 +127,17 @@ def test_registry_and_tag_set_every_image(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     assert main(["pipeline", "compile", "--target", "ascend", "--registry", "r.example/ocr", "--tag", "1.2",
                  "--out", str(out)]) == 0
-    images = {e["container"]["image"] for e in _executors(next(yaml.safe_load_all(out.read_text()))).values()}
-    assert images == {"r.example/ocr/cpu:1.2", "r.example/ocr/ascend:1.2"}
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert {e["container"]["image"] for e in _executors(spec).values()} == {"r.example/ocr/cpu:1.2"}
+    job = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train-job"]["inputs"]["parameters"]
+    assert job["image"]["runtimeValue"]["constant"] == "r.example/ocr/ascend:1.2"  # the AscendJob's pods
 
 
-def test_impossible_targets_are_refused(tmp_path, capsys):
-    assert main(["pipeline", "compile", "--target", "ascend", "--nodes", "2", "--out", str(tmp_path / "p")]) == 2
-    assert "multi-node Ascend training is not supported yet" in capsys.readouterr().err
-    assert not (tmp_path / "p").exists()
+def test_impossible_targets_are_refused(tmp_path):
+    from pipelines.crnn_pipeline import make_pipeline
+
+    with pytest.raises(ValueError, match="needs a cluster target"):
+        make_pipeline(nodes=2)  # kfp.local's
 
 
 def test_the_gate_thresholds_agree_everywhere(compiled):

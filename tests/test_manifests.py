@@ -5,6 +5,7 @@ temporary overlay on top of the real ones breaks what it guards."""
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import shutil
 from pathlib import Path
@@ -37,6 +38,13 @@ def rendered() -> dict[str, list[dict]]:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed: install it to render manifests/")
     return {name: vm.render(vm.OVERLAYS_DIR / name) for name in OVERLAYS}
+
+
+@pytest.fixture(scope="module")
+def examples() -> dict[str, list[dict]]:
+    """The objects of the examples kept beside each overlay but left out of it (read, not rendered: no kubectl)."""
+    return {name: [obj for path in vm.examples(vm.OVERLAYS_DIR / name) for obj in vm.read_example(path)]
+            for name in OVERLAYS}
 
 
 def _find(objects: list[dict], kind: str, name: str) -> dict:
@@ -84,7 +92,8 @@ def test_every_overlay_renders_and_validates(rendered, crds, name):
 def test_main_checks_every_overlay_and_passes(capsys):
     assert vm.main([]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert {line.split(":")[0].split()[-1] for line in out if line.startswith("ok")} == set(OVERLAYS), out[-5:]
+    assert {line.split(":")[0].split()[-1].split("/")[0] for line in out if line.startswith("ok")} == set(OVERLAYS)
+    assert "ok    ascend/ascendjob.yaml: AscendJob/crnn-train-npu" in out  # the example beside the overlay
     assert out[-1].startswith(f"{len(out) - 1} objects, 0 failed")
 
 
@@ -99,6 +108,14 @@ def test_crds_are_valid_crds_and_close_their_objects(crds):
     assert set(replicas["properties"]) == {"Chief", "Worker", "PS", "Evaluator"}
     assert replicas["additionalProperties"] is False
     assert "additionalProperties" not in replicas["properties"]["Worker"]["properties"]["template"]  # preserved
+    schema = crds[("mindxdl.gitee.com/v1", "AscendJob")]
+    spec = schema["properties"]["spec"]
+    assert spec["additionalProperties"] is False and "suspend" not in spec["properties"]["runPolicy"]["properties"]
+    replicas = spec["properties"]["replicaSpecs"]
+    assert set(replicas["properties"]) == {"Chief", "Worker", "Master", "Scheduler"}  # any other fails the operator
+    assert replicas["additionalProperties"] is False
+    assert replicas["properties"]["Chief"]["properties"]["replicas"]["maximum"] == 20000
+    assert "additionalProperties" not in replicas["properties"]["Chief"]["properties"]["template"]  # preserved
 
 
 def test_openapi_conversion_keeps_int_or_string_nullable_and_preserved_objects_open():
@@ -124,7 +141,7 @@ def test_rbac_grants_exactly_what_kfp_tasks_and_the_training_component_need(rend
         rules = _find(objects, "Role", "crnn-pipeline")["rules"]
         granted = {(group, resource, verb, tuple(rule.get("resourceNames", ()))) for rule in rules
                    for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
-        job_verbs = {"create", "get", "list", "watch", "delete"}
+        job_verbs = {"create", "get", "list", "watch", "delete", "patch"}  # patch: adoption
         assert granted == {("kubeflow.org", "tfjobs", v, ()) for v in job_verbs} \
             | {("mindxdl.gitee.com", "ascendjobs", v, ()) for v in job_verbs} \
             | {("", "pods", v, ()) for v in ("get", "list", "watch")} | {("", "pods/log", "get", ())} \
@@ -200,7 +217,7 @@ def test_only_the_local_overlay_has_secrets_and_they_are_labelled_throwaway(rend
 
 
 @pytest.mark.parametrize("name", ["gpu", "ascend"])
-def test_accelerator_overlays_match_the_pipelines_targets(rendered, name):
+def test_accelerator_overlays_match_the_pipelines_targets(rendered, examples, name):
     from crnn.cluster.targets import TARGETS, image
 
     target = TARGETS[name]
@@ -210,24 +227,52 @@ def test_accelerator_overlays_match_the_pipelines_targets(rendered, name):
     assert data["image"] == image(target.image)
     assert yaml.safe_load(data["node-selector"]).items() >= target.node_selector.items()
     assert {t["key"] for t in yaml.safe_load(data["tolerations"])} == {t.key for t in target.tolerations}
-    job = next(o for o in rendered[name] if o["kind"] == "TFJob")
-    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
-    (container,) = worker["template"]["spec"]["containers"]
-    assert worker["replicas"] == int(data["workers"]) == 2
-    assert container["name"] == "tensorflow" and container["image"] == data["image"]
-    assert container["resources"]["limits"][target.accelerator] == target.devices_per_node
-    assert f"--device={target.device}" in container["args"]
-    assert job["spec"]["runPolicy"]["suspend"] is True  # applying the overlay starts no training
+    (job,) = [o for o in rendered[name] + examples[name] if o["kind"] in vm.REQUIRED_CONTAINER]
+    replicas = next(job["spec"][key] for key in vm.REPLICA_SPEC_FIELDS if key in job["spec"])
+    assert sum(replica["replicas"] for replica in replicas.values()) == int(data["workers"]) == 2  # servers
+    for replica in replicas.values():
+        pod = replica["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["name"] == vm.REQUIRED_CONTAINER[job["kind"]] and container["image"] == data["image"]
+        assert container["resources"]["limits"][target.accelerator] == target.devices_per_node
+        assert f"--device={target.device}" in container["args"]
+        assert pod.get("nodeSelector", {}) == yaml.safe_load(data["node-selector"])
+    # Applying the overlay starts no training: the TFJob is suspended, the AscendJob (no suspend) left out.
+    assert job in examples[name] or job["spec"]["runPolicy"]["suspend"] is True
 
 
-def test_ascend_job_mounts_the_driver_and_hccn_conf_read_only(rendered):
-    job = _find(rendered["ascend"], "TFJob", "crnn-train-npu")
-    pod = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
-    host_paths = {v["hostPath"]["path"]: v["name"] for v in pod["volumes"] if "hostPath" in v}
-    assert set(host_paths) == {"/usr/local/Ascend/driver", "/etc/hccn.conf"}
-    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
-    assert all(mounts[name]["readOnly"] for name in host_paths.values())
-    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend910", "host-arch": "huawei-arm"}
+def test_the_ascend_overlay_leaves_out_its_example_ascendjob(rendered, examples):
+    folder = vm.OVERLAYS_DIR / "ascend"
+    assert vm.examples(folder) == [folder / "ascendjob.yaml"]
+    assert not [o for o in rendered["ascend"] if o["kind"] in vm.REQUIRED_CONTAINER]  # nothing starts on apply
+    assert not [name for name in OVERLAYS if name != "ascend" and vm.examples(vm.OVERLAYS_DIR / name)]
+
+
+def test_the_example_ascendjob_is_one_the_ascend_operator_accepts(crds, examples):
+    """Two servers as a tensorflow AscendJob: Chief and Worker, container `ascend`, the chief's port, the NPUs
+    from the device plugin's annotation, the host's driver read-only, and no rank table or hccn.conf."""
+    job = _find(examples["ascend"], "AscendJob", "crnn-train-npu")
+    assert vm.check_object(job, crds) == []
+    assert job["metadata"]["labels"]["framework"] == "tensorflow"
+    assert job["metadata"]["labels"]["ring-controller.atlas"] == "ascend-910"
+    spec = job["spec"]
+    assert spec["schedulerName"] == "volcano" and spec["successPolicy"] == "AllWorkers"
+    assert spec["runPolicy"]["schedulingPolicy"] == {"minAvailable": 2, "queue": "default"}
+    assert {role: r["replicas"] for role, r in spec["replicaSpecs"].items()} == {"Chief": 1, "Worker": 1}
+    for replica in spec["replicaSpecs"].values():
+        pod = replica["template"]["spec"]
+        assert pod["activeDeadlineSeconds"] == spec["runPolicy"]["activeDeadlineSeconds"]  # the operator's is unused
+        (container,) = pod["containers"]
+        assert container["name"] == "ascend" and container["args"][:1] == ["launch-npu"]
+        assert not [a for a in container["args"] if a.startswith("--rank-table")]  # the CM_* variables instead
+        assert container["ports"] == [{"name": "ascendjob-port", "containerPort": 2222}]
+        env = {e["name"]: e.get("valueFrom", {}) for e in container["env"]}
+        assert env["ASCEND_VISIBLE_DEVICES"]["fieldRef"]["fieldPath"] == "metadata.annotations['huawei.com/Ascend910']"
+        assert env["XDL_IP"]["fieldRef"]["fieldPath"] == "status.hostIP"
+        host_paths = {v["hostPath"]["path"]: v["name"] for v in pod["volumes"] if "hostPath" in v}
+        assert set(host_paths) == {"/usr/local/Ascend/driver"}
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["ascend-driver"]["readOnly"] is True
 
 
 @pytest.mark.parametrize("name", ["gpu", "ascend"])
@@ -283,11 +328,6 @@ BROKEN = {
     "unpinned image": (
         "gpu", {"images": [{"name": "crnn-pipeline/cpu", "newTag": "latest"}]},
         "bad: Deployment/mlflow: spec.template: container 'mlflow': image 'crnn-pipeline/cpu:latest' is not pinned"),
-    "writable hostPath": (
-        "ascend", _json_patch("TFJob", "crnn-train-npu",
-                              ("replace", f"{TFJOB_POD}/containers/0/volumeMounts/0/readOnly", False)),
-        "bad: TFJob/crnn-train-npu: spec.tfReplicaSpecs.Worker.template: container 'tensorflow': "
-        "hostPath volume 'ascend-driver' is not mounted readOnly"),
     "misspelt built-in field": (
         "local", _json_patch("Deployment", "mlflow", ("add", f"{POD}/containers/0/resource", {})),
         "bad: Deployment/mlflow: schema: spec.template.spec.containers.0: Additional properties are not allowed "
@@ -302,21 +342,21 @@ BROKEN = {
         "bad: TFJob/crnn-train-gpu: schema: spec.tfReplicaSpecs: Additional properties are not allowed "
         "('Master' was unexpected)"),
     "bad restart policy": (
-        "ascend", _json_patch("TFJob", "crnn-train-npu", ("replace", f"{WORKER}/restartPolicy", "Maybe")),
-        "bad: TFJob/crnn-train-npu: schema: spec.tfReplicaSpecs.Worker.restartPolicy: 'Maybe' is not one of"),
+        "gpu", _json_patch("TFJob", "crnn-train-gpu", ("replace", f"{WORKER}/restartPolicy", "Maybe")),
+        "bad: TFJob/crnn-train-gpu: schema: spec.tfReplicaSpecs.Worker.restartPolicy: 'Maybe' is not one of"),
     "misspelt field in the TFJob's pod": (
         "gpu", _json_patch("TFJob", "crnn-train-gpu", ("add", f"{TFJOB_POD}/containers/0/imagePullPolicyy", "Always")),
         "bad: TFJob/crnn-train-gpu: spec.tfReplicaSpecs.Worker.template: schema: template.spec.containers.0: "
         "Additional properties are not allowed ('imagePullPolicyy' was unexpected)"),
     "TFJob container not named tensorflow": (
-        "ascend", _json_patch("TFJob", "crnn-train-npu", ("replace", f"{TFJOB_POD}/containers/0/name", "trainer")),
-        "bad: TFJob/crnn-train-npu: spec.tfReplicaSpecs.Worker.template: no container named 'tensorflow'"),
+        "gpu", _json_patch("TFJob", "crnn-train-gpu", ("replace", f"{TFJOB_POD}/containers/0/name", "trainer")),
+        "bad: TFJob/crnn-train-gpu: spec.tfReplicaSpecs.Worker.template: no container named 'tensorflow'"),
     "a TFJob without a deadline": (
         "gpu", _json_patch("TFJob", "crnn-train-gpu", ("remove", "/spec/runPolicy/activeDeadlineSeconds")),
         "bad: TFJob/crnn-train-gpu: spec.runPolicy.activeDeadlineSeconds is not set"),
     "a TFJob that stays forever": (
-        "ascend", _json_patch("TFJob", "crnn-train-npu", ("remove", "/spec/runPolicy/ttlSecondsAfterFinished")),
-        "bad: TFJob/crnn-train-npu: spec.runPolicy.ttlSecondsAfterFinished is not set"),
+        "gpu", _json_patch("TFJob", "crnn-train-gpu", ("remove", "/spec/runPolicy/ttlSecondsAfterFinished")),
+        "bad: TFJob/crnn-train-gpu: spec.runPolicy.ttlSecondsAfterFinished is not set"),
     "a TFJob's workers in the mesh": (
         "gpu", _json_patch("TFJob", "crnn-train-gpu",
                            ("remove", f"{WORKER}/template/metadata/labels/sidecar.istio.io~1inject"),
@@ -343,6 +383,118 @@ def test_a_broken_overlay_is_reported_naming_the_object(tmp_path, crds, case):
     on, extra, expected = BROKEN[case]
     problems = _problems(_overlay(tmp_path, on, extra), crds)
     assert any(p.startswith(expected) for p in problems), "\n".join(problems)
+
+
+ASCENDJOB_EXAMPLE = vm.OVERLAYS_DIR / "ascend" / "ascendjob.yaml"
+CHIEF = "/spec/replicaSpecs/Chief"
+CHIEF_POD = f"{CHIEF}/template/spec"
+
+# name: (JSON-patch ops on the example AscendJob, the expected message after "bad: AscendJob/crnn-train-npu: ")
+BROKEN_ASCENDJOB = {
+    "writable hostPath": (
+        [("replace", f"{CHIEF_POD}/containers/0/volumeMounts/0/readOnly", False)],
+        "spec.replicaSpecs.Chief.template: container 'ascend': hostPath volume 'ascend-driver' is not mounted "
+        "readOnly"),
+    "container not named ascend": (
+        [("replace", f"{CHIEF_POD}/containers/0/name", "trainer")],
+        "spec.replicaSpecs.Chief.template: no container named 'ascend'"),
+    "bad restart policy": (
+        [("replace", f"{CHIEF}/restartPolicy", "Maybe")],
+        "schema: spec.replicaSpecs.Chief.restartPolicy: 'Maybe' is not one of"),
+    "bad success policy": (
+        [("replace", "/spec/successPolicy", "AllChiefs")], "schema: spec.successPolicy: 'AllChiefs' is not one of"),
+    "suspend, which AscendJob lacks": (
+        [("add", "/spec/runPolicy/suspend", True)],
+        "schema: spec.runPolicy: Additional properties are not allowed ('suspend' was unexpected)"),
+    "lower-case replica type": (
+        [{"op": "move", "from": CHIEF, "path": "/spec/replicaSpecs/chief"}],
+        "schema: spec.replicaSpecs: Additional properties are not allowed ('chief' was unexpected)"),
+    "Master in a tensorflow job": (
+        [{"op": "move", "from": "/spec/replicaSpecs/Worker", "path": "/spec/replicaSpecs/Master"}],
+        "spec.replicaSpecs.Master: not a tensorflow replica type (one of Chief, Worker)"),
+    "no framework label": (
+        [("remove", "/metadata/labels/framework")], "metadata.labels.framework is not set"),
+    "stays forever": (
+        [("remove", "/spec/runPolicy/ttlSecondsAfterFinished")], "spec.runPolicy.ttlSecondsAfterFinished is not set"),
+    "no pod deadline": (
+        [("remove", f"{CHIEF_POD}/activeDeadlineSeconds")],
+        "spec.replicaSpecs.Chief.template: spec.activeDeadlineSeconds is not set"),
+    "in the mesh": (
+        [("remove", f"{CHIEF}/template/metadata/labels/sidecar.istio.io~1inject"),
+         ("remove", f"{CHIEF}/template/metadata/annotations/sidecar.istio.io~1inject")],
+        'spec.replicaSpecs.Chief.template: no sidecar.istio.io/inject: "false"'),
+}
+
+
+def _with_example_ascendjob(tmp_path: Path, *ops: tuple | dict) -> Path:
+    """An overlay on ascend that applies the example AscendJob (as `kubectl apply -k` of it would), patched."""
+    extra = _json_patch("AscendJob", "crnn-train-npu", *ops) if ops else {}
+    return _overlay(tmp_path, "ascend", extra, {ASCENDJOB_EXAMPLE.name: ASCENDJOB_EXAMPLE.read_text()})
+
+
+@needs_kubectl
+def test_the_example_ascendjob_renders_and_passes_in_an_overlay(tmp_path, crds):
+    folder = _with_example_ascendjob(tmp_path)
+    assert _problems(folder, crds) == []
+    job = _find(vm.render(folder), "AscendJob", "crnn-train-npu")
+    assert job["spec"]["replicaSpecs"]["Worker"] == job["spec"]["replicaSpecs"]["Chief"]  # the YAML alias, expanded
+
+
+@needs_kubectl
+@pytest.mark.parametrize("case", BROKEN_ASCENDJOB)
+def test_a_broken_example_ascendjob_is_reported(tmp_path, crds, case):
+    ops, expected = BROKEN_ASCENDJOB[case]
+    problems = _problems(_with_example_ascendjob(tmp_path, *ops), crds)
+    assert any(p.startswith(f"bad: AscendJob/crnn-train-npu: {expected}") for p in problems), "\n".join(problems)
+
+
+def _set(obj: dict, dotted: str, value: object) -> None:
+    """Set (or, for value None, delete) obj's key at a dotted path."""
+    *parents, key = dotted.split(".")
+    for part in parents:
+        obj = obj[part]
+    if value is None:
+        del obj[key]
+    else:
+        obj[key] = value
+
+
+# name: ({dotted path: value, None to delete}, every problem check_object finds), each one the operator refuses
+ASCEND_OPERATOR_RULES = {
+    "wrong framework label": (
+        {"metadata.labels.framework": "jax"},
+        ["metadata.labels.framework is 'jax': the ascend-operator fails the job unless it is one of mindspore, "
+         "pytorch, tensorflow"]),
+    "another framework's replica types": (
+        {"metadata.labels.framework": "pytorch"},
+        ["spec.replicaSpecs.Chief: not a pytorch replica type (one of Master, Worker)",
+         "spec.replicaSpecs has no Master: a pytorch AscendJob needs one (replicas 1)"]),
+    "Worker-only tensorflow job": (
+        {"spec.replicaSpecs.Chief": None, "spec.replicaSpecs.Worker.replicas": 2},
+        ["spec.replicaSpecs has no Chief: a tensorflow AscendJob needs one (replicas 1)"]),
+    "Chief of 2 replicas": (
+        {"spec.replicaSpecs.Chief.replicas": 2}, ["spec.replicaSpecs.Chief.replicas is 2: a Chief runs exactly 1"]),
+}
+
+
+@pytest.mark.parametrize("case", ASCEND_OPERATOR_RULES)
+def test_check_object_refuses_what_the_ascend_operator_would_fail(crds, examples, case):
+    changes, expected = ASCEND_OPERATOR_RULES[case]
+    job = copy.deepcopy(_find(examples["ascend"], "AscendJob", "crnn-train-npu"))
+    for dotted, value in changes.items():
+        _set(job, dotted, value)
+    assert vm.check_object(job, crds) == expected
+
+
+def test_the_ascend_operator_rules_follow_the_framework():
+    specs = {"Scheduler": {"replicas": 1}, "Worker": {"replicas": 4}}
+    job = {"kind": "AscendJob", "metadata": {"labels": {"framework": "mindspore"}}, "spec": {"replicaSpecs": specs}}
+    assert vm.check_ascendjob(job) == []
+    del specs["Scheduler"]
+    assert vm.check_ascendjob(job) == []  # a MindSpore job may go without a Scheduler (on one NPU)
+    job["metadata"]["labels"]["framework"] = "pytorch"
+    assert vm.check_ascendjob(job) == ["spec.replicaSpecs has no Master: a pytorch AscendJob needs one (replicas 1)"]
+    assert vm.check_ascendjob({"kind": "TFJob"}) == []
 
 
 @needs_kubectl
@@ -375,9 +527,9 @@ def test_throwaway_secrets_need_their_label(crds):
 
 
 def test_a_custom_resource_without_a_crd_is_an_error(crds):
-    job = {"apiVersion": "mindxdl.gitee.com/v1", "kind": "AscendJob", "metadata": {"name": "j"}, "spec": {}}
+    job = {"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}}
     (problem,) = vm.check_object(job, crds)
-    assert problem.startswith("no schema: mindxdl.gitee.com/v1 AscendJob is neither")
+    assert problem.startswith("no schema: batch.volcano.sh/v1alpha1 Job is neither")
 
 
 def test_missing_kubectl_says_to_install_it(monkeypatch, capsys):

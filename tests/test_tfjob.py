@@ -9,10 +9,12 @@ import pytest
 from kubernetes import client
 
 from crnn.cluster import job_task
+from crnn.cluster.ascendjob import ascendjob_manifest
 from crnn.cluster.commands import TrainSpec
-from crnn.cluster.job_task import train_as_tfjob
+from crnn.cluster.job_task import train_as_job
+from crnn.cluster.jobs import JobFailed, JobPolicy, owner_pod, run_job
 from crnn.cluster.targets import TARGETS
-from crnn.cluster.tfjob import JobFailed, JobPolicy, owner_pod, run_tfjob, tfjob_manifest
+from crnn.cluster.tfjob import tfjob_manifest
 from crnn.tracking import Tracking
 from tests.loopback_api import Request, serve
 
@@ -24,7 +26,9 @@ SPEC = TrainSpec(("/mnt/datasets/jobs/j/data/mjsynth/train",), "/mnt/datasets/jo
 class FakeKubernetes:
     """Stores TFJobs; each GET moves a job one condition further along ``conditions``."""
 
-    def __init__(self, conditions=("Created", "Running", "Succeeded"), message: str = ""):
+    def __init__(self, conditions=("Created", "Running", "Succeeded"), message: str = "", group: str = "kubeflow.org",
+                 plural: str = "tfjobs"):
+        self.group, self.plural = group, plural
         self.conditions, self.message = conditions, message
         self.jobs: dict[str, dict] = {}
         self.requests: list[Request] = []
@@ -34,7 +38,7 @@ class FakeKubernetes:
 
     @property
     def jobs_path(self) -> str:
-        return f"/apis/kubeflow.org/v1/namespaces/{self.namespace}/tfjobs"
+        return f"/apis/{self.group}/v1/namespaces/{self.namespace}/{self.plural}"
 
     def handle(self, request: Request):
         self.requests.append(request)
@@ -112,7 +116,7 @@ def test_a_retried_task_adopts_the_running_job_of_its_earlier_attempt(kube):
     api.create_namespaced_custom_object("kubeflow.org", "v1", "ml", "tfjobs", first)  # then the task pod died
     lines: list[str] = []
     retried = tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"], owner=owner_pod("attempt-2", "u2"))
-    finished = run_tfjob(api, retried, poll_seconds=0.01, report=lines.append)
+    finished = run_job(api, retried, poll_seconds=0.01, report=lines.append)
     assert finished["status"]["conditions"][-1]["type"] == "Succeeded"
     assert lines[0] == "adopted TFJob ml/crnn-train-j (Created) from an earlier attempt"
     assert fake.jobs["crnn-train-j"]["metadata"]["ownerReferences"] == [owner_pod("attempt-2", "u2")]
@@ -127,7 +131,7 @@ def test_a_retried_task_replaces_the_failed_job_of_its_earlier_attempt(kube):
     fake.conditions = ("Created", "Running", "Failed")
     lines: list[str] = []
     with pytest.raises(JobFailed):  # the new job fails too, in this fake: what matters is that it was made anew
-        run_tfjob(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"]), poll_seconds=0.01,
+        run_job(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"]), poll_seconds=0.01,
                   report=lines.append)
     assert lines[0] == "replaced the failed TFJob ml/crnn-train-j of an earlier attempt"
     assert fake.deleted == ["crnn-train-j"]
@@ -139,7 +143,7 @@ def test_a_job_that_succeeds_is_followed_to_the_end(kube):
     fake, api = kube
     lines: list[str] = []
     job = tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"])
-    finished = run_tfjob(api, job, poll_seconds=0.01, report=lines.append)
+    finished = run_job(api, job, poll_seconds=0.01, report=lines.append)
     assert finished["status"]["conditions"][-1]["type"] == "Succeeded"
     assert lines == ["created TFJob ml/crnn-train-j", "TFJob crnn-train-j: Created", "TFJob crnn-train-j: Running",
                      "TFJob crnn-train-j: Succeeded"]
@@ -151,7 +155,7 @@ def test_a_failed_job_fails_the_task_with_its_message(kube):
     fake, api = kube
     fake.conditions, fake.message = ("Created", "Running", "Failed"), "worker-1 exited with code 137"
     with pytest.raises(JobFailed, match="ml/crnn-train-j failed: worker-1 exited with code 137"):
-        run_tfjob(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"]), poll_seconds=0.01,
+        run_job(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 2, TARGETS["gpu"]), poll_seconds=0.01,
                   report=lambda line: None)
 
 
@@ -159,7 +163,7 @@ def test_a_job_past_its_time_is_deleted(kube):
     fake, api = kube
     fake.conditions = ("Created", "Running")
     with pytest.raises(TimeoutError, match="still Running"):
-        run_tfjob(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 1, TARGETS["cpu"]), timeout_seconds=0.05,
+        run_job(api, tfjob_manifest("crnn-train-j", "ml", "img", SPEC, 1, TARGETS["cpu"]), timeout_seconds=0.05,
                   poll_seconds=0.01, report=lambda line: None)
     assert fake.deleted == ["crnn-train-j"]
 
@@ -181,10 +185,10 @@ def test_the_task_trains_on_the_data_where_it_is_and_brings_the_model_back(kube,
 
     fake.on_finish = workers_train
     fake.namespace = "team-ocr"
-    result = train_as_tfjob([converted_dir / "mjsynth" / "train"], converted_dir / "mjsynth" / "val",
+    result = train_as_job([converted_dir / "mjsynth" / "train"], converted_dir / "mjsynth" / "val",
                             mount / "runs" / "job-7" / "train", str(tmp_path / "model"), "tiny", 5, 0, Tracking(),
                             "gpu", 2, "crnn-pipeline/gpu:0.1.0", "job-7", mount=mount, api=api)
-    assert result["tfjob"] == "crnn-train-job-7" and result["workers"] == 2 and result["namespace"] == "team-ocr"
+    assert result["job"] == "TFJob/crnn-train-job-7" and result["workers"] == 2 and result["namespace"] == "team-ocr"
     assert [p.name for p in (tmp_path / "model").iterdir()] == ["export"]
     assert (tmp_path / "model" / "export" / "model.keras").read_text() == "weights"
     job = json.loads(fake.requests[0].body)
@@ -202,7 +206,68 @@ def test_the_task_trains_on_the_data_where_it_is_and_brings_the_model_back(kube,
 def test_data_off_the_volume_is_refused_before_a_job_starts(kube, tmp_path, converted_dir):
     fake, api = kube
     with pytest.raises(ValueError, match="not on the datasets volume"):
-        train_as_tfjob([converted_dir / "mjsynth" / "train"], None, tmp_path / "elsewhere" / "runs" / "job-8",
+        train_as_job([converted_dir / "mjsynth" / "train"], None, tmp_path / "elsewhere" / "runs" / "job-8",
                        str(tmp_path / "model"), "tiny", 5, 0, Tracking(), "gpu", 2, "img", "job-8", namespace="ml",
                        mount=tmp_path / "elsewhere", api=api)
     assert fake.requests == []
+
+
+# --- NPUs: an AscendJob ------------------------------------------------------------------------------------------
+
+NPU_SPEC = TrainSpec(("/mnt/datasets/jobs/j/data/mjsynth/train",), "/mnt/datasets/jobs/j/out", preset="paper",
+                     device="npu", num_devices=8, tracking_uri="http://mlflow.kubeflow:5000", parent_run_id="abc")
+
+
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_the_ascendjob_is_valid_against_its_crd_and_meets_the_operators_rules(nodes):
+    """Checked against manifests/crds/ascendjob.yaml (written from the ascend-operator's CRD of mind-cluster
+    v26.1.0) as strictly as the API server would, and against the operator's own validation (tools/
+    validate_manifests.py: framework label, one Chief, a container named ascend)."""
+    from tools.validate_manifests import check_object, load_crd_schemas
+
+    job = ascendjob_manifest("crnn-train-j", "ml", "crnn-pipeline/ascend:0.1.0", NPU_SPEC, nodes, TARGETS["ascend"])
+    assert check_object(job, load_crd_schemas()) == []
+    replicas = job["spec"]["replicaSpecs"]
+    assert replicas["Chief"]["replicas"] == 1 and replicas.get("Worker", {}).get("replicas", 0) == nodes - 1
+    assert job["spec"]["runPolicy"]["schedulingPolicy"]["minAvailable"] == nodes  # all pods start, or none
+    assert job["spec"]["schedulerName"] == "volcano" and job["metadata"]["labels"]["framework"] == "tensorflow"
+    template = replicas["Chief"]["template"]
+    [container] = template["spec"]["containers"]
+    assert container["name"] == "ascend" and container["ports"] == [{"name": "ascendjob-port", "containerPort": 2222}]
+    assert container["resources"]["limits"]["huawei.com/Ascend910"] == "8"
+    # One training process per NPU the pod was given, each joined by the adapter through the CM_* variables.
+    launcher, train = container["command"][:container["command"].index("--")], container["command"]
+    assert launcher == ["crnn", "launch-npu"] and train[train.index("--") + 1:][:2] == ["crnn", "train"]
+    assert train[train.index("--device") + 1] == "npu" and "--num-devices" not in train
+    env = {e["name"]: e["valueFrom"] for e in container["env"]}
+    assert env["ASCEND_VISIBLE_DEVICES"] == {"fieldRef": {"fieldPath": "metadata.annotations['huawei.com/Ascend910']"}}
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "chief"},
+                                  "template": template}, "1.32.0", strict=True)
+    with pytest.raises(ValueError, match="trains on NPUs"):
+        ascendjob_manifest("x", "ml", "i", SPEC, 1, TARGETS["gpu"])
+
+
+def test_the_ascend_task_runs_an_ascendjob_and_brings_the_model_back(tmp_path, converted_dir):
+    fake = FakeKubernetes(group="mindxdl.gitee.com", plural="ascendjobs")
+    server, url = serve(fake)
+    configuration = client.Configuration()
+    configuration.host = url
+    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    mount = converted_dir.parent
+
+    def chief_trains(job: dict) -> None:  # the chief's rank 0 writes the export, here as the NPU stack does
+        command = job["spec"]["replicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["command"]
+        out = Path(command[command.index("--out") + 1])
+        (out / "export").mkdir(parents=True, exist_ok=True)
+        (out / "export" / "weights.h5").write_text("weights")
+
+    fake.on_finish = chief_trains
+    try:
+        result = train_as_job([converted_dir / "mjsynth" / "train"], None, mount / "runs" / "job-9" / "train",
+                              str(tmp_path / "model"), "tiny", 5, 0, Tracking(), "ascend", 2,
+                              "crnn-pipeline/ascend:0.1.0", "job-9", namespace="ml", mount=mount, api=api)
+    finally:
+        server.shutdown()
+    assert result["job"] == "AscendJob/crnn-train-job-9" and result["workers"] == 2
+    assert fake.requests[0].path == "/apis/mindxdl.gitee.com/v1/namespaces/ml/ascendjobs"
+    assert (tmp_path / "model" / "export" / "weights.h5").read_text() == "weights"

@@ -2,13 +2,18 @@
 
 ``requirements.lock`` holds what the project's own dependencies pull in: what the images install.
 ``requirements-dev.lock`` holds the rest (test runners, linters, moto...), which only ``make setup`` installs.
-``images/requirements-ascend.txt`` is the runtime lock less its TensorFlow-bound lines (see its header).
 The split follows the installed packages' metadata, so run it in the virtualenv the freeze came from.
+
+``make lock-ascend``: ``python -m tools.lock --ascend BASE FULL``, from two ``pip install --dry-run --report``
+reports made on Python 3.9 (in the bullseye base): BASE of TensorFlow 2.6.5 as Ascend installs it, FULL of that
+with what the library needs besides. ``images/requirements-ascend-base.txt`` gets BASE's pins (the stand-in
+base), ``images/requirements-ascend.txt`` FULL's pins that BASE lacks or pins otherwise (the ascend image).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import sys
 import tomllib
 from collections.abc import Iterable
@@ -21,8 +26,8 @@ from crnn.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_LOCK, DEV_LOCK = ROOT / "requirements.lock", ROOT / "requirements-dev.lock"
+ASCEND_BASE_REQUIREMENTS = ROOT / "images" / "requirements-ascend-base.txt"
 ASCEND_REQUIREMENTS = ROOT / "images" / "requirements-ascend.txt"
-TF_BOUND_LINE = "# TF-bound: "
 # Pinned where they are installed (make setup, the Dockerfiles): each environment needs them before any lock.
 INSTALLER = {"pip", "setuptools"}
 
@@ -65,37 +70,40 @@ def split(frozen: list[str], runtime: set[str]) -> tuple[list[str], list[str]]:
     return [p for p in pins if pinned_name(p) in runtime], [p for p in pins if pinned_name(p) not in runtime]
 
 
-def tf_bound(locked: set[str]) -> set[str]:
-    """The locked distributions that only tensorflow or keras need, of what the project needs at run time: an
-    Ascend image brings its own TensorFlow with its own dependencies, which these pins would replace."""
-    roots = runtime_requirements()
-    by_tf = [r for r in roots if canonicalize_name(Requirement(r).name) in ("tensorflow", "keras")]
-    return (closure(by_tf) - closure([r for r in roots if r not in by_tf])) & locked
+def report_pins(report: Path) -> list[str]:
+    """``name==version`` of every distribution a ``pip install --report`` would install, sorted by name."""
+    installs = json.loads(report.read_text())["install"]
+    return sorted((f"{i['metadata']['name']}=={i['metadata']['version']}" for i in installs), key=str.lower)
 
 
-def ascend_requirements(runtime: list[str], header: list[str]) -> str:
-    """``images/requirements-ascend.txt``: its explanatory ``header`` lines, the TF-bound names, the other pins."""
-    bound = tf_bound({pinned_name(p) for p in runtime})
-    kept = [line for line in header if not line.startswith(TF_BOUND_LINE)]
-    pins = [p for p in runtime if pinned_name(p) not in bound]
-    return "\n".join([*kept, TF_BOUND_LINE + " ".join(sorted(bound)), *pins]) + "\n"
+def ascend_locks(base: list[str], full: list[str]) -> tuple[list[str], list[str]]:
+    """(the stand-in base's pins, what the ascend image adds to a base holding them)."""
+    return base, [pin for pin in full if pin not in set(base)]
 
 
 def _comments(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.startswith("#")]
 
 
+def _write(dest: Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+    print(f"{dest.relative_to(ROOT)}: written")
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--ascend":
+        locks = ascend_locks(report_pins(Path(argv[1])), report_pins(Path(argv[2])))
+        for dest, pins in zip((ASCEND_BASE_REQUIREMENTS, ASCEND_REQUIREMENTS), locks, strict=True):
+            _write(dest, "\n".join([*_comments(dest), *pins]) + "\n")
+        return 0
     if len(argv) != 1:
-        print("usage: python -m tools.lock FROZEN   (the output of pip freeze)", file=sys.stderr)
+        print("usage: python -m tools.lock FROZEN   (the output of pip freeze)\n"
+              "       python -m tools.lock --ascend BASE_REPORT FULL_REPORT", file=sys.stderr)
         return 2
     runtime, dev = split(Path(argv[0]).read_text().splitlines(), closure(runtime_requirements()))
-    ascend = ascend_requirements(runtime, _comments(ASCEND_REQUIREMENTS))
-    for dest, text in ((RUNTIME_LOCK, "\n".join(runtime) + "\n"), (DEV_LOCK, "\n".join(dev) + "\n"),
-                       (ASCEND_REQUIREMENTS, ascend)):
-        with atomic_path(dest) as tmp:
-            tmp.write_text(text)
-        print(f"{dest.relative_to(ROOT)}: written")
+    for dest, text in ((RUNTIME_LOCK, "\n".join(runtime) + "\n"), (DEV_LOCK, "\n".join(dev) + "\n")):
+        _write(dest, text)
     return 0
 
 

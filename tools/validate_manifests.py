@@ -7,11 +7,17 @@ For each object of each overlay:
   field validation is, and every pod template inside them as a Kubernetes PodTemplate, just as strictly;
 - every pod template: the pod policy (requests and limits, a non-root and locked-down security context, a
   read-only root filesystem, probes on long-running containers, pinned images, read-only hostPath mounts) and
-  the container an operator finds by name (a TFJob's ``tensorflow``);
+  the container an operator finds by name (a TFJob's ``tensorflow``, an AscendJob's ``ascend``);
 - Secrets: no literal data, except the labelled throwaway ones of the local overlay;
-- jobs end and clean up: a TFJob has a deadline and a time to live, and every TFJob and Job pod template opts
-  out of Istio's sidecar (which never exits); a ReadWriteMany volume names its storage class;
+- jobs end and clean up: a TFJob or AscendJob has a deadline and a time to live (an AscendJob's pods their own
+  deadline too), and every TFJob, AscendJob and Job pod template opts out of Istio's sidecar (which never exits);
+  a ReadWriteMany volume names its storage class;
+- an AscendJob meets the checks the ascend-operator makes when it reconciles it (its framework label, the replica
+  types that framework allows, one replica of each but Worker), which would otherwise only fail it on the cluster;
 - multi-user overlays (``multi-user-*``) put nothing into ``kubeflow``, which Kubeflow owns.
+
+Examples beside an overlay that its kustomization.yaml leaves out (an AscendJob, which cannot be created suspended,
+to apply by hand) are read as ``kubectl apply -f`` reads them and checked the same way.
 
 Usage: ``python -m tools.validate_manifests [OVERLAY_DIR ...]`` (default: every overlay under manifests/overlays).
 Prints one line per object and exits 1 when anything fails, 2 when an overlay cannot be rendered.
@@ -40,10 +46,19 @@ CRD_DIR = ROOT / "manifests" / "crds"
 LITERAL_SECRETS_OVERLAY = OVERLAYS_DIR / "local"
 LOCAL_ONLY_LABEL = ("crnn-pipeline/local-only", "true")
 LONG_RUNNING_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
-REQUIRED_CONTAINER = {"TFJob": "tensorflow"}  # the training operator finds the training container by this name
+# The operators find the training container by this name (the ascend-operator injects its variables there only).
+REQUIRED_CONTAINER = {"TFJob": "tensorflow", "AscendJob": "ascend"}
 REPLICA_SPEC_FIELDS = ("tfReplicaSpecs", "replicaSpecs")  # TFJob, AscendJob: role -> {replicas, template}
 SIDECAR_INJECT = "sidecar.istio.io/inject"
-RUN_TO_COMPLETION_KINDS = frozenset({"Job", "TFJob"})  # a sidecar would keep their pods from completing
+RUN_TO_COMPLETION_KINDS = frozenset({"Job", "TFJob", "AscendJob"})  # a sidecar would keep their pods from completing
+RUN_POLICY_KINDS = frozenset({"TFJob", "AscendJob"})  # spec.runPolicy: a deadline and a time to live
+# The ascend-operator's checks (v26.1.0, component/ascend-operator/pkg: api/v1/defaults.go GetJobFramework,
+# controllers/v1/ascendjob_validate.go checkReplicaSpecs): the `framework` label names the replica types allowed,
+# in exact case; each but Worker runs exactly one replica (the default), and pytorch and tensorflow need theirs.
+ASCEND_FRAMEWORK_LABEL = "framework"
+ASCEND_REPLICA_TYPES = {"mindspore": ("Scheduler", "Worker"), "pytorch": ("Master", "Worker"),
+                        "tensorflow": ("Chief", "Worker")}
+ASCEND_LEADER_OPTIONAL = frozenset({"mindspore"})  # a Scheduler-less MindSpore job may use at most one NPU (unchecked)
 MULTI_USER_PREFIX = "multi-user-"  # overlays for a multi-user Kubeflow: profile namespaces, never `kubeflow`
 KUBEFLOW_NAMESPACE = "kubeflow"
 
@@ -293,12 +308,17 @@ def check_secret(obj: Obj, literal_allowed: bool) -> list[str]:
 
 
 def check_completion(obj: Obj) -> list[str]:
-    """Jobs that end and clean up: a TFJob's deadline and time to live; no sidecar in a Job's or TFJob's pods."""
+    """Jobs that end and clean up: a TFJob's or AscendJob's deadline and time to live (an AscendJob's pods' own
+    deadline too: the ascend-operator ignores runPolicy's); no sidecar in a Job's, TFJob's or AscendJob's pods."""
     kind, problems = obj.get("kind"), []
-    if kind == "TFJob":
+    if kind in RUN_POLICY_KINDS:
         policy = _mapping(_mapping(obj.get("spec")).get("runPolicy"))
         problems += [f"spec.runPolicy.{key} is not set" for key in ("activeDeadlineSeconds", "ttlSecondsAfterFinished")
                      if key not in policy]
+    if kind == "AscendJob":
+        problems += [f"{where}: spec.activeDeadlineSeconds is not set (the ascend-operator does not enforce "
+                     "runPolicy.activeDeadlineSeconds)" for where, template in pod_templates(obj)
+                     if "activeDeadlineSeconds" not in _mapping(template.get("spec"))]
     if kind in RUN_TO_COMPLETION_KINDS:
         for where, template in pod_templates(obj):
             metadata = _mapping(template.get("metadata"))
@@ -306,6 +326,27 @@ def check_completion(obj: Obj) -> list[str]:
                                _mapping(metadata.get("annotations")).get(SIDECAR_INJECT)):
                 problems.append(f"{where}: no {SIDECAR_INJECT}: \"false\" (an Istio sidecar never exits, and the "
                                 "pod would never complete)")
+    return problems
+
+
+def check_ascendjob(obj: Obj) -> list[str]:
+    """What the ascend-operator checks before it starts an AscendJob, and otherwise fails it for (JobValidFailed)."""
+    if obj.get("kind") != "AscendJob":
+        return []
+    framework = _mapping(_mapping(obj.get("metadata")).get("labels")).get(ASCEND_FRAMEWORK_LABEL)
+    if framework not in ASCEND_REPLICA_TYPES:
+        value = "not set" if framework is None else f"{framework!r}"
+        return [f"metadata.labels.{ASCEND_FRAMEWORK_LABEL} is {value}: the ascend-operator fails the job unless it "
+                f"is one of {', '.join(ASCEND_REPLICA_TYPES)}"]
+    allowed = ASCEND_REPLICA_TYPES[framework]
+    replicas = _mapping(_mapping(obj.get("spec")).get("replicaSpecs"))
+    problems = [f"spec.replicaSpecs.{role}: not a {framework} replica type (one of {', '.join(allowed)})"
+                for role in replicas if role not in allowed]
+    problems += [f"spec.replicaSpecs.{role}.replicas is {count}: a {role} runs exactly 1" for role in allowed[:-1]
+                 if (count := _mapping(replicas.get(role)).get("replicas", 1)) != 1]
+    leader = allowed[0]
+    if leader not in replicas and framework not in ASCEND_LEADER_OPTIONAL:
+        problems.append(f"spec.replicaSpecs has no {leader}: a {framework} AscendJob needs one (replicas 1)")
     return problems
 
 
@@ -326,7 +367,8 @@ def check_object(obj: Obj, crds: CrdSchemas, literal_secrets_allowed: bool = Fal
     for where, template in pod_templates(obj):
         problems += [f"{where}: {problem}" for problem in
                      check_pod_template(template, kind in LONG_RUNNING_KINDS, REQUIRED_CONTAINER.get(kind))]
-    return problems + check_completion(obj) + check_storage(obj) + check_secret(obj, literal_secrets_allowed)
+    return problems + check_completion(obj) + check_ascendjob(obj) + check_storage(obj) \
+        + check_secret(obj, literal_secrets_allowed)
 
 
 def check_namespace(obj: Obj, overlay: str) -> list[str]:
@@ -345,10 +387,34 @@ def validate_objects(objects: Iterable[Obj], overlay: str, crds: CrdSchemas, lit
             for obj in objects]
 
 
+def examples(overlay: Path) -> list[Path]:
+    """The manifests beside an overlay that its kustomization.yaml neither lists as resources nor patches with:
+    examples to apply by hand (``kubectl -n NAMESPACE create -f``), like ascend/ascendjob.yaml."""
+    path = overlay / "kustomization.yaml"
+    if not path.is_file():
+        return []
+    kustomization = _mapping(yaml.safe_load(path.read_text()))
+    used = {*(kustomization.get("resources") or []),
+            *(_mapping(patch).get("path") for patch in kustomization.get("patches") or [])}
+    return sorted(path for path in overlay.glob("*.yaml") if path.name not in used | {"kustomization.yaml"})
+
+
+def read_example(path: Path) -> list[Obj]:
+    """The objects of an example, as ``kubectl apply -f`` reads them."""
+    try:
+        return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not YAML: {err}") from err
+
+
 def validate_overlay(overlay: Path, crds: CrdSchemas | None = None) -> list[ObjectReport]:
-    """Render one overlay and check every object in it."""
+    """Render one overlay and check every object in it, then those of its examples (reported as OVERLAY/FILE)."""
     allowed = overlay.resolve() == LITERAL_SECRETS_OVERLAY.resolve()
-    return validate_objects(render(overlay), overlay.name, load_crd_schemas() if crds is None else crds, allowed)
+    crds = load_crd_schemas() if crds is None else crds
+    reports = validate_objects(render(overlay), overlay.name, crds, allowed)
+    for path in examples(overlay):
+        reports += validate_objects(read_example(path), f"{overlay.name}/{path.name}", crds, allowed)
+    return reports
 
 
 def default_overlays() -> list[Path]:

@@ -1,4 +1,5 @@
-"""The multi-node train task: run the TFJob on the data the convert steps left on the shared PVC, in the task's
+"""The train task that runs a training job (a TFJob; an AscendJob for NPUs) on the data the convert steps left
+on the shared PVC, in the task's
 own namespace and owned by its pod, and collect the model."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crnn.cluster.ascendjob import ascendjob_manifest
 from crnn.cluster.commands import TrainSpec
+from crnn.cluster.jobs import JobPolicy, owner_pod, run_job
 from crnn.cluster.targets import DATASETS_MOUNT
 from crnn.cluster.targets import target as target_named
-from crnn.cluster.tfjob import JobPolicy, owner_pod, run_tfjob, tfjob_manifest
+from crnn.cluster.tfjob import tfjob_manifest
 from crnn.tracking import Tracking
 
 # Where Kubernetes puts the pod's namespace beside its service account token.
@@ -32,10 +35,10 @@ def pod_namespace(path: Path | None = None) -> str:
                            "created from inside a pipeline task's pod") from None
 
 
-def train_as_tfjob(train_dirs: Sequence[Path], val_dir: Path | None, work_dir: Path, model_dir: str, preset: str,
-                   steps: int, batch_size: int, tracking: Tracking, target: str, workers: int, image: str,
-                   job_id: str, policy: JobPolicy | None = None, namespace: str | None = None,
-                   mount: Path = Path(DATASETS_MOUNT), api: Any = None) -> dict:
+def train_as_job(train_dirs: Sequence[Path], val_dir: Path | None, work_dir: Path, model_dir: str, preset: str,
+                 steps: int, batch_size: int, tracking: Tracking, target: str, workers: int, image: str,
+                 job_id: str, policy: JobPolicy | None = None, namespace: str | None = None,
+                 mount: Path = Path(DATASETS_MOUNT), api: Any = None) -> dict:
     """Runs in a task that mounts the datasets PVC at ``mount``; the workers mount it at the same path, read the
     converted data where the convert steps wrote it and write checkpoints and the export to ``work_dir``, so all
     of them must be on that volume."""
@@ -54,11 +57,12 @@ def train_as_tfjob(train_dirs: Sequence[Path], val_dir: Path | None, work_dir: P
     name = f"crnn-train-{job_id}"[:63].rstrip("-").lower()
     pod, uid = os.environ.get(POD_NAME_ENV), os.environ.get(POD_UID_ENV)
     namespace = namespace or pod_namespace()
-    manifest = tfjob_manifest(name, namespace, image, spec, workers, chosen,
-                              owner=owner_pod(pod, uid) if pod and uid else None, policy=policy)
-    run_tfjob(api or _custom_objects_api(), manifest, timeout_seconds=policy.deadline_seconds + 600)
+    make_manifest = ascendjob_manifest if chosen.device == "npu" else tfjob_manifest
+    manifest = make_manifest(name, namespace, image, spec, workers, chosen,
+                             owner=owner_pod(pod, uid) if pod and uid else None, policy=policy)
+    run_job(api or _custom_objects_api(), manifest, timeout_seconds=policy.deadline_seconds + 600)
     publish_model(Path(work_dir), model_dir)
-    return {"workers": workers, "target": target, "tfjob": name, "namespace": namespace}
+    return {"workers": workers, "target": target, "job": f"{manifest['kind']}/{name}", "namespace": namespace}
 
 
 def _custom_objects_api() -> Any:

@@ -14,6 +14,7 @@ from tests.tiny_pipeline import run_tiny_pipeline
 
 # What the make target says: the image to run and, for podman, the configuration it runs with.
 IMAGE_ENV, TOOL_ENV, BASES_ENV = "CRNN_LOCAL_IMAGE", "CRNN_CONTAINER_TOOL", "CRNN_IMAGE_BASES"
+ASCEND_IMAGE_ENV = "CRNN_ASCEND_IMAGE"
 
 # Each task as a cluster runs it: uid 1000, a read-only root file system, only /tmp and the pipeline root
 # (which the runner mounts) writable; the host's network, where the tracking server listens on loopback.

@@ -11,7 +11,8 @@ from types import ModuleType
 from crnn.train.ascend.rank_table import LOCAL_RANK_VAR, RANK_TABLE_VARS, cm_env_present
 
 NPU_MISSING = ("npu_device (the Ascend adapter for TensorFlow 2.x) is not installed: it ships with CANN in Ascend's "
-               "TensorFlow image; run on the crnn-pipeline/ascend image (images/Dockerfile.ascend)")
+               "TensorFlow image; run on the crnn-pipeline/ascend image (images/Dockerfile.ascend) built on that image "
+               "(make images ASCEND_BASE=<AscendHub's ascend-tensorflow>), not on the stand-in base, which has no CANN")
 
 _INTEGER = re.compile(r"-?\d+", re.ASCII)
 

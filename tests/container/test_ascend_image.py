@@ -1,0 +1,127 @@
+"""The ascend image on the stand-in base (TensorFlow 2.6.5, tf.keras 2.6, Debian bullseye's Python 3.9: Ascend's
+stack without CANN): the tiny preset trains there, is killed, resumes and exports; the NPU code path runs there
+with the adapter's collectives passed in; the cpu image's steps take the model and read as it does; and
+``--device npu`` says that CANN is missing."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.container.conftest import ASCEND_IMAGE_ENV, tool
+
+pytestmark = pytest.mark.container
+
+TESTS = Path(__file__).resolve().parent
+# As a cluster runs the training pods: uid 1000, a read-only root file system, /tmp writable.
+RUN = ("run", "--rm", "--user", "1000:1000", "--read-only", "--tmpfs", "/tmp", "--network", "host")
+# The same images through both stacks: the logits of one fixed batch, printed as JSON.
+READINGS = ("import json, sys, numpy as np; from crnn.model.export import Recognizer; r = Recognizer(sys.argv[1]); "
+            "batch = np.random.default_rng(7).integers(0, 256, (6, 32, 100, 1)).astype('uint8'); "
+            "print(json.dumps(np.asarray(r.model(batch, training=False)).tolist()))")
+
+
+@pytest.fixture(scope="module")
+def ascend_image() -> str:
+    name = os.environ.get(ASCEND_IMAGE_ENV)
+    assert name, f"{ASCEND_IMAGE_ENV} is not set: run the container tests with `make container-test`"
+    return name
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, converted_dir) -> Path:
+    """A folder the containers' uid 1000 writes to (mounted at /work), holding a copy of the converted data
+    it may read (mounted at /data)."""
+    folder = tmp_path_factory.mktemp("ascend-image")
+    shutil.copytree(converted_dir, folder / "data")
+    subprocess.run(["chmod", "-R", "a+rX", str(folder / "data")], check=True)
+    folder.chmod(0o777)
+    return folder
+
+
+def _run(image: str, *command: str, shared: Path, timeout: float = 600, check: bool = True,
+         detach: bool = False) -> subprocess.CompletedProcess:
+    mounts = ("-v", f"{shared}:/work", "-v", f"{shared / 'data'}:/data:ro", "-v", f"{TESTS}:/tests:ro")
+    args = [tool(), *RUN, *(("-d",) if detach else ()), *mounts, image, *command]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed in {image}:\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_the_image_is_ascends_stack(ascend_image, shared):
+    script = ("import sys, tensorflow as tf, keras, os; print(sys.version.split()[0], tf.__version__, "
+              "keras.__version__, os.getuid(), os.environ['CRNN_GIT_COMMIT'])")
+    python, tensorflow, keras, uid, commit = _run(ascend_image, "python3", "-c", script, shared=shared).stdout.split()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert python.startswith("3.9.") and tensorflow == "2.6.5" and keras == "2.6.0"
+    assert uid == "1000" and commit.removesuffix("-dirty") == head
+
+
+def test_tiny_training_is_killed_resumes_exports_and_the_cpu_image_takes_the_model(
+        ascend_image, image, shared, mlflow_server):
+    train = ["crnn", "train", "--device", "cpu", "--preset", "tiny", "--steps", "60", "--batch-size", "4",
+             "--checkpoint-every", "5", "--train", "/data/mjsynth/train", "--val", "/data/mjsynth/val",
+             "--out", "/work/trained", "--tracking-uri", mlflow_server.url]
+    container = _run(ascend_image, *train, shared=shared, detach=True).stdout.strip()
+    first = shared / "trained" / "checkpoints" / "ckpt-5.index"
+    deadline = time.monotonic() + 300
+    while not first.exists():
+        running = subprocess.run([tool(), "ps", "-q", "--filter", f"id={container}"], capture_output=True,
+                                 text=True, timeout=60).stdout.strip()
+        assert running and time.monotonic() < deadline, "the training container ended, or no checkpoint in 300 s"
+        time.sleep(0.5)
+    subprocess.run([tool(), "kill", container], capture_output=True, timeout=60)
+    assert not (shared / "trained" / "export").exists(), "killed before the end"
+
+    resumed = _run(ascend_image, *train, shared=shared)
+    assert "resumed from /work/trained/checkpoints/ckpt-" in resumed.stderr
+    assert "trained 60 steps" in resumed.stdout
+    export = shared / "trained" / "export"
+    assert sorted(p.name for p in export.iterdir()) == ["lineage.json", "recipe.json", "weights.h5"]
+
+    # The cpu image's evaluate and register take it as they take the main stack's.
+    _run(image, "crnn", "evaluate", "--model", "/work/trained/export", "--benchmark", "IC13=/data/IC13/test",
+         "--out", "/work/scores", shared=shared)
+    report = json.loads((shared / "scores" / "report.json").read_text())
+    assert report["benchmarks"]["IC13"]["num_samples"] > 0
+    registered = _run(image, "crnn", "register", "--model", "/work/trained/export", "--report",
+                      "/work/scores/report.json", "--tracking-uri", mlflow_server.url, "--min-average", "0",
+                      "--name", "crnn-npu-stack", shared=shared).stdout
+    assert "registered crnn-npu-stack version 1" in registered
+
+    # Both stacks read the same logits from the same weights.
+    readings = [np.array(json.loads(_run(name, "python3", "-c", READINGS, "/work/trained/export",
+                                         shared=shared).stdout)) for name in (ascend_image, image)]
+    assert readings[0].shape == (6, 26, readings[0].shape[2])
+    np.testing.assert_allclose(readings[0], readings[1], atol=1e-4)
+
+    # Tracked as on the main stack, from MLflow 2.14's client to the 3.x server.
+    run = MlflowClient(mlflow_server.url).get_run(json.loads((export / "lineage.json").read_text())["train_run_id"])
+    assert run.data.params["train.steps"] == "60" and run.data.params["device"] == "cpu"
+    assert "loss" in run.data.metrics and "val_accuracy" in run.data.metrics
+
+
+def test_the_npu_code_path_runs_with_the_adapters_collectives(ascend_image, shared):
+    printed = _run(ascend_image, "python3", "/tests/npu_path.py", "/data/mjsynth/train", "/work/npu-path",
+                   shared=shared).stdout.strip().splitlines()[-1]
+    calls = json.loads(printed)
+    assert calls["steps"] == [2, 4] and calls["all_reduce"] >= 2  # the step's gradient, traced in each run
+    assert calls["loss_scale_optimizer"] == 2  # mixed precision on an NPU: the backend's loss-scale optimiser
+    # After each restore every variable (the model's and the optimiser's) goes out from rank 0.
+    assert len(calls["broadcast"]) == 2 and calls["broadcast"][0] > calls["variables"]
+    assert calls["export"] == ["lineage.json", "recipe.json", "weights.h5"]
+
+
+def test_device_npu_says_cann_is_missing(ascend_image, shared):
+    result = _run(ascend_image, "crnn", "train", "--device", "npu", "--preset", "tiny", "--steps", "3",
+                  "--train", "/data/mjsynth/train", "--out", "/work/npu", shared=shared,
+                  check=False)
+    assert result.returncode == 2
+    assert "npu_device" in result.stderr and "CANN" in result.stderr and "ASCEND_BASE" in result.stderr

@@ -20,7 +20,7 @@ from crnn.registry.gate import DEFAULT_MAX_DROP_POINTS, DEFAULT_MIN_AVERAGE
 from crnn.registry.register import DEFAULT_MODEL_NAME
 from crnn.tracking import Tracking
 from crnn.train.ascend.launcher import launch
-from crnn.train.ascend.rank_table import HCCN_CONF, RANK_TABLE_TIMEOUT_S, local_rank_envs
+from crnn.train.ascend.rank_table import HCCN_CONF, POD_ANNOTATIONS, RANK_TABLE_TIMEOUT_S, local_rank_envs
 
 # Entry-point group of command plugins: each is a function add_commands(commands) that adds its subcommands
 # (pyproject.toml: `pipeline`, from pipelines.cli), so that the library need not know the pipeline.
@@ -336,6 +336,9 @@ def _add_launch_npu(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--devices", metavar="SPEC", help="device ids, e.g. 0-7 or 0,2,4 (default: $ASCEND_VISIBLE_DEVICES)")
     p.add_argument("--hccn-conf", type=Path, default=HCCN_CONF, metavar="PATH",
                    help=f"device IPs for the generated rank table (default: {HCCN_CONF})")
+    p.add_argument("--pod-annotations", type=Path, default=POD_ANNOTATIONS, metavar="PATH",
+                   help="without --hccn-conf's file: the pod's annotations (a downwardAPI volume), where the device "
+                        f"plugin lists the NPUs' IPs (default: {POD_ANNOTATIONS})")
     p.add_argument("--rank-table", type=Path, metavar="PATH",
                    help="use this rank table (e.g. the hccl.json Volcano or the ascend-operator mounts) instead of "
                         "writing one; waits while its status is 'initializing'")
@@ -359,7 +362,8 @@ def _launch_npu(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise ValueError("no command: put it after --, e.g. crnn launch-npu --devices 0-7 -- crnn train ...")
-    envs = local_rank_envs(devices=args.devices, hccn_conf=args.hccn_conf, rank_table=args.rank_table,
+    envs = local_rank_envs(devices=args.devices, hccn_conf=args.hccn_conf, pod_annotations=args.pod_annotations,
+                           rank_table=args.rank_table,
                            rank_table_timeout=args.rank_table_timeout, server_id=args.server_id,
                            job_id=args.job_id, log_dir=args.log_dir)
     return launch(command, envs, args.log_dir)

@@ -27,9 +27,11 @@ from crnn.train.ascend.rank_table import (
     check_device_group,
     cm_env_present,
     cm_envs,
+    device_ips,
     load_rank_table,
     parse_devices,
     rank_envs,
+    read_annotation_ips,
     read_hccn_conf,
     validate_rank_table,
     visible_devices,
@@ -108,6 +110,26 @@ def is_gone(pid: int) -> bool:
 
 
 # --- hccn.conf and devices ----------------------------------------------------------------------------------------
+
+def test_without_hccn_conf_the_device_plugins_pod_annotation_gives_the_ips(tmp_path):
+    """A downwardAPI annotations file (key="<Go-quoted value>" lines), holding what the Ascend device plugin
+    writes on the pod: ascend-device-plugin pkg/common/proto.go (Instance, Device) @ 56adb78."""
+    plugin = json.dumps({"pod_name": "train-chief-0", "server_id": "10.0.0.11", "devices": [
+        {"device_id": str(d), "device_ip": IPS[d]} for d in (4, 5, 6, 7)]})
+    annotations = tmp_path / "annotations"
+    annotations.write_text(f'huawei.com/Ascend910="Ascend910-4,Ascend910-5,Ascend910-6,Ascend910-7"\n'
+                           f'ascend.kubectl.kubernetes.io/ascend-910-configuration={json.dumps(plugin)}\n')
+    assert read_annotation_ips(annotations) == {d: IPS[d] for d in (4, 5, 6, 7)}
+    assert device_ips(tmp_path / "no-hccn.conf", annotations) == {d: IPS[d] for d in (4, 5, 6, 7)}
+    conf = tmp_path / "hccn.conf"
+    conf.write_text(HCCN_CONF)
+    assert device_ips(conf, annotations) == IPS  # the host's file first, where it is mounted
+    with pytest.raises(ValueError, match="no device IPs: neither .*no-hccn.conf.* nor .*missing"):
+        device_ips(tmp_path / "no-hccn.conf", tmp_path / "missing")
+    annotations.write_text('ascend.kubectl.kubernetes.io/ascend-910-configuration="{\\"devices\\": 3}"\n')
+    with pytest.raises(ValueError, match=r"annotations:1: .* is not the device plugin's JSON"):
+        read_annotation_ips(annotations)
+
 
 def test_hccn_conf_gives_each_device_its_ip(tmp_path):
     conf = tmp_path / "hccn.conf"

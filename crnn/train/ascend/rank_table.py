@@ -21,6 +21,11 @@ from crnn.files import write_json
 log = logging.getLogger(__package__)  # one logger for the whole launcher
 
 HCCN_CONF = Path("/etc/hccn.conf")
+# Where a pod sees its own annotations (a downwardAPI volume), and the one the Ascend device plugin writes with the
+# NPUs it allocated and their IPs (ascend-device-plugin pkg/common/constants.go, Pod910DeviceKey; mind-cluster
+# v7.3.2 api.Pod910DeviceAnno): {"pod_name", "server_id", "devices": [{"device_id", "device_ip"}, ...]}.
+POD_ANNOTATIONS = Path("/etc/podinfo/annotations")
+DEVICE_PLUGIN_ANNOTATION = "ascend.kubectl.kubernetes.io/ascend-910-configuration"
 RANK_TABLE_VERSION = "1.0"
 # Versions read: 1.0 (hccl-controller, the ascend-operator) and 1.2 (the ascend-operator for super-pod jobs, with
 # super_device_id and super_pod_list beside the 1.0 fields).
@@ -66,6 +71,37 @@ def read_hccn_conf(path: str | Path = HCCN_CONF) -> dict[int, str]:
     if not ips:
         raise ValueError(f"{path}: no address_<device id>=<ip> lines (run hccn_tool to configure the device IPs)")
     return ips
+
+
+def read_annotation_ips(path: str | Path = POD_ANNOTATIONS) -> dict[int, str]:
+    """Device id -> device IP from the device plugin's annotation in a downwardAPI annotations file, whose lines
+    are ``key="<Go-quoted value>"``."""
+    path = Path(path)
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        key, _, quoted = line.partition("=")
+        if key.strip() != DEVICE_PLUGIN_ANNOTATION:
+            continue
+        where = f"{path}:{number}"
+        try:
+            devices = json.loads(json.loads(quoted))["devices"]
+            ips = {int(d["device_id"]): _checked_ip(d["device_ip"], where) for d in devices}
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{where}: {DEVICE_PLUGIN_ANNOTATION} is not the device plugin's JSON ({err})") from None
+        if ips:
+            return ips
+    raise ValueError(f"{path}: no {DEVICE_PLUGIN_ANNOTATION} with devices (the Ascend device plugin writes it on "
+                     "a pod it gave NPUs)")
+
+
+def device_ips(hccn_conf: str | Path = HCCN_CONF, pod_annotations: str | Path = POD_ANNOTATIONS) -> dict[int, str]:
+    """The local NPUs' IPs: from the host's hccn.conf where it is mounted, else from the pod's annotations."""
+    if Path(hccn_conf).is_file():
+        return read_hccn_conf(hccn_conf)
+    if Path(pod_annotations).is_file():
+        return read_annotation_ips(pod_annotations)
+    raise ValueError(f"no device IPs: neither {hccn_conf} (the host's, mounted into the pod) nor {pod_annotations} "
+                     f"(a downwardAPI volume of the pod's annotations, where the device plugin writes "
+                     f"{DEVICE_PLUGIN_ANNOTATION}); under an AscendJob the CM_* variables need neither")
 
 
 def _hccn_address(line: str, where: str) -> tuple[int, str] | None:
@@ -340,12 +376,13 @@ def cm_envs(devices: Sequence[int], job_id: str, base_env: Mapping[str, str] = o
 # --- every local rank ---------------------------------------------------------------------------------------------
 
 def local_rank_envs(*, devices: str | None = None, hccn_conf: str | Path = HCCN_CONF,
-                    rank_table: str | Path | None = None, rank_table_timeout: float = RANK_TABLE_TIMEOUT_S,
-                    server_id: str | None = None, job_id: str | None = None, log_dir: str | Path | None = None,
+                    pod_annotations: str | Path = POD_ANNOTATIONS, rank_table: str | Path | None = None,
+                    rank_table_timeout: float = RANK_TABLE_TIMEOUT_S, server_id: str | None = None,
+                    job_id: str | None = None, log_dir: str | Path | None = None,
                     env: Mapping[str, str] = os.environ) -> list[dict[str, str]]:
     """One environment per local rank, the group described by the first of: ``rank_table`` (an existing table,
-    waited for), the operator's CM_* variables in ``env``, or a one-server table built from ``hccn_conf`` and
-    written into ``log_dir`` (else the temp folder).
+    waited for), the operator's CM_* variables in ``env``, or a one-server table built from the device IPs
+    (``device_ips``) and written into ``log_dir`` (else the temp folder).
 
     ``devices`` is a spec like "0-7" (default: ASCEND_VISIBLE_DEVICES); ``job_id`` defaults to $JOB_ID or a new one.
     """
@@ -360,7 +397,7 @@ def local_rank_envs(*, devices: str | None = None, hccn_conf: str | Path = HCCN_
                  env.get("CM_CHIEF_IP"), env.get("CM_CHIEF_PORT"))
         return cm_envs(local, job_id, env)
     server_id = server_id or (host_ips(env) or ["127.0.0.1"])[0]
-    table = build_rank_table(local, read_hccn_conf(hccn_conf), server_id)
+    table = build_rank_table(local, device_ips(hccn_conf, pod_annotations), server_id)
     path = write_rank_table(table, _table_path(log_dir, job_id))
     log.info("wrote rank table %s for devices %s", path, local)
     return rank_envs(table, job_id, path, env, server_id=server_id)

@@ -103,7 +103,7 @@ ASCEND_LIBRARY_NEEDS = "mlflow-skinny<3" "opencv-python-headless<4.7" lmdb boto3
   google-crc32c scipy pillow psutil
 lock-ascend: setup ascend-base
 	mkdir -p $(OUT)/lock-ascend
-	$(CONTAINER) run --rm -v $(abspath $(OUT))/lock-ascend:/out $(if $(PIP_CERT),-e PIP_CERT=/cert.pem \
+	$(CONTAINER) run --rm -e PIP_DISABLE_PIP_VERSION_CHECK=1 -v $(abspath $(OUT))/lock-ascend:/out $(if $(PIP_CERT),-e PIP_CERT=/cert.pem \
 	  -v $(PIP_CERT):/cert.pem:ro) $(BULLSEYE_PYTHON_IMAGE) sh -ec '\
 	  python3 -m pip install --quiet --upgrade pip==24.3.1; \
 	  python3 -m pip install --quiet --ignore-installed --dry-run --report /out/base.json tensorflow-cpu==2.6.5 protobuf==3.19.0; \
@@ -196,7 +196,8 @@ images: container-setup $(IMAGE_WHEELS) $(if $(filter debian,$(BASES)),base-imag
 	$(foreach t,$(TARGETS),$(call build_image,$(t))$(newline))
 
 images-lint: setup
-	$(BIN)/hadolint --failure-threshold style $(foreach t,$(TARGETS),images/Dockerfile.$(t))
+	$(BIN)/hadolint --failure-threshold style $(foreach t,$(TARGETS),images/Dockerfile.$(t)) \
+	  $(if $(filter ascend,$(TARGETS)),images/Dockerfile.ascend-base)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -540,6 +540,8 @@ def test_cli_with_operator_cm_variables_writes_no_table(tmp_path):
     for local_rank, env in seen.items():
         assert env["CRNN_LOCAL_RANK"] == env["ASCEND_DEVICE_ID"] == local_rank
         assert (env["RANK_TABLE_FILE"], env["RANK_ID"], env["CM_CHIEF_IP"]) == (None, None, "10.0.0.1")
+    # This pod is CM_RANK 1 of 8 NPUs each: its logs are ranks 8-15's, apart from the chief pod's in a shared folder.
+    assert sorted(p.name for p in logs.glob("rank-*.log")) == sorted(f"rank-{r}.log" for r in range(8, 16))
 
 
 def test_cli_returns_the_failed_ranks_exit_code(tmp_path):
@@ -581,7 +583,7 @@ def test_cli_forwards_sigterm_to_the_ranks(tmp_path):
     (["--hccn-conf", "{conf}", "--", "true"], "no devices: pass --devices"),
     (["--devices", "0-9", "--hccn-conf", "{conf}", "--", "true"], r"runs a job on 1, 2, 4 or 8 NPUs, not 10"),
     (["--devices", "3-4", "--hccn-conf", "{conf}", "--", "true"], r"must sit in one ring of the server \(0-3 or 4-7\)"),
-    (["--devices", "0-1", "--hccn-conf", "{tmp}/missing.conf", "--", "true"], "No such file"),
+    (["--devices", "0-1", "--hccn-conf", "{tmp}/missing.conf", "--", "true"], "no device IPs: neither .*missing.conf"),
     (["--devices", "0-1", "--rank-table", "{table}", "--", "true"], r"--devices 0-1 but .* devices \[0, 1, 2, 3"),
 ])
 def test_cli_errors_are_clear(tmp_path, args, problem):

@@ -180,7 +180,7 @@ def hadolint(path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
                            str(path)], capture_output=True, text=True, env=env, timeout=60)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", [*TARGETS, "ascend-base"])
 def test_dockerfile_passes_hadolint(target, tmp_path):
     result = hadolint(dockerfile(target), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

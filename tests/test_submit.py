@@ -45,9 +45,10 @@ def test_first_submit_uploads_then_a_second_adds_a_version_and_runs_wait(kfp_api
     assert upload.query["name"] == ["crnn-training"]
     package = yaml.safe_load_all(api.uploaded(pipeline_id)[0].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0])
     spec = next(package)
-    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert resources["accelerator"]["resourceType"] == "huawei.com/Ascend910"
-    assert resources["accelerator"]["resourceCount"] == "8"
+    # The ascend pipeline, as compiled: its train task runs the AscendJob on the ascend image.
+    job = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train-job"]["inputs"]["parameters"]
+    assert job["target"]["runtimeValue"]["constant"] == "ascend"
+    assert job["image"]["runtimeValue"]["constant"] == "crnn-pipeline/ascend:0.1.0"
 
     run = next(json.loads(r.body) for r in api.requests if r.path.endswith("/runs") and r.method == "POST")
     assert run["pipeline_version_reference"] == {

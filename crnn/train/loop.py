@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,12 +63,13 @@ def dtype_policy(precision: str) -> Iterator[None]:
         keras_compat.set_dtype_policy(previous)
 
 
-def _optimizer(recipe: Recipe, schedule: WarmupCosine, backend: Backend, loss_scaling: bool = False):
+def _optimizer(recipe: Recipe, schedule: WarmupCosine, loss_scaling: bool = False,
+               loss_scale_optimizer: Callable | None = None):
     cfg = recipe.train
     # No clipnorm here: Keras clips each replica's part of the gradient before summing them; the step clips
     # the summed one (_global_gradient).
     optimizer = keras_compat.sgd(schedule, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-    return keras_compat.with_loss_scaling(optimizer, backend.loss_scale_optimizer) if loss_scaling else optimizer
+    return keras_compat.with_loss_scaling(optimizer, loss_scale_optimizer) if loss_scaling else optimizer
 
 
 def _step_function(model: keras.Model, optimizer, backend: Backend, loss_batch: int, clip_norm: float):
@@ -204,7 +205,7 @@ def _build(recipe: Recipe, backend: Backend,
     policy, loss_scaling = _precision_plan(recipe.train.precision, backend.device)
     with backend.strategy.scope(), dtype_policy(policy):
         model = build_crnn(recipe.model)
-        optimizer = _optimizer(recipe, schedule, backend, loss_scaling)
+        optimizer = _optimizer(recipe, schedule, loss_scaling, backend.loss_scale_optimizer)
         keras_compat.build_optimizer(optimizer, model.trainable_variables)
     return model, optimizer
 

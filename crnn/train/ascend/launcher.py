@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from crnn.train.ascend.context import NpuContext
+
 log = logging.getLogger(__package__)  # one logger for the whole launcher
 
 GRACE_S = 10.0
@@ -49,12 +51,21 @@ def launch(command: Sequence[str], envs: Sequence[Mapping[str, str]], log_dir: P
     with _forwarding_signals(ranks):
         try:
             for index, env in enumerate(envs):
-                ranks.append(_start(list(command), dict(env), env.get("RANK_ID", str(index)), log_dir))
+                ranks.append(_start(list(command), dict(env), _label(env, index), log_dir))
             log.info("started %d rank(s): %s", len(ranks), " ".join(command))
             return _wait(ranks, grace_s)
         finally:
             _stop(ranks, grace_s)  # a no-op unless starting or waiting failed (e.g. the command does not exist)
             _close(ranks)
+
+
+def _label(env: Mapping[str, str], index: int) -> str:
+    """The rank's number in the whole group, as the rank itself reckons it (``NpuContext``): under the operator's
+    CM_* variables too, so that the pods of one job, logging into one shared folder, name their logs apart."""
+    try:
+        return str(NpuContext.from_env(env).rank)
+    except ValueError:  # the rank itself will say what is wrong
+        return str(index)
 
 
 def _start(command: list[str], env: dict[str, str], label: str, log_dir: Path | None) -> _Rank:

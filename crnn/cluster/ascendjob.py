@@ -21,16 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from crnn.cluster.commands import TrainSpec, train_command
-from crnn.cluster.jobs import (
-    ASCENDJOB,
-    CONTAINER_SECURITY,
-    NONROOT,
-    PART_OF,
-    SIDECAR_OPT_OUT,
-    JobPolicy,
-    JobResources,
-)
-from crnn.cluster.targets import DATASETS_MOUNT, DATASETS_PVC, MLFLOW_CLIENT_SECRET, Target
+from crnn.cluster.jobs import ASCENDJOB, SIDECAR_OPT_OUT, JobPolicy, JobResources, job_resource, training_pod
+from crnn.cluster.targets import DATASETS_PVC, Target
 
 CONTAINER = "ascend"  # the operator injects its variables into this container only
 CHIEF_PORT = {"name": "ascendjob-port", "containerPort": 2222}  # where CM_CHIEF_PORT points
@@ -49,63 +41,36 @@ def ascendjob_manifest(name: str, namespace: str, image: str, spec: TrainSpec, n
         raise ValueError(f"an AscendJob trains on NPUs; target {target.name} trains on {target.device}")
     template = {"metadata": {"labels": {"app": "crnn-train", **RING, **SIDECAR_OPT_OUT},
                              "annotations": dict(SIDECAR_OPT_OUT)},
-                "spec": _pod(image, spec, target, resources, pvc) | {
-                    # The operator reads no runPolicy.activeDeadlineSeconds (mind-cluster v26.1.0): the kubelet
-                    # stops each pod past the deadline instead.
-                    "activeDeadlineSeconds": policy.deadline_seconds}}
+                "spec": _pod(image, spec, target, resources, pvc, policy)}
     replicas = {"Chief": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}
     if nodes > 1:
         replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "OnFailure", "template": template}
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace,
-                                "labels": {**PART_OF, "framework": "tensorflow", **RING}}
-    if owner:
-        metadata["ownerReferences"] = [dict(owner)]
-    return {
-        "apiVersion": f"{ASCENDJOB.group}/{ASCENDJOB.version}",
-        "kind": ASCENDJOB.kind,
-        "metadata": metadata,
-        "spec": {
-            "schedulerName": "volcano",
-            # A failed pod restarts and every rank resumes from the latest checkpoint on the PVC; all pods start
-            # together or none (Volcano's gang), since HCCL waits for every rank.
-            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3,
-                          "activeDeadlineSeconds": policy.deadline_seconds,
-                          "ttlSecondsAfterFinished": policy.ttl_seconds,
-                          "schedulingPolicy": {"minAvailable": nodes, "queue": "default"}},
-            "successPolicy": "AllWorkers",
-            "replicaSpecs": replicas,
-        },
-    }
+    return job_resource(ASCENDJOB, name, namespace, {
+        "schedulerName": "volcano",
+        # A failed pod restarts and every rank resumes from the latest checkpoint on the PVC; all pods start
+        # together or none (Volcano's gang), since HCCL waits for every rank.
+        "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3,
+                      "activeDeadlineSeconds": policy.deadline_seconds,
+                      "ttlSecondsAfterFinished": policy.ttl_seconds,
+                      "schedulingPolicy": {"minAvailable": nodes, "queue": "default"}},
+        "successPolicy": "AllWorkers",
+        "replicaSpecs": replicas,
+    }, labels={"framework": "tensorflow", **RING}, owner=owner)
 
 
-def _pod(image: str, spec: TrainSpec, target: Target, resources: JobResources, pvc: str) -> dict[str, Any]:
-    limits = {"cpu": resources.cpu, "memory": resources.memory, target.accelerator: str(target.devices_per_node)}
-    env = [
+def _pod(image: str, spec: TrainSpec, target: Target, resources: JobResources, pvc: str,
+         policy: JobPolicy) -> dict[str, Any]:
+    pod = training_pod(CONTAINER, image, ["crnn", "launch-npu", "--", *train_command(spec)], target, resources, pvc)
+    [container] = pod["containers"]
+    container["env"][:0] = [
         # The NPUs Volcano chose (Ascend910-N names), as Ascend's job samples pass them to the runtime.
         {"name": "ASCEND_VISIBLE_DEVICES",
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['huawei.com/Ascend910']"}}},
         {"name": "XDL_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
-        *({"name": key, "valueFrom": {"secretKeyRef": {"name": MLFLOW_CLIENT_SECRET, "key": key, "optional": True}}}
-          for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")),
     ]
-    container = {
-        "name": CONTAINER,
-        "image": image,
-        "command": ["crnn", "launch-npu", "--", *train_command(spec)],
-        "env": env,
-        "ports": [dict(CHIEF_PORT)],
-        "resources": {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits},
-        "volumeMounts": [{"name": "datasets", "mountPath": DATASETS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"},
-                         {"name": "ascend-driver", "mountPath": DRIVER, "readOnly": True}],
-        "securityContext": CONTAINER_SECURITY,
-    }
-    return {
-        "automountServiceAccountToken": False,
-        "securityContext": NONROOT,
-        "containers": [container],
-        "volumes": [{"name": "datasets", "persistentVolumeClaim": {"claimName": pvc}},
-                    {"name": "tmp", "emptyDir": {}},
-                    {"name": "ascend-driver", "hostPath": {"path": DRIVER, "type": "Directory"}}],
-        "nodeSelector": dict(target.node_selector),
-        "tolerations": [{"key": t.key, "operator": t.operator, "effect": t.effect} for t in target.tolerations],
-    }
+    container["ports"] = [dict(CHIEF_PORT)]
+    container["volumeMounts"].append({"name": "ascend-driver", "mountPath": DRIVER, "readOnly": True})
+    pod["volumes"].append({"name": "ascend-driver", "hostPath": {"path": DRIVER, "type": "Directory"}})
+    # The operator reads no runPolicy.activeDeadlineSeconds (mind-cluster v26.1.0): the kubelet stops each pod
+    # past the deadline instead.
+    return pod | {"automountServiceAccountToken": False, "activeDeadlineSeconds": policy.deadline_seconds}

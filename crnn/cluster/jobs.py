@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from crnn.cluster.targets import DATASETS_MOUNT, DATASETS_PVC, MLFLOW_CLIENT_SECRET, Target
+
 NONROOT = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                       "capabilities": {"drop": ["ALL"]}}
@@ -55,6 +57,47 @@ class JobPolicy:
 
     deadline_seconds: int = 7 * 24 * 3600
     ttl_seconds: int = 24 * 3600
+
+
+def training_pod(container: str, image: str, command: list[str], target: Target, resources: JobResources,
+                 pvc: str = DATASETS_PVC) -> dict[str, Any]:
+    """The pod spec of a training job's replica: one container ``container`` running ``command`` on
+    ``target.devices_per_node`` accelerators, with the tracking credentials, the datasets volume and a writable
+    /tmp, as uid 1000 on a read-only root, placed where ``target`` says."""
+    limits = {"cpu": resources.cpu, "memory": resources.memory}
+    if target.accelerator:
+        limits[target.accelerator] = str(target.devices_per_node)
+    main = {
+        "name": container,
+        "image": image,
+        "command": command,
+        "env": [{"name": key, "valueFrom": {"secretKeyRef": {"name": MLFLOW_CLIENT_SECRET, "key": key,
+                                                              "optional": True}}}
+                for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")],
+        "resources": {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits},
+        "volumeMounts": [{"name": "datasets", "mountPath": DATASETS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": CONTAINER_SECURITY,
+    }
+    pod: dict[str, Any] = {
+        "securityContext": NONROOT,
+        "containers": [main],
+        "volumes": [{"name": "datasets", "persistentVolumeClaim": {"claimName": pvc}},
+                    {"name": "tmp", "emptyDir": {}}],
+    }
+    if target.node_selector:
+        pod["nodeSelector"] = dict(target.node_selector)
+    if target.tolerations:
+        pod["tolerations"] = [{"key": t.key, "operator": t.operator, "effect": t.effect} for t in target.tolerations]
+    return pod
+
+
+def job_resource(kind: JobKind, name: str, namespace: str, spec: dict[str, Any], labels: Mapping[str, str],
+                 owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The custom resource: ``spec`` under metadata of ours, owned by ``owner`` (``owner_pod``) when given."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {**PART_OF, **labels}}
+    if owner:
+        metadata["ownerReferences"] = [dict(owner)]
+    return {"apiVersion": f"{kind.group}/{kind.version}", "kind": kind.kind, "metadata": metadata, "spec": spec}
 
 
 def owner_pod(name: str, uid: str) -> dict[str, Any]:

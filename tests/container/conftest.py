@@ -45,11 +45,22 @@ def docker_host(tmp_path_factory):
             service.kill()
 
 
+def _built(variable: str) -> str:
+    name = os.environ.get(variable)
+    assert name, f"{variable} is not set: run the container tests with `make container-test`"
+    return name
+
+
 @pytest.fixture(scope="session")
 def image() -> str:
-    name = os.environ.get(IMAGE_ENV)
-    assert name, f"{IMAGE_ENV} is not set: run the container tests with `make container-test`"
-    return name
+    """The cpu image."""
+    return _built(IMAGE_ENV)
+
+
+@pytest.fixture(scope="session")
+def ascend_image() -> str:
+    """The ascend image, on the stand-in base."""
+    return _built(ASCEND_IMAGE_ENV)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ with the adapter's collectives passed in; the cpu image's steps take the model a
 ``--device npu`` says that CANN is missing."""
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.container.conftest import ASCEND_IMAGE_ENV, tool
+from tests.container.conftest import tool
 
 pytestmark = pytest.mark.container
 
@@ -25,13 +24,6 @@ RUN = ("run", "--rm", "--user", "1000:1000", "--read-only", "--tmpfs", "/tmp", "
 READINGS = ("import json, sys, numpy as np; from crnn.model.export import Recognizer; r = Recognizer(sys.argv[1]); "
             "batch = np.random.default_rng(7).integers(0, 256, (6, 32, 100, 1)).astype('uint8'); "
             "print(json.dumps(np.asarray(r.model(batch, training=False)).tolist()))")
-
-
-@pytest.fixture(scope="module")
-def ascend_image() -> str:
-    name = os.environ.get(ASCEND_IMAGE_ENV)
-    assert name, f"{ASCEND_IMAGE_ENV} is not set: run the container tests with `make container-test`"
-    return name
 
 
 @pytest.fixture(scope="module")

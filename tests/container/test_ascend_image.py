@@ -6,6 +6,7 @@ with the adapter's collectives passed in; the cpu image's steps take the model a
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +104,23 @@ def test_tiny_training_is_killed_resumes_exports_and_the_cpu_image_takes_the_mod
     run = MlflowClient(mlflow_server.url).get_run(json.loads((export / "lineage.json").read_text())["train_run_id"])
     assert run.data.params["train.steps"] == "60" and run.data.params["device"] == "cpu"
     assert "loss" in run.data.metrics and "val_accuracy" in run.data.metrics
+
+
+def test_the_recipe_takes_the_same_steps_on_both_stacks(ascend_image, shared):
+    """From the same weights on the same batches, three steps of SGD with Nesterov momentum, warmup, clipping and
+    decoupled weight decay (Keras 3's own; tf.keras 2.6's through crnn.keras_compat) end at the same weights."""
+    _run(ascend_image, "python3", "/tests/recipe_steps.py", "/data/mjsynth/train", "/work/steps-keras2.npz",
+         shared=shared)
+    subprocess.run([sys.executable, str(TESTS / "recipe_steps.py"), str(shared / "data" / "mjsynth" / "train"),
+                    str(shared / "steps-keras3.npz")], capture_output=True, timeout=300, check=True)
+    keras2, keras3 = np.load(shared / "steps-keras2.npz"), np.load(shared / "steps-keras3.npz")
+    assert sorted(keras2.files) == sorted(keras3.files)
+    ends = [name for name in keras3.files if name.startswith("end/")]
+    for name in ends:
+        np.testing.assert_array_equal(keras2["start/" + name[4:]], keras3["start/" + name[4:]])
+    change = max(float(np.abs(keras3[name] - keras3["start/" + name[4:]]).max()) for name in ends)
+    apart = max(float(np.abs(keras2[name] - keras3[name]).max()) for name in ends)
+    assert change > 1e-3 and apart < 1e-3 * change, (apart, change)
 
 
 def test_the_npu_code_path_runs_with_the_adapters_collectives(ascend_image, shared):

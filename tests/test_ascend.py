@@ -411,7 +411,8 @@ def test_open_npu_without_the_adapter_names_the_image():
 
 
 def _fake_adapter(tmp_path, monkeypatch, workers_num: int) -> None:
-    """An npu_device with the adapter's surface open_npu uses: global_options(), open() and its handle."""
+    """An npu_device with the surface of the adapter (Ascend/tensorflow tf_adapter_2.x @ 085a7b2) our NPU backend
+    uses: global_options(), open() and its handle, distribute.all_reduce/broadcast, train.optimizer."""
     fake = tmp_path / "npu_device"
     fake.mkdir(exist_ok=True)
     (fake / "__init__.py").write_text(
@@ -428,7 +429,17 @@ def _fake_adapter(tmp_path, monkeypatch, workers_num: int) -> None:
         "        return self\n"
         "def open():\n"
         "    calls.append('open')\n"
-        "    return _Handle()\n")
+        "    return _Handle()\n"
+        "class distribute:\n"
+        "    def all_reduce(values, reduction='mean'):\n"
+        "        calls.append(('all_reduce', reduction))\n"
+        "        return values\n"
+        "    def broadcast(values, root_rank=0):\n"
+        "        calls.append(('broadcast', root_rank))\n"
+        "class train:\n"
+        "    class optimizer:\n"
+        "        class NpuLossScaleOptimizer:\n"
+        "            pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "npu_device", raising=False)
 
@@ -450,6 +461,23 @@ def test_open_npu_fails_loudly_when_the_adapter_trains_alone(tmp_path, monkeypat
         with pytest.raises(RuntimeError, match="joined a group of 1 worker.*set up 8.*each NPU would train alone"):
             open_npu(workers=8)
         assert sys.modules["npu_device"].calls == ["open"]  # never made the default device
+    finally:
+        sys.modules.pop("npu_device", None)
+
+
+def test_the_npu_backend_takes_the_adapters_collectives_and_loss_scaling(tmp_path, monkeypatch):
+    from crnn.train.devices import make_backend
+
+    _fake_adapter(tmp_path, monkeypatch, workers_num=1)
+    try:
+        backend = make_backend("npu", env={}, precision="mixed_float16")
+        module = sys.modules["npu_device"]
+        assert backend.loss_scale_optimizer is module.train.optimizer.NpuLossScaleOptimizer
+        assert module.global_options().precision_mode == "allow_mix_precision"
+        grads = ["g"]
+        assert backend.all_reduce(grads) is grads  # averaged ("mean"): the step divides by this rank's batch
+        backend.broadcast([])
+        assert module.calls[-2:] == [("all_reduce", "mean"), ("broadcast", 0)]
     finally:
         sys.modules.pop("npu_device", None)
 

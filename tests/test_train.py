@@ -94,11 +94,13 @@ def test_training_reduces_the_loss_and_logs_every_n_steps(converted_dir, tmp_pat
 
 
 def test_validation_is_a_curve_at_each_checkpoint(converted_dir, tmp_path):
-    """val_accuracy and val_ned at every checkpoint and at the end, not one point at the last step."""
+    """val_accuracy, val_ned and val_loss at every checkpoint and at the end, not one point at the last step."""
     recipe = recipe_for("tiny", steps=6, checkpoint_every=2, log_every=2)
     run = RecordingRun()
     train_model(recipe, converted_dir / "mjsynth" / "train", tmp_path, val_dir=converted_dir / "mjsynth" / "val",
                 run=run)
     points = [step for step, values in run.metrics if "val_accuracy" in values]
     assert points == [2, 4, 6]
-    assert all("val_ned" in values for _, values in run.metrics if "val_accuracy" in values)
+    validation = [values for _, values in run.metrics if "val_accuracy" in values]
+    assert all("val_ned" in values and values["val_loss"] > 0 for values in validation)
+    assert validation[-1]["val_loss"] < validation[0]["val_loss"]  # the curve a reviewer looks for

@@ -16,7 +16,7 @@ from crnn.config import ModelConfig
 from crnn.data.input_pipeline import make_dataset
 from crnn.evaluate.metrics import Score, score
 from crnn.keras_compat import keras
-from crnn.model.ctc import greedy_decode
+from crnn.model.ctc import ctc_loss, greedy_decode
 
 
 @dataclass(frozen=True)
@@ -41,20 +41,25 @@ class BenchmarkResult:
     images_per_sec: float
     predictions: list[Prediction] = field(repr=False)
     examples: list[Example] = field(default_factory=list, repr=False)  # the first right and wrong ones
+    loss: float | None = None  # the mean CTC loss per sample, where asked for
 
 
-def evaluate_dataset(model: keras.Model, data_dir: Path, config: ModelConfig,
-                     batch_size: int = 256, examples_per_kind: int = 8) -> BenchmarkResult:
+def evaluate_dataset(model: keras.Model, data_dir: Path, config: ModelConfig, batch_size: int = 256,
+                     examples_per_kind: int = 8, with_loss: bool = False) -> BenchmarkResult:
     """Batched greedy-decoding inference over every sample of ``data_dir``; keeps the first
-    ``examples_per_kind`` right and wrong samples with their images."""
+    ``examples_per_kind`` right and wrong samples with their images. ``with_loss``: the mean CTC loss too,
+    for a split whose labels CTC can take (a training-style split, not an unfiltered benchmark)."""
     charset = Charset(config.charset)
     ground_truths: list[str] = []
     predictions: list[str] = []
     right: list[Example] = []
     wrong: list[Example] = []
+    losses: list[np.ndarray] = []
     started = time.perf_counter()
     for features, texts in make_dataset(data_dir, config, batch_size, training=False):
         logits = model(features["image"], training=False)
+        if with_loss:
+            losses.append(ctc_loss(features["label"], features["label_length"], logits).numpy())
         batch = greedy_decode(logits.numpy(), charset)
         truths = [t.decode("utf-8") for t in texts.numpy()]
         if len(right) < examples_per_kind or len(wrong) < examples_per_kind:
@@ -71,4 +76,5 @@ def evaluate_dataset(model: keras.Model, data_dir: Path, config: ModelConfig,
         images_per_sec=len(predictions) / seconds if seconds else 0.0,
         predictions=[Prediction(g, p) for g, p in zip(ground_truths, predictions)],
         examples=right + wrong,
+        loss=float(np.concatenate(losses).mean()) if losses else None,
     )

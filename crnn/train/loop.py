@@ -269,9 +269,12 @@ def _validate(job: _Training, val_dir: Path | None) -> float | None:
     """The chief's accuracy on ``val_dir``; None without one, and on the other workers."""
     if val_dir is None or not job.backend.is_chief:
         return None
-    score = evaluate_dataset(job.model, val_dir, job.recipe.model).score
-    job.run.log_metrics({"val_accuracy": score.accuracy, "val_ned": score.ned}, step=job.step)
-    log.info("validation: accuracy %.4f, NED %.4f on %d samples", score.accuracy, score.ned, score.num_samples)
+    result = evaluate_dataset(job.model, val_dir, job.recipe.model, with_loss=True)
+    score = result.score
+    losses = {} if result.loss is None else {"val_loss": result.loss}  # None: no sample to take it over
+    job.run.log_metrics({"val_accuracy": score.accuracy, "val_ned": score.ned, **losses}, step=job.step)
+    log.info("validation: accuracy %.4f, NED %.4f, loss %s on %d samples", score.accuracy, score.ned,
+             f"{result.loss:.4f}" if losses else "-", score.num_samples)
     return score.accuracy
 
 

@@ -5,7 +5,8 @@
   is built for (the ascend image).
 
 Everything else, the network, the training step, the checkpoints and the export, is written once against what
-this module gives. The model each stack exports is read by the other's ``load_for_serving``.
+this module gives. The main stack's ``load_for_serving`` reads either stack's export (the cpu image evaluates,
+registers and serves what the ascend image trained).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ if KERAS_2:
     keras = tf.keras
 else:
     import keras
-
 
 
 def register_serializable(cls: type) -> type:
@@ -87,7 +87,8 @@ if KERAS_2:
     class _SGDWithWeightDecay(keras.optimizers.SGD):
         """tf.keras 2.6's SGD with Keras 3's decoupled weight decay: each variable shrinks by
         ``learning_rate x weight_decay`` of itself before its update, in the step that applies one (not in one a
-        loss-scale optimiser skips)."""
+        loss-scale optimiser skips). Ours, not tensorflow-addons' SGDW: that one shrinks by ``weight_decay``
+        alone, not times the learning rate as Keras 3 does, and Ascend's image does not hold it."""
 
         def __init__(self, weight_decay: float = 0.0, **kwargs: Any):
             super().__init__(**kwargs)

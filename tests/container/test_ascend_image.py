@@ -134,6 +134,33 @@ def test_the_npu_code_path_runs_with_the_adapters_collectives(ascend_image, shar
     assert calls["export"] == ["lineage.json", "recipe.json", "weights.h5"]
 
 
+# What the ascend-operator and Volcano give the `ascend` container of an AscendJob's Worker pod (CM_RANK 1) on a
+# server where it got NPUs 4 and 5 (crnn/cluster/ascendjob.py says where each comes from).
+OPERATOR_ENV = {"ASCEND_VISIBLE_DEVICES": "Ascend910-4,Ascend910-5", "CM_CHIEF_IP": "10.0.0.1",
+                "CM_CHIEF_PORT": "2222", "CM_CHIEF_DEVICE": "0", "CM_WORKER_IP": "10.0.0.2", "CM_WORKER_SIZE": "4",
+                "CM_LOCAL_WORKER": "2", "CM_RANK": "1"}
+
+
+def test_the_pods_command_launches_one_rank_per_npu_on_the_image(ascend_image, shared):
+    """The AscendJob pod's command on the image's Python 3.9: crnn launch-npu starts a rank per NPU with the
+    operator's variables passed through; `crnn train --device npu` in each fails naming CANN, and so does the
+    launcher, with the rank's code."""
+    environment = [f"{key}={value}" for key, value in OPERATOR_ENV.items()]
+    record = ("import json, os; print(json.dumps({k: os.environ.get(k) for k in ('ASCEND_DEVICE_ID', "
+              "'CRNN_LOCAL_RANK', 'CM_RANK', 'RANK_SIZE', 'HCCL_CONNECT_TIMEOUT')}))")
+    _run(ascend_image, "env", *environment, "crnn", "launch-npu", "--log-dir", "/work/launch", "--", "python3",
+         "-c", record, shared=shared)
+    logs = {p.name: json.loads(p.read_text().strip().splitlines()[-1]) for p in (shared / "launch").glob("*.log")}
+    assert sorted(logs) == ["rank-2.log", "rank-3.log"]  # CM_RANK 1 x 2 NPUs + the local index
+    assert [logs[f"rank-{r}.log"]["ASCEND_DEVICE_ID"] for r in (2, 3)] == ["0", "1"]  # the container's own ids
+    assert all(env["CM_RANK"] == "1" and env["RANK_SIZE"] is None and env["HCCL_CONNECT_TIMEOUT"] == "600"
+               for env in logs.values())
+    train = ["crnn", "train", "--device", "npu", "--preset", "tiny", "--steps", "3", "--train", "/data/mjsynth/train",
+             "--out", "/work/npu-launched"]
+    result = _run(ascend_image, "env", *environment, "crnn", "launch-npu", "--", *train, shared=shared, check=False)
+    assert result.returncode == 2 and "CANN" in result.stderr + result.stdout
+
+
 def test_device_npu_says_cann_is_missing(ascend_image, shared):
     result = _run(ascend_image, "crnn", "train", "--device", "npu", "--preset", "tiny", "--steps", "3",
                   "--train", "/data/mjsynth/train", "--out", "/work/npu", shared=shared,

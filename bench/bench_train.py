@@ -24,8 +24,12 @@ With ``--precision mixed_bfloat16`` or ``mixed_float16`` the Keras policy is set
 the CTC loss is computed on float32 logits, and float16 wraps the optimiser in a ``LossScaleOptimizer``. On a
 GPU the images/s are also compared with the 8,274 images/s MindOCR reports for CRNN on 8 Ascend cards.
 
-Usage: python bench/bench_train.py [--precision float32|mixed_bfloat16|mixed_float16] [--batch-size 64]
-       [--steps 20] [--warmup 3] [--out outputs/bench]
+Several ``--precision`` (by default float32 and mixed_bfloat16) are measured one after the other in one run and
+printed side by side, with the validation accuracy each reaches in a short run of the quick preset through the
+whole training loop on synthetic data (``--accuracy-steps``), so that a faster precision is seen at its accuracy.
+
+Usage: python bench/bench_train.py [--precision float32|mixed_bfloat16|mixed_float16 ...] [--batch-size 64]
+       [--steps 20] [--warmup 3] [--accuracy-steps 600] [--out outputs/bench]
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -248,43 +254,44 @@ def print_table(figures: dict, gpu: bool) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precision", choices=tuple(COMPUTE_DTYPE), default="float32")
+    parser.add_argument("--precision", dest="precisions", action="append", choices=tuple(COMPUTE_DTYPE),
+                        help="repeat to compare (default: float32 and mixed_bfloat16, side by side)")
     parser.add_argument("--preset", choices=tuple(PRESETS), default=Recipe.preset)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="timed steps, after the warm-up")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing included)")
     parser.add_argument("--matmul-size", type=int, default=0, help="0: 2048 on a CPU, 8192 on a GPU")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads for everything; 0: TF default")
+    parser.add_argument("--accuracy-steps", type=int, default=600,
+                        help="a short run of the quick preset per precision, on synthetic data, for the accuracy "
+                             "each reaches (0: none)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args()
-    if min(args.batch_size, args.steps) < 1 or args.warmup < 0:
-        parser.error("--batch-size and --steps must be at least 1, --warmup at least 0")
+    args.precisions = list(dict.fromkeys(args.precisions or ["float32", "mixed_bfloat16"]))
+    if min(args.batch_size, args.steps) < 1 or min(args.warmup, args.accuracy_steps) < 0:
+        parser.error("--batch-size and --steps must be at least 1, --warmup and --accuracy-steps at least 0")
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    keras.mixed_precision.set_global_policy(args.precision)
+def measure(precision: str, args: argparse.Namespace, device: str, device_name: str, gpu: bool) -> dict:
+    """The figures of the training step in ``precision``: its throughput and FLOP/s against the matmul bound."""
+    keras.mixed_precision.set_global_policy(precision)
     recipe = PRESETS[args.preset]
-    device, device_name = device_and_name()
-    gpu = device.startswith("/GPU")
     keras.utils.set_random_seed(recipe.train.seed)
     clock = time.perf_counter()
     load = os.getloadavg()[0]
 
     with tf.device(device):
         model = build_crnn(recipe.model)
-        train_step, optimizer = make_train_step(model, recipe, args.batch_size, args.precision, gpu)
+        train_step, optimizer = make_train_step(model, recipe, args.batch_size, precision, gpu)
     per_layer = analytic_forward_flops(model)
     forward = sum(per_layer.values())
     profiled = profiled_forward_flops(model, recipe.model)
-    print(f"{args.preset} model on {device_name}, {args.precision}: forward FLOPs per image by layer:")
+    print(f"{args.preset} model on {device_name}, {precision}: forward FLOPs per image by layer:")
     for name, count in per_layer.items():
         print(f"  {name:<12} {count / 1e6:>10.1f} MFLOP")
 
-    compute_dtype = COMPUTE_DTYPE[args.precision]
+    compute_dtype = COMPUTE_DTYPE[precision]
     dtypes = list(dict.fromkeys(["float32", compute_dtype] + (["bfloat16", "float16"] if gpu else [])))
     size = args.matmul_size or (8192 if gpu else 2048)
     before = measure_matmuls(device, dtypes, size)
@@ -300,11 +307,12 @@ def main() -> None:
     matmul = {dtype: max(before[dtype], after[dtype]) for dtype in dtypes}
     print(f"matmul TFLOP/s before / after the training steps ({size}^2, ~1 s each): "
           + ", ".join(f"{d} {before[d]:.3f} / {after[d]:.3f}" for d in dtypes))
+    keras.mixed_precision.set_global_policy("float32")
 
     images_per_sec = args.batch_size * args.steps / timed
     achieved = TRAINING_FORWARD_MULTIPLE * forward * images_per_sec / 1e12
-    figures = {
-        "preset": args.preset, "precision": args.precision, "compute_dtype": compute_dtype,
+    return {
+        "preset": args.preset, "precision": precision, "compute_dtype": compute_dtype,
         "device": device, "device_name": device_name,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -324,12 +332,68 @@ def main() -> None:
         "of_matmul": achieved / matmul[compute_dtype], "target_of_matmul": TARGETS["of_matmul"],
         "vs_mindocr_8_cards": images_per_sec / MINDOCR_IMAGES_PER_SEC if gpu else None,
         "vs_mindocr_per_card": images_per_sec / (MINDOCR_IMAGES_PER_SEC / MINDOCR_CARDS) if gpu else None,
-        "total_seconds": time.perf_counter() - clock,
+        "seconds": time.perf_counter() - clock,
     }
+
+
+def short_run_accuracies(precisions: list[str], steps: int, work: Path) -> dict[str, dict]:
+    """The quick preset trained ``steps`` steps in each precision, through the whole training loop (input
+    pipeline included), on the same synthetic data; its validation accuracy and its mean ms/step."""
+    from crnn.config import recipe_for
+    from crnn.train.loop import train_model
+
+    settings = {"steps": steps, "warmup_steps": min(100, steps // 4), "log_every": max(1, steps // 4),
+                "checkpoint_every": steps}
+    raw, data = work / "raw", work / "data" / "mjsynth"
+    if not (data / "val" / "manifest.json").is_file():  # the same commands as a user's, data made once
+        samples = min(20_000, steps * PRESETS["quick"].train.batch_size)
+        crnn = [sys.executable, "-m", "crnn.cli"]
+        subprocess.run([*crnn, "download", "synthetic", "--out", str(raw), "--train-size", str(samples),
+                        "--val-size", "500", "--test-size", "10"], check=True, capture_output=True)
+        subprocess.run([*crnn, "convert", "--raw", str(raw), "--out", str(work / "data")], check=True,
+                       capture_output=True)
+    results = {}
+    for precision in precisions:
+        started = time.perf_counter()
+        run = train_model(recipe_for("quick", precision=precision, **settings), data / "train",
+                          work / f"train-{precision}", val_dir=data / "val", resume=False)
+        seconds = time.perf_counter() - started
+        results[precision] = {"val_accuracy": run.val_accuracy, "final_loss": run.final_loss,
+                              "seconds": seconds, "steps": steps}
+        print(f"short run, {precision}: {steps} steps in {seconds:.0f} s, validation accuracy "
+              f"{100 * run.val_accuracy:.2f} %, last loss {run.final_loss:.3f}")
+    return results
+
+
+def print_comparison(figures: dict[str, dict], accuracies: dict[str, dict]) -> None:
+    """The precisions side by side: the step's throughput, against the first, and the short run's accuracy."""
+    first = next(iter(figures.values()))
+    print(f"\n{'precision':<16} {'images/s':>10} {'ms/step':>9} {'vs ' + first['precision']:>18} "
+          f"{'of matmul':>10} {'short-run accuracy':>19}")
+    for precision, f in figures.items():
+        accuracy = accuracies.get(precision, {}).get("val_accuracy")
+        shown = f"{100 * accuracy:.2f} %" if accuracy is not None else "-"
+        print(f"{precision:<16} {f['images_per_sec']:>10.1f} {f['ms_per_step']:>9.1f} "
+              f"{f['images_per_sec'] / first['images_per_sec']:>17.2f}x {100 * f['of_matmul']:>9.1f}% {shown:>19}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    device, device_name = device_and_name()
+    gpu = device.startswith("/GPU")
+    clock = time.perf_counter()
+    figures = {precision: measure(precision, args, device, device_name, gpu) for precision in args.precisions}
+    for one in figures.values():
+        print_table(one, gpu)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print_table(figures, gpu)
-    print(f"\nwritten to {args.out / 'train.json'} ({figures['total_seconds']:.0f} s in all)")
+    accuracies = (short_run_accuracies(args.precisions, args.accuracy_steps, args.out / "short-run")
+                  if args.accuracy_steps else {})
+    print_comparison(figures, accuracies)
+    report = {"precisions": figures, "short_run": accuracies, "total_seconds": time.perf_counter() - clock}
+    (args.out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.out / 'train.json'} ({report['total_seconds']:.0f} s in all)")
 
 
 if __name__ == "__main__":

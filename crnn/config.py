@@ -16,7 +16,9 @@ from typing import Any
 from crnn.charset import DEFAULT_CHARSET, Charset
 from crnn.files import write_json
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+AUTO_PRECISION = "auto"  # the fastest of AUTO_CANDIDATES, measured where training starts (crnn.train.loop)
+AUTO_CANDIDATES = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", AUTO_PRECISION)
 DEVICES = ("cpu", "gpu", "npu")
 
 
@@ -75,7 +77,7 @@ class TrainConfig:
     log_every: int = 100
     shuffle_buffer: int = 10_000
     seed: int = 0
-    precision: str = "float32"  # or mixed_bfloat16, mixed_float16 (with dynamic loss scaling)
+    precision: str = "float32"  # or mixed_bfloat16, mixed_float16 (with dynamic loss scaling), auto
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "log_every", "keep_checkpoints",
@@ -153,6 +155,9 @@ PRESETS: dict[str, Recipe] = {
         train=TrainConfig(
             batch_size=64, steps=1800, learning_rate=0.03, warmup_steps=100, nesterov=True,
             checkpoint_every=500, log_every=25, shuffle_buffer=5000,
+            # Mixed bfloat16 where this CPU runs it faster (AMX, AVX-512 BF16), at the accuracy of float32
+            # (docs/performance.md, float32 against mixed bfloat16).
+            precision=AUTO_PRECISION,
         ),
     ),
     "tiny": Recipe(

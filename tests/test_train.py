@@ -78,6 +78,9 @@ class RecordingRun(StepRun):
     def log_metrics(self, metrics, step=None):
         self.metrics.append((step, dict(metrics)))
 
+    def set_tags(self, tags):
+        self.tags = getattr(self, "tags", {}) | dict(tags)
+
 
 def test_training_reduces_the_loss_and_logs_every_n_steps(converted_dir, tmp_path):
     recipe = recipe_for("tiny", steps=60, learning_rate=0.05, log_every=10, warmup_steps=5)
@@ -104,3 +107,26 @@ def test_validation_is_a_curve_at_each_checkpoint(converted_dir, tmp_path):
     validation = [values for _, values in run.metrics if "val_accuracy" in values]
     assert all("val_ned" in values and values["val_loss"] > 0 for values in validation)
     assert validation[-1]["val_loss"] < validation[0]["val_loss"]  # the curve a reviewer looks for
+
+
+def test_auto_precision_is_the_fastest_measured_here_and_says_so(converted_dir, tmp_path):
+    """``auto`` (the quick preset's): float32 and mixed bfloat16 each timed on a few steps where training starts,
+    the faster trains, and the run records which and why; off one CPU replica, float32 untimed."""
+    import tensorflow as tf
+
+    from crnn.config import AUTO_CANDIDATES, PRESETS
+    from crnn.train.devices import Backend
+    from crnn.train.loop import _resolved_precision
+
+    assert PRESETS["quick"].train.precision == "auto" and PRESETS["paper"].train.precision == "float32"
+    run = RecordingRun()
+    result = train_model(recipe_for("tiny", steps=2, precision="auto"), converted_dir / "mjsynth" / "train",
+                         tmp_path, run=run)
+    [probe] = [values for _, values in run.metrics if "precision_probe_ms/float32" in values]
+    assert set(probe) == {f"precision_probe_ms/{name}" for name in AUTO_CANDIDATES}
+    assert run.tags["crnn.precision"] == min(AUTO_CANDIDATES, key=lambda name: probe[f"precision_probe_ms/{name}"])
+    assert result.steps == 2
+    elsewhere = RecordingRun()
+    npu = Backend("npu", tf.distribute.get_strategy(), 1)
+    assert _resolved_precision(recipe_for("tiny", precision="auto"), npu, elsewhere) == "float32"
+    assert elsewhere.tags == {"crnn.precision": "float32"} and elsewhere.metrics == []

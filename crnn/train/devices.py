@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from crnn.config import DEVICES
+from crnn.config import AUTO_PRECISION, DEVICES
 
 
 @dataclass
@@ -108,7 +108,7 @@ def _npu_backend(env: Mapping[str, str], precision: str) -> Backend:
     from crnn.train.ascend.context import NpuContext, open_npu
 
     context = NpuContext.from_env(env)
-    npu = open_npu(mixed_precision=precision != "float32", workers=context.size)
+    npu = open_npu(mixed_precision=precision not in ("float32", AUTO_PRECISION), workers=context.size)
     return Backend("npu", tf.distribute.get_strategy(), replicas=context.size, worker=context.rank,
                    workers=context.size,
                    all_reduce=lambda grads: npu.distribute.all_reduce(grads, "mean"),

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from crnn import keras_compat
-from crnn.config import RECIPE_FILE, Recipe
+from crnn.config import AUTO_CANDIDATES, AUTO_PRECISION, RECIPE_FILE, Recipe
 from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.keras_compat import keras
@@ -185,12 +185,13 @@ def _set_up(recipe: Recipe, train_dirs: list[Path], out_dir: Path, run: StepRun,
     global_batch = cfg.batch_size * backend.replicas
     log.info("training %s preset on %d replica(s) (%s), global batch %d (%d per replica)",
              recipe.preset, backend.replicas, backend.device, global_batch, cfg.batch_size)
-    keras_compat.set_random_seed(cfg.seed)
+    precision = _resolved_precision(recipe, backend, run)
+    keras_compat.set_random_seed(cfg.seed)  # after the probe, which draws its own weights
     data_checksums = {f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}
     run.log_params({**recipe.flat_params(), "replicas": backend.replicas, "global_batch": global_batch,
                     "device": backend.device, "workers": backend.workers, **data_checksums})
     schedule = WarmupCosine(cfg.scaled_learning_rate(global_batch), cfg.warmup_steps, cfg.steps)
-    model, optimizer = _build(recipe, backend, schedule)
+    model, optimizer = _build(recipe, backend, schedule, precision)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # host-side: not mirrored
     iterator = iter(_dataset(backend, train_dirs, recipe, global_batch))
     checkpoints = open_checkpoints({"model": model, "optimizer": optimizer, "step": step_var}, iterator, out_dir,
@@ -199,15 +200,53 @@ def _set_up(recipe: Recipe, train_dirs: list[Path], out_dir: Path, run: StepRun,
                      optimizer, iterator, checkpoints)
 
 
-def _build(recipe: Recipe, backend: Backend,
-           schedule: WarmupCosine) -> tuple[keras.Model, Any]:
-    """The model and its optimiser, their variables placed by the backend's strategy."""
-    policy, loss_scaling = _precision_plan(recipe.train.precision, backend.device)
+def _build(recipe: Recipe, backend: Backend, schedule: WarmupCosine, precision: str) -> tuple[keras.Model, Any]:
+    """The model and its optimiser in ``precision``, their variables placed by the backend's strategy."""
+    policy, loss_scaling = _precision_plan(precision, backend.device)
     with backend.strategy.scope(), dtype_policy(policy):
         model = build_crnn(recipe.model)
         optimizer = _optimizer(recipe, schedule, loss_scaling, backend.loss_scale_optimizer)
         keras_compat.build_optimizer(optimizer, model.trainable_variables)
     return model, optimizer
+
+
+def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
+    """The precision to train in: the recipe's, or for ``auto`` the one of ``AUTO_CANDIDATES`` whose step is
+    fastest here, timed on a few steps of a synthetic batch (on one CPU replica; elsewhere float32, untimed).
+    The choice is tagged on the run (``crnn.precision``) and the timings logged."""
+    if recipe.train.precision != AUTO_PRECISION:
+        return recipe.train.precision
+    timings = ({candidate: _step_ms(recipe, backend, candidate) for candidate in AUTO_CANDIDATES}
+               if backend.device == "cpu" and backend.replicas == 1 else {})
+    chosen = min(timings, key=timings.get) if timings else "float32"
+    run.set_tags({"crnn.precision": chosen})
+    if timings:
+        run.log_metrics({f"precision_probe_ms/{name}": ms for name, ms in timings.items()})
+    log.info("precision auto: %s (%s)", chosen, ", ".join(f"{name} {ms:.0f} ms/step" for name, ms in
+                                                           timings.items()) or "measured on one CPU replica only")
+    return chosen
+
+
+def _step_ms(recipe: Recipe, backend: Backend, precision: str, warmup: int = 2, steps: int = 3) -> float:
+    """The mean time of the training step in ``precision`` on one synthetic batch of the recipe's size (random
+    images, labels of 5 to 10 characters), after ``warmup`` steps (tracing included)."""
+    cfg, config = recipe.train, recipe.model
+    rng = np.random.default_rng(cfg.seed)
+    lengths = rng.integers(5, 11, cfg.batch_size)
+    labels = rng.integers(0, config.num_classes - 1, (cfg.batch_size, config.max_label_length))
+    labels[np.arange(config.max_label_length)[None, :] >= lengths[:, None]] = 0
+    features = {"image": rng.integers(0, 256, (cfg.batch_size, config.height, config.width, config.channels),
+                                      dtype=np.uint8),
+                "label": labels.astype(np.int64), "label_length": lengths.astype(np.int64)}
+    batches = iter(tf.data.Dataset.from_tensors((features, tf.zeros([cfg.batch_size], tf.string))).repeat())
+    model, optimizer = _build(recipe, backend, WarmupCosine(cfg.learning_rate, 0, 10**9), precision)
+    step = _step_function(model, optimizer, backend, cfg.batch_size, cfg.clip_norm)
+    for _ in range(warmup):
+        float(step(batches))
+    started = time.perf_counter()
+    for _ in range(steps):
+        float(step(batches))
+    return 1000 * (time.perf_counter() - started) / steps
 
 
 def _resume(job: _Training, resume: bool) -> None:

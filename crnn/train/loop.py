@@ -216,8 +216,12 @@ def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
     The choice is tagged on the run (``crnn.precision``) and the timings logged."""
     if recipe.train.precision != AUTO_PRECISION:
         return recipe.train.precision
-    timings = ({candidate: _step_ms(recipe, backend, candidate) for candidate in AUTO_CANDIDATES}
-               if backend.device == "cpu" and backend.replicas == 1 else {})
+    timings: dict[str, float] = {}
+    for candidate in AUTO_CANDIDATES if backend.device == "cpu" and backend.replicas == 1 else ():
+        try:
+            timings[candidate] = _step_ms(recipe, backend, candidate)
+        except (tf.errors.OpError, ValueError, TypeError) as err:  # e.g. no bfloat16 kernel in this TensorFlow
+            log.warning("precision auto: %s cannot train here (%s)", candidate, str(err).splitlines()[0][:200])
     chosen = min(timings, key=timings.get) if timings else "float32"
     run.set_tags({"crnn.precision": chosen})
     if timings:

@@ -49,14 +49,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from crnn.config import PRESETS, ModelConfig, Recipe  # noqa: E402
 from crnn.model.network import build_crnn  # noqa: E402
 from crnn.train.devices import Backend  # noqa: E402
-from crnn.train.loop import _optimizer, _step_function  # noqa: E402
+from crnn.train.loop import _optimizer, _step_function, synthetic_features  # noqa: E402
 from crnn.train.schedule import WarmupCosine  # noqa: E402
 
 TARGETS = {"of_matmul": 0.40}
@@ -177,14 +176,10 @@ def matmul_flops_per_sec(device: str, dtype: str, size: int, seconds: float = 1.
 # ------------------------------------------------------------------------------------------- training step
 
 def synthetic_batch(config: ModelConfig, batch_size: int, device: str, seed: int = 0) -> Batch:
-    """Random uint8 images and random labels of length 5 to 10, padded with 0 to ``max_label_length``."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch_size, config.height, config.width, config.channels), dtype=np.uint8)
-    lengths = rng.integers(5, 11, batch_size)
-    labels = rng.integers(0, config.num_classes - 1, (batch_size, config.max_label_length))
-    labels[np.arange(config.max_label_length)[None, :] >= lengths[:, None]] = 0
+    """The training loop's timing batch (``synthetic_features``), placed on ``device``."""
+    features = synthetic_features(config, batch_size, seed)
     with tf.device(device):
-        return tf.identity(images), tf.identity(labels.astype(np.int64)), tf.identity(lengths.astype(np.int64))
+        return tuple(tf.identity(features[key]) for key in ("image", "label", "label_length"))
 
 
 def make_train_step(model: keras.Model, recipe: Recipe, batch_size: int, precision: str, gpu: bool):

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from crnn import keras_compat
-from crnn.config import AUTO_CANDIDATES, AUTO_PRECISION, RECIPE_FILE, Recipe
+from crnn.config import AUTO_CANDIDATES, AUTO_PRECISION, RECIPE_FILE, ModelConfig, Recipe
 from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.keras_compat import keras
@@ -231,17 +231,22 @@ def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
     return chosen
 
 
+def synthetic_features(config: ModelConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """One batch as the step reads it, for timing: random uint8 images and random labels of 5 to 10 characters,
+    padded with 0 to ``max_label_length``."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 11, batch_size)
+    labels = rng.integers(0, config.num_classes - 1, (batch_size, config.max_label_length))
+    labels[np.arange(config.max_label_length)[None, :] >= lengths[:, None]] = 0
+    images = rng.integers(0, 256, (batch_size, config.height, config.width, config.channels), dtype=np.uint8)
+    return {"image": images, "label": labels.astype(np.int64), "label_length": lengths.astype(np.int64)}
+
+
 def _step_ms(recipe: Recipe, backend: Backend, precision: str, warmup: int = 2, steps: int = 3) -> float:
     """The mean time of the training step in ``precision`` on one synthetic batch of the recipe's size (random
     images, labels of 5 to 10 characters), after ``warmup`` steps (tracing included)."""
-    cfg, config = recipe.train, recipe.model
-    rng = np.random.default_rng(cfg.seed)
-    lengths = rng.integers(5, 11, cfg.batch_size)
-    labels = rng.integers(0, config.num_classes - 1, (cfg.batch_size, config.max_label_length))
-    labels[np.arange(config.max_label_length)[None, :] >= lengths[:, None]] = 0
-    features = {"image": rng.integers(0, 256, (cfg.batch_size, config.height, config.width, config.channels),
-                                      dtype=np.uint8),
-                "label": labels.astype(np.int64), "label_length": lengths.astype(np.int64)}
+    cfg = recipe.train
+    features = synthetic_features(recipe.model, cfg.batch_size, cfg.seed)
     batches = iter(tf.data.Dataset.from_tensors((features, tf.zeros([cfg.batch_size], tf.string))).repeat())
     model, optimizer = _build(recipe, backend, WarmupCosine(cfg.learning_rate, 0, 10**9), precision)
     step = _step_function(model, optimizer, backend, cfg.batch_size, cfg.clip_norm)

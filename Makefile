@@ -191,7 +191,7 @@ $(CONTAINER) build -f images/Dockerfile.$(1) --build-arg GIT_COMMIT=$(GIT_COMMIT
 endef
 
 images: container-setup $(IMAGE_WHEELS) $(if $(filter debian,$(BASES)),base-images) \
-  $(if $(and $(filter ascend,$(TARGETS)),$(if $(ASCEND_BASE),,standin)),ascend-base)
+  $(if $(ASCEND_BASE),,$(if $(filter ascend,$(TARGETS)),ascend-base))
 	@echo '$(GIT_COMMIT)' | cmp -s - .build-commit || echo '$(GIT_COMMIT)' > .build-commit
 	$(foreach t,$(TARGETS),$(call build_image,$(t))$(newline))
 

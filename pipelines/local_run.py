@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from crnn.data.synthetic import HELDOUT_BENCHMARK
 from crnn.run_note import SYNTHETIC_TAG_PREFIX
 from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
 
@@ -76,12 +77,17 @@ def format_summary(summary: dict, store: Path) -> str:
     average = accuracy.pop("average", float("nan"))
     accuracy.pop("weighted_average", None)
     synthetic = set(summary.get("synthetic", ()))
-    lines = ["", f"{'benchmark':<18} {'accuracy %':>10}", "-" * 29]
-    lines += [f"{name + (' (synthetic)' if name in synthetic else ''):<18} {100 * value:>10.2f}"
-              for name, value in sorted(accuracy.items())]
-    lines += ["-" * 29, f"{'average':<18} {100 * average:>10.2f}", ""]
+    names = {name: name + (" (synthetic)" if name in synthetic else "") for name in accuracy}
+    width = max([18, *map(len, names.values())])
+    rule = "-" * (width + 11)
+    lines = ["", f"{'benchmark':<{width}} {'accuracy %':>10}", rule]
+    lines += [f"{names[name]:<{width}} {100 * value:>10.2f}" for name, value in sorted(accuracy.items())]
+    lines += [rule, f"{'average':<{width}} {100 * average:>10.2f}", ""]
     if synthetic:
-        lines += ["(synthetic: rendered stand-ins named after the real benchmarks, not their data)", ""]
+        lines.append("(synthetic: rendered stand-ins named after the real benchmarks, not their data)")
+        if HELDOUT_BENCHMARK in synthetic:
+            lines.append(f"({HELDOUT_BENCHMARK}: drawn from fonts, surfaces and words that training never used)")
+        lines.append("")
     lines.append(f"registered model: {summary['model_name']} version {summary['model_version']}, "
                  f"gate: {summary['gate'].get('decision', 'not decided')}")
     lines += [f"  {name}: {verdict}" for name, verdict in summary["gate"].items()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from crnn.data.render import render_word
+from crnn.data.synth.render import render_word
 
 
 def tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 SYNTHETIC = "synthetic"
 DEFAULT_TRAIN_SETS = ("mjsynth/train",)
 DEFAULT_VAL_SET = "mjsynth/val"
-DEFAULT_BENCHMARKS = ("IIIT5K/test", "SVT/test", "IC13/test")
+DEFAULT_BENCHMARKS = ("IIIT5K/test", "SVT/test", "IC13/test", "HeldOut/test")
 
 
 def benchmark_name(key: str) -> str:

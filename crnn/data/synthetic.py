@@ -7,19 +7,27 @@ the same fetch, verify and extract path that a real URL takes. Each dataset is w
   ``annotation_val.txt`` and ``lexicon.txt`` (a ``.tar.gz``);
 - ``IIIT5K``: ``IIIT5K/testdata.mat`` (a 1 x N struct array) and ``IIIT5K/test/*.png`` (a ``.tar.gz``);
 - ``SVT``: ``svt1/test.xml`` with word boxes on larger scene images under ``svt1/img/`` (a ``.zip``);
-- ``IC13``: ``Challenge2_Test_Task3_Images/word_N.png`` with ``gt.txt`` (a ``.zip``).
+- ``IC13``: ``Challenge2_Test_Task3_Images/word_N.png`` with ``gt.txt`` (a ``.zip``);
+- ``HeldOut``: IC13's layout, drawn from the engine's held-out split: fonts, surfaces and words that none of
+  the others use, so that its score measures generalisation, not recall of a renderer.
 
-Archives are byte-identical for a given seed (fixed member order, times and owners).
+The images come from :mod:`crnn.data.synth`, rendered on every core. Archives are byte-identical for a given
+seed (fixed member order, times and owners).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
+import sys
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -28,7 +36,9 @@ import numpy as np
 import scipy.io
 
 from crnn.data.catalog import DatasetEntry, RemoteFile, Split
-from crnn.data.render import random_style, random_word, render_word
+from crnn.data.synth import textures, words
+from crnn.data.synth.render import compose, draw_word, finish, text_layers
+from crnn.data.synth.splits import HELDOUT, TRAIN
 from crnn.files import atomic_path, sha256_of
 
 
@@ -46,10 +56,37 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def _word_image(seed: int, stream: int, index: int) -> tuple[str, np.ndarray]:
-    rng = _rng(seed, stream, index)
-    word = random_word(rng)
-    return word, render_word(word, rng)
+def _word_image(seed: int, stream: int, split: str, index: int) -> tuple[str, np.ndarray]:
+    return draw_word(split, _rng(seed, stream, index))
+
+
+_PARALLEL_FROM = 2000  # fewer images than this render in the calling process: starting workers costs more
+
+
+@contextmanager
+def _renderer(size: int) -> Iterator[Callable]:
+    """A ``map`` over word indices: a pool of one process per core for large sets (each image depends only on
+    its (seed, stream, index), so the order of work changes no byte)."""
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if size < _PARALLEL_FROM or workers < 2 or not _spawnable():
+        yield map
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield partial(pool.map, chunksize=256)
+
+
+def _spawnable() -> bool:
+    """Whether spawned workers can start here: they re-run the main module, which a script read from standard
+    input does not have. Spawned, not forked: the caller may hold threads (TensorFlow's, a tracking client's)."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main is None or Path(main).is_file()
+
+
+def _word_images(seed: int, stream: int, size: int, split: str = TRAIN) -> Iterator[tuple[str, np.ndarray]]:
+    with _renderer(size) as render:
+        yield from render(partial(_word_image, seed, stream, split), range(size))
 
 
 def _encode(image: np.ndarray, ext: str) -> bytes:
@@ -70,10 +107,12 @@ def mjsynth_members(spec: SyntheticSpec) -> Members:
     # Splits live in separate top folders, as in the real release.
     for split, stream, size, top in (("train", 1, spec.train_size, 1), ("val", 2, spec.val_size, 1001)):
         lines = []
-        for i in range(size):
-            word, image = _word_image(spec.seed, stream, i)
+        for i, (word, image) in enumerate(_word_images(spec.seed, stream, size)):
             # MJSynth images are 32 pixels high.
             image = cv2.resize(image, (max(8, round(image.shape[1] * 32 / image.shape[0])), 32))
+            # The release's words are letters and digits: its file names hold them. An image of "$4.99" is
+            # named "499", which is also what the evaluation protocol reads it as.
+            word = "".join(c for c in word if c.isascii() and c.isalnum())
             lex_index = lexicon.setdefault(word.lower(), len(lexicon))
             rel = f"./{i // 1000 + top}/{i % 7 + 1}/{i}_{word}_{lex_index}.jpg"
             members[f"{root}/{rel[2:]}"] = _encode(image, ".jpg")
@@ -87,11 +126,10 @@ def iiit5k_members(spec: SyntheticSpec) -> Members:
     members: Members = {}
     records = np.zeros((1, spec.test_size), dtype=[("ImgName", object), ("GroundTruth", object),
                                                    ("smallLexi", object), ("mediumLexi", object)])
-    for i in range(spec.test_size):
-        word, image = _word_image(spec.seed, 3, i)
+    for i, (word, image) in enumerate(_word_images(spec.seed, 3, spec.test_size)):
         name = f"test/{1000 + i}_{i % 9 + 1}.png"
         members[f"IIIT5K/{name}"] = _encode(image, ".png")
-        lexicon = np.array([word, random_word(_rng(spec.seed, 30, i))], dtype=object)
+        lexicon = np.array([word, words.draw(TRAIN, _rng(spec.seed, 30, i))], dtype=object)
         records[0, i] = (name, word, lexicon, lexicon)
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, {"testdata": records})
@@ -110,30 +148,26 @@ def svt_members(spec: SyntheticSpec) -> Members:
     """Scene images of 3-5 words each; boxes near an edge may run past it, as some real SVT boxes do."""
     members: Members = {}
     xml = ["<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<tagset>\n"]
-    words_done, scene = 0, 0
+    words_done, scene_index = 0, 0
     while words_done < spec.test_size:
-        rng = _rng(spec.seed, 4, scene)
+        rng = _rng(spec.seed, 4, scene_index)
         height, width = 480, 640
-        surface = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        image = np.empty((height, width, 3), np.uint8)
-        image[:] = surface[::-1]  # RGB -> BGR
-        image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+        scene = textures.surface(TRAIN, height, width, textures.colour(TRAIN, rng), rng)
         rects = []
         for slot in range(min(int(rng.integers(3, 6)), spec.test_size - words_done)):
-            word = random_word(rng)
+            word = words.draw(TRAIN, rng)
             # Words are painted on the scene's surface, so a loose box shows more of the same surface.
-            crop = render_word(word, rng, random_style(rng, background=surface))
-            crop = crop[:, : width - 20]
+            layers = text_layers(word, rng)[:, : width - 20]
+            h, w = layers.shape[:2]
             band_top = slot * (height // 5)
-            y = int(rng.integers(band_top, band_top + max(1, height // 5 - crop.shape[0])))
-            y = min(y, height - crop.shape[0])
-            x = int(rng.integers(0, width - crop.shape[1] + 1))
-            image[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
+            y = min(int(rng.integers(band_top, band_top + max(1, height // 5 - h))), height - h)
+            x = int(rng.integers(0, width - w + 1))
+            scene[y : y + h, x : x + w] = compose(layers, scene[y : y + h, x : x + w], rng)
             # Annotators' boxes are loose: pad, letting a box overrun the image border.
             pad = int(rng.integers(0, 6))
-            rects.append((word, x - pad, y - pad, crop.shape[1] + 2 * pad, crop.shape[0] + 2 * pad))
-        name = f"img/{scene // 10:02d}_{scene % 10:02d}.jpg"
-        members[f"svt1/{name}"] = _encode(image, ".jpg")
+            rects.append((word, x - pad, y - pad, w + 2 * pad, h + 2 * pad))
+        name = f"img/{scene_index // 10:02d}_{scene_index % 10:02d}.jpg"
+        members[f"svt1/{name}"] = _encode(finish(scene, rng), ".jpg")
         xml.append(f"  <image>\n    <imageName>{name}</imageName>\n    <address>synthetic</address>\n"
                    f"    <lex>{escape(','.join(r[0].upper() for r in rects))}</lex>\n"
                    f"    <Resolution x=\"{width}\" y=\"{height}\"/>\n    <taggedRectangles>\n")
@@ -142,18 +176,17 @@ def svt_members(spec: SyntheticSpec) -> Members:
                        f"        <tag>{escape(word.upper())}</tag>\n      </taggedRectangle>\n")
         xml.append("    </taggedRectangles>\n  </image>\n")
         words_done += len(rects)
-        scene += 1
+        scene_index += 1
     xml.append("</tagset>\n")
     members["svt1/test.xml"] = "".join(xml).encode()
     return members
 
 
-def ic13_members(spec: SyntheticSpec) -> Members:
-    folder = "Challenge2_Test_Task3_Images"
+def ic13_members(spec: SyntheticSpec, folder: str = "Challenge2_Test_Task3_Images", stream: int = 5,
+                 split: str = TRAIN) -> Members:
     members: Members = {}
     lines = []
-    for i in range(spec.test_size):
-        word, image = _word_image(spec.seed, 5, i)
+    for i, (word, image) in enumerate(_word_images(spec.seed, stream, spec.test_size, split)):
         members[f"{folder}/word_{i + 1}.png"] = _encode(image, ".png")
         lines.append(f'word_{i + 1}.png, "{word}"\r\n')
     members[f"{folder}/gt.txt"] = "".join(lines).encode("utf-8")
@@ -190,6 +223,7 @@ class _Layout:
 
 
 _MJ = "mnt/ramdisk/max/90kDICT32px"
+HELDOUT_BENCHMARK = "HeldOut"  # the generalisation benchmark: the engine's held-out split
 LAYOUTS = (
     _Layout("mjsynth", "mjsynth", "train", "mjsynth.tar.gz",
             {"train": f"{_MJ}/annotation_train.txt", "val": f"{_MJ}/annotation_val.txt"},
@@ -199,6 +233,8 @@ LAYOUTS = (
     _Layout("SVT", "svt", "benchmark", "svt.zip", {"test": "svt1/test.xml"}, svt_members, write_zip),
     _Layout("IC13", "ic13", "benchmark", "Challenge2_Test_Task3_Images.zip",
             {"test": "Challenge2_Test_Task3_Images/gt.txt"}, ic13_members, write_zip),
+    _Layout(HELDOUT_BENCHMARK, "ic13", "benchmark", "heldout.zip", {"test": f"{HELDOUT_BENCHMARK}/gt.txt"},
+            partial(ic13_members, folder=HELDOUT_BENCHMARK, stream=6, split=HELDOUT), write_zip),
 )
 
 

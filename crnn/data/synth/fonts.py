@@ -1,0 +1,110 @@
+"""Typefaces: Google Fonts families as the ``fontpkg-*`` packages ship them (OFL-1.1, listed in
+docs/data.md), each family wholly in one split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+from PIL import ImageFont
+
+from crnn.data.synth.splits import HELDOUT, TRAIN, check
+
+# One or two of each kind (sans, condensed, serif, slab, mono, display, handwriting) is held out, so the
+# held-out benchmark asks for every kind of face without giving the model one it has seen.
+HELDOUT_FAMILIES = (
+    "open-sans", "work-sans", "barlow-condensed", "merriweather", "crimson-text", "zilla-slab", "space-mono",
+    "righteous", "titan-one", "cinzel", "kalam", "satisfy",
+)
+TRAIN_FAMILIES = (
+    "abeezee", "abel", "abril-fatface", "acme", "albert-sans", "alegreya-sans", "alfa-slab-one", "alumni-sans",
+    "andada-pro", "antic-slab", "anton", "archivo", "archivo-black", "archivo-narrow", "arimo", "arvo", "asap",
+    "assistant", "atkinson-hyperlegible", "barlow", "barlow-semi-condensed", "be-vietnam-pro", "bebas-neue",
+    "bitter", "black-ops-one", "bodoni-moda", "bricolage-grotesque", "bungee", "cabin", "cardo", "catamaran",
+    "caveat", "chakra-petch", "changa-one", "chivo", "comfortaa", "cormorant", "cormorant-garamond", "crimson-pro",
+    "dancing-script", "delius", "dm-mono", "dm-sans", "dm-serif-display", "dm-serif-text", "domine", "dosis",
+    "eb-garamond", "encode-sans", "epilogue", "exo", "exo-2", "figtree", "fira-code", "fira-sans",
+    "fira-sans-condensed", "fjalla-one", "frank-ruhl-libre", "fraunces", "fredoka", "geist", "geist-mono",
+    "hammersmith-one", "hanken-grotesk", "heebo", "hind", "ibm-plex-mono", "ibm-plex-sans",
+    "ibm-plex-sans-condensed", "ibm-plex-serif", "inconsolata", "indie-flower", "instrument-sans",
+    "instrument-serif", "inter", "jetbrains-mono", "josefin-sans", "jost", "kanit", "karla", "lato",
+    "league-spartan", "lexend", "libre-baskerville", "libre-franklin", "lilita-one", "literata", "lobster",
+    "lobster-two", "lora", "luckiest-guy", "manrope", "marcellus", "maven-pro", "merriweather-sans", "montserrat",
+    "mukta", "mulish", "news-cycle", "newsreader", "noto-sans", "noto-serif", "nunito", "nunito-sans",
+    "oleo-script", "orbitron", "oswald", "outfit", "overpass", "oxygen", "pacifico", "permanent-marker", "play",
+    "playfair-display", "plus-jakarta-sans", "poppins", "press-start-2p", "prompt", "pt-sans", "pt-sans-narrow",
+    "pt-serif", "public-sans", "questrial", "quicksand", "rajdhani", "raleway", "red-hat-display", "red-hat-text",
+    "roboto", "roboto-condensed", "roboto-mono", "roboto-slab", "rubik", "russo-one", "saira", "saira-condensed",
+    "sanchez", "shadows-into-light", "signika", "sofia-sans", "sora", "source-code-pro", "source-sans-3",
+    "source-serif-4", "space-grotesk", "spectral", "syne", "teko", "titillium-web", "urbanist", "varela-round",
+    "viga", "vollkorn", "yanone-kaffeesatz", "yellowtail",
+)
+FAMILIES = {TRAIN: TRAIN_FAMILIES, HELDOUT: HELDOUT_FAMILIES}
+_WEIGHTS = (400, 500, 600, 700, 800)  # a variable face's weight axis is set to one of these (no thin strokes)
+_SIZES = (26, 32, 38, 44)  # rendering sizes in pixels; the image is scaled to its final height afterwards
+
+
+@dataclass(frozen=True)
+class Face:
+    """One font file, with its weight range when the file is a variable font."""
+
+    family: str
+    path: Path
+    weights: tuple[int, ...] = ()
+
+
+@cache
+def faces(split: str) -> tuple[tuple[Face, ...], ...]:
+    """The faces of each of the split's families, in a fixed order."""
+    try:
+        import fontpkg
+    except ImportError:
+        raise RuntimeError("the synthetic engine's fonts are not installed: pip install -r requirements.lock "
+                           "(the fontpkg-* packages)") from None
+    installed = fontpkg.families()
+    missing = [slug for slug in FAMILIES[check(split)] if slug not in installed]
+    if missing:
+        raise RuntimeError(f"font families missing: {', '.join(missing)}; install the pinned packages "
+                           f"(pip install -r requirements.lock: fontpkg-{missing[0]} ...)")
+    return tuple(tuple(Face(slug, file.path, _weights(file))
+                       for file in sorted(installed[slug].files, key=lambda f: f.path.name))
+                 for slug in FAMILIES[split])
+
+
+def _weights(file) -> tuple[int, ...]:
+    if not file.variable:
+        return ()
+    return tuple(w for w in _WEIGHTS if file.wght_min <= w <= file.wght_max)
+
+
+def pick(split: str, text: str, rng) -> tuple[Face, int | None, int]:
+    """A face that draws every character of ``text``, of a family drawn evenly (not file by file: some
+    families ship 18 files, some one), its weight (None for a static face) and a rendering size."""
+    families = faces(split)
+    for _ in range(100):
+        family = families[int(rng.integers(len(families)))]
+        face = family[int(rng.integers(len(family)))]
+        if set(map(ord, text)) <= _characters(face.path):
+            weight = int(rng.choice(face.weights)) if face.weights else None
+            return face, weight, int(rng.choice(_SIZES))
+    raise ValueError(f"no {split} font draws every character of {text!r}")
+
+
+@cache
+def _characters(path: Path) -> frozenset[int]:
+    """The code points the face has glyphs for: a missing one would be drawn as a box that no label holds."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(path, lazy=True) as font:
+        return frozenset(font.getBestCmap() or ())
+
+
+@lru_cache(maxsize=2048)
+def load(path: Path, weight: int | None, size: int) -> ImageFont.FreeTypeFont:
+    font = ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
+    if weight is not None:
+        axes = font.get_variation_axes()
+        font.set_variation_by_axes([weight if axis["name"] in (b"Weight", "Weight") else axis["default"]
+                                    for axis in axes])
+    return font

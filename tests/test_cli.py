@@ -24,7 +24,7 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
     out = crnn("download", "synthetic", "--out", raw, "--train-size", 40, "--val-size", 8, "--test-size", 6).stdout
     assert "IIIT5K" in out and "sha256" in out
     assert {d["name"] for d in json.loads((raw / "datasets.json").read_text())["datasets"]} == {
-        "mjsynth", "IIIT5K", "SVT", "IC13"}
+        "mjsynth", "IIIT5K", "SVT", "IC13", "HeldOut"}
 
     out = crnn("convert", "--raw", raw, "--out", data, "--shard-size", 16).stdout
     assert "mjsynth/train" in out
@@ -54,7 +54,7 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
 
     out = crnn("register", "--model", trained / "export", "--report", scores / "report.json",
                "--tracking-uri", sqlite_tracking).stdout
-    assert "registered crnn version 1" in out and "average" in out and "below the minimum 90.00 %" in out
+    assert "registered crnn version 1" in out and "average" in out and "below the minimum 80.00 %" in out
     out = crnn("register", "--model", trained / "export", "--report", scores / "report.json",
                "--tracking-uri", sqlite_tracking, "--min-average", 0).stdout  # a 3-step model: no minimum
     assert "registered crnn version 2" in out and "decision: promoted" in out

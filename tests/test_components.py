@@ -47,11 +47,11 @@ def test_download_writes_the_data_under_data_root_and_a_reference(tmp_path):
     location = store.resolve(raw.path)
     assert location.parent == root / "raw"
     listing = json.loads((location / "datasets.json").read_text())
-    assert [d["name"] for d in listing["datasets"]] == ["mjsynth", "IIIT5K", "SVT", "IC13"]
+    assert [d["name"] for d in listing["datasets"]] == ["mjsynth", "IIIT5K", "SVT", "IC13", "HeldOut"]
     files = [f for d in listing["datasets"] for f in d["files"]]
     assert all(f["url"].startswith("file://") and len(f["sha256"]) == 64 for f in files)
     assert (location / "IC13" / "Challenge2_Test_Task3_Images" / "gt.txt").is_file()
-    assert raw.metadata["datasets"] == ["mjsynth", "IIIT5K", "SVT", "IC13"]
+    assert raw.metadata["datasets"] == ["mjsynth", "IIIT5K", "SVT", "IC13", "HeldOut"]
     record = json.loads((location / ".crnn-step.json").read_text())  # for log_data_steps to log
     assert record["step"] == "download" and record["params"]["datasets"] == "synthetic" and record["step_time_s"] > 0
 

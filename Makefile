@@ -71,9 +71,11 @@ pipeline-test: setup browser
 bench: setup bench-train
 	$(BIN)/python bench/bench_convert.py --out $(OUT)/bench
 	$(BIN)/python bench/bench_listing.py --out $(OUT)/bench
+	$(BIN)/python bench/bench_render.py --out $(OUT)/bench
 
 bench-train: setup
 	$(BIN)/python bench/bench_train.py --out $(OUT)/bench
+	$(BIN)/python bench/bench_step_variants.py --out $(OUT)/bench
 
 # The compiled pipelines are committed; tests/test_compile.py fails when they are out of date with the code.
 compile: setup

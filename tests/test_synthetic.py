@@ -116,3 +116,15 @@ def test_rendering_on_every_core_gives_the_same_bytes(monkeypatch):
     with synthetic._renderer(40) as render:
         assert render is not map  # a process pool
     assert [image.tobytes() for _, image in synthetic._word_images(5, 1, 40)] == serial
+
+
+def test_without_worker_processes_rendering_goes_on_in_one(monkeypatch, caplog):
+    def no_pool(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    serial = [image.tobytes() for _, image in synthetic._word_images(5, 1, 12)]
+    monkeypatch.setattr(synthetic, "_PARALLEL_FROM", 10)
+    monkeypatch.setattr(synthetic.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(synthetic, "ProcessPoolExecutor", no_pool)
+    assert [image.tobytes() for _, image in synthetic._word_images(5, 1, 12)] == serial
+    assert "rendering in one process" in caplog.text

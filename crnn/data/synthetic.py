@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import sys
 import tarfile
@@ -40,6 +41,8 @@ from crnn.data.synth import textures, words
 from crnn.data.synth.render import compose, draw_word, finish, text_layers
 from crnn.data.synth.splits import HELDOUT, TRAIN
 from crnn.files import atomic_path, sha256_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,13 @@ def _renderer(size: int) -> Iterator[Callable]:
         return
     import multiprocessing
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    except OSError as err:  # no shared memory for the pool's locks (a container without /dev/shm)
+        log.warning("rendering in one process: cannot start worker processes here (%s)", err)
+        yield map
+        return
+    with pool:
         yield partial(pool.map, chunksize=256)
 
 

@@ -44,8 +44,8 @@ AVERAGE = "average"  # the name of the minimum check; also the champion's ``accu
 EPSILON_POINTS = 1e-6  # tolerance of every comparison, in percentage points (see the module docstring)
 ACCURACY_TAG_PREFIX = "accuracy/"
 # The pipeline's, the register component's and ``crnn register``'s thresholds unless told otherwise. The minimum
-# is the references' level on the real benchmarks (lexicon-free averages of 81 to 85 % for this network, docs/
-# training.md): one above it would refuse every model of the paper's recipe.
+# is about the references' level on the real benchmarks (docs/training.md): one above it would refuse every model
+# of the paper's recipe.
 DEFAULT_MIN_AVERAGE, DEFAULT_MAX_DROP_POINTS = 0.8, 1.0
 DATA_TAG_PREFIX = "data.sha256/"  # a version's benchmark data: ``data_sha256`` of its converted split
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from crnn.data.synthetic import HELDOUT_BENCHMARK
+from crnn.data.splits import HELDOUT_BENCHMARK
 from crnn.run_note import SYNTHETIC_TAG_PREFIX
 from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
 

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.io
 
 from crnn.data.catalog import DatasetEntry, RemoteFile, Split
+from crnn.data.splits import HELDOUT_BENCHMARK
 from crnn.data.synth import textures, words
 from crnn.data.synth.render import compose, draw_word, finish, text_layers
 from crnn.data.synth.splits import HELDOUT, TRAIN
@@ -232,7 +233,6 @@ class _Layout:
 
 
 _MJ = "mnt/ramdisk/max/90kDICT32px"
-HELDOUT_BENCHMARK = "HeldOut"  # the generalisation benchmark: the engine's held-out split
 LAYOUTS = (
     _Layout("mjsynth", "mjsynth", "train", "mjsynth.tar.gz",
             {"train": f"{_MJ}/annotation_train.txt", "val": f"{_MJ}/annotation_val.txt"},

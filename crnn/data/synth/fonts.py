@@ -1,5 +1,5 @@
-"""Typefaces: Google Fonts families as the ``fontpkg-*`` packages ship them (OFL-1.1, listed in
-docs/data.md), each family wholly in one split."""
+"""Typefaces: Google Fonts families as the ``fontpkg-*`` packages ship them (each under OFL-1.1, its licence in
+its package), each family wholly in one split."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import numpy as np
 from crnn.data.synth.splits import check, word_split
 
 MIN_LENGTH, MAX_LENGTH = 2, 14
-# Scene-text words are short: a length is drawn first, with these weights for lengths 2 to 14 (the shape of
-# the real benchmarks' label lengths), then a word of that length.
+# A length is drawn first, with these weights for lengths 2 to 14, then a word of that length: short words
+# dominate, as on signs (drawn from the lexicon as it is, half the words would have 8 to 11 letters).
 _LENGTH_WEIGHTS = np.array([4, 10, 14, 14, 13, 11, 9, 7, 5, 4, 3, 2, 1.5], dtype=float)
 _KINDS = ("word", "number", "date", "price", "code")
 _KIND_WEIGHTS = (0.8, 0.07, 0.05, 0.05, 0.03)
@@ -38,6 +38,7 @@ def lexicon(split: str) -> dict[int, tuple[str, ...]]:
 
 def draw(split: str, rng: np.random.Generator) -> str:
     """A word or another kind of scene text of the split, in a drawn case."""
+    check(split)
     while True:
         kind = _KINDS[int(rng.choice(len(_KINDS), p=_KIND_WEIGHTS))]
         text = _lexicon_word(split, rng) if kind == "word" else _MAKERS[kind](rng)
@@ -78,8 +79,7 @@ def _price(rng: np.random.Generator) -> str:
 
 
 def _code(rng: np.random.Generator) -> str:
-    alphabet = _CODE_ALPHABET
-    parts = ["".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=int(rng.integers(2, 5))))
+    parts = ["".join(_CODE_ALPHABET[i] for i in rng.integers(0, len(_CODE_ALPHABET), size=int(rng.integers(2, 5))))
              for _ in range(int(rng.integers(1, 3)))]
     return "-".join(parts)
 

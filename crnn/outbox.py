@@ -28,10 +28,11 @@ MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 
 @dataclass
 class Batch:
-    """Metrics as (key, value, timestamp ms, step); params and tags as key -> value; ``status`` (with its
+    """Metrics as (key, value, timestamp ms, step), optionally followed by the model id, dataset name and digest
+    they score (``mlflow.entities.Metric``'s order); params and tags as key -> value; ``status`` (with its
     ``end_time`` in ms) ends the run once the values are in."""
 
-    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
+    metrics: list[tuple] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     status: str | None = None

@@ -6,16 +6,37 @@ pipeline reads as its summary: the per-benchmark accuracy, the gate and its reas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from crnn.run_views import steps_link
 
 NOTE_TAG = "mlflow.note.content"
 SYNTHETIC_TAG_PREFIX = "crnn.synthetic/"  # a benchmark whose data was rendered, not the real dataset's
+MANIFEST_TAG_PREFIX = "crnn.manifest_sha256/"  # the converted benchmark split a score was taken on
 
 
 def run_link(experiment_id: str, run_id: str, text: str) -> str:
     """A link the MLflow UI follows within its own page."""
     return f"[{text}](#/experiments/{experiment_id}/runs/{run_id})"
+
+
+def data_source(synthetic: bool, manifest_sha256: str) -> str:
+    """Where a benchmark's data came from, as every score's page says it: rendered or the dataset itself, and
+    the converted split's manifest digest (its first 12 digits)."""
+    return f"{'synthetic' if synthetic else 'dataset'}, manifest {manifest_sha256[:12]}"
+
+
+def benchmark_table(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Markdown rows of benchmarks (report entries: ``accuracy``, ``synthetic``, ``manifest_sha256``), each
+    named as it is shown everywhere and with the source of its data."""
+    lines = ["| benchmark | word accuracy % | data |", "|---|---:|---|"]
+    for name, entry in sorted(entries.items()):
+        label = f"{name} (synthetic)" if entry.get("synthetic") else name
+        digest = entry.get("manifest_sha256")
+        source = data_source(bool(entry.get("synthetic")), digest) if digest else ""
+        lines.append(f"| {label} | {100 * entry['accuracy']:.2f} | {source} |")
+    return lines
 
 
 def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
@@ -24,12 +45,13 @@ def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
     lines = [f"## Pipeline run {parent.info.run_name}", ""]
     accuracy = {k.removeprefix("accuracy/"): v for k, v in metrics.items() if k.startswith("accuracy/")}
     if accuracy:
-        lines += ["| benchmark | word accuracy % |", "|---|---:|"]
-        lines += [f"| {_label(name, tags)} | {100 * value:.2f} |" for name, value in sorted(accuracy.items())
-                  if name not in ("average", "weighted_average")]
-        for name in ("average", "weighted_average"):
+        averages = ("average", "weighted_average")
+        lines += benchmark_table({name: {"accuracy": value, "manifest_sha256": tags.get(MANIFEST_TAG_PREFIX + name, ""),
+                                         "synthetic": tags.get(SYNTHETIC_TAG_PREFIX + name) == "true"}
+                                  for name, value in accuracy.items() if name not in averages})
+        for name in averages:
             if name in accuracy:
-                lines.append(f"| **{name.replace('_', ' ')}** | **{100 * accuracy[name]:.2f}** |")
+                lines.append(f"| **{name.replace('_', ' ')}** | **{100 * accuracy[name]:.2f}** | |")
         lines.append("")
     if "gate.decision" in tags:
         name, version = tags.get("crnn.model_name", "model"), tags.get("crnn.model_version", "?")
@@ -40,14 +62,11 @@ def pipeline_note(parent: Any, children: Sequence[Any]) -> str:
         lines.append("")
     if "pipeline_time_s" in metrics:
         lines += [f"Pipeline time: {metrics['pipeline_time_s']:.0f} s", ""]
-    lines += ["| step | status | time s |", "|---|---|---:|"]
+    in_table = steps_link(parent.info.experiment_id, parent.info.run_id)
+    lines += [f"Steps, in the order they ran ([in the runs table]({in_table})):", "",
+              "| step | status | time s |", "|---|---|---:|"]
     for child in sorted(children, key=lambda run: run.info.start_time or 0):
         seconds = child.data.metrics.get("step_time_s")
         lines.append(f"| {run_link(child.info.experiment_id, child.info.run_id, child.info.run_name)} | "
                      f"{child.info.status} | {'' if seconds is None else f'{seconds:.1f}'} |")
     return "\n".join(lines) + "\n"
-
-
-def _label(benchmark: str, tags: dict) -> str:
-    """A benchmark's name as the description shows it: a synthetic stand-in says so."""
-    return f"{benchmark} (synthetic)" if tags.get(f"{SYNTHETIC_TAG_PREFIX}{benchmark}") == "true" else benchmark

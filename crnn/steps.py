@@ -34,8 +34,8 @@ from crnn.evaluate.report import (
 from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import DEFAULT_MIN_AVERAGE, Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
-from crnn.run_note import SYNTHETIC_TAG_PREFIX
-from crnn.tracking import StepRun, Tracking, step_run
+from crnn.run_note import MANIFEST_TAG_PREFIX, NOTE_TAG, SYNTHETIC_TAG_PREFIX, benchmark_table
+from crnn.tracking import DATASET_DIGEST_LENGTH, StepRun, Tracking, step_run
 
 if TYPE_CHECKING:  # TensorFlow loads only in the steps that train
     from crnn.train.devices import Backend
@@ -133,7 +133,26 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
     with tracked as run, run.system_metrics():
         run.log_datasets(_splits(train_dirs), "training")
         run.log_datasets(_splits([val_dir] if val_dir else []), "validation")
-        return train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
+        result = train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
+        if run.enabled:
+            _log_trained_model(result.export_dir, run, result.steps)
+        return result
+
+
+def _log_trained_model(export: Path, run: StepRun, steps: int) -> None:
+    """The export as the train run's logged model; one that cannot be logged now is logged by the register
+    step instead, so the trained model is not lost to a tracking hiccup."""
+    from crnn.registry import logged_model
+
+    if not logged_model.can_log_models():
+        log.info("the model is not logged from the train run: this MLflow client has no logged models")
+        return
+    try:
+        model_id = logged_model.log_model(export, run, step=steps)
+    except Exception as error:  # noqa: BLE001 - the register step logs it instead
+        log.warning("the trained model was not logged (%s); the register step will log it", str(error)[:300])
+        return
+    logged_model.record(export, model_id, run.tracking_uri)
 
 
 def train_on(device: str, num_devices: int, preset: str, train_dirs: Sequence[Path], out_dir: Path,
@@ -171,13 +190,16 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
     with step_run("evaluate-" + "-".join(benchmarks), tracking) as run:
         recognizer = Recognizer(model_dir)
         entries = {}
-        run.log_datasets({bench: (Path(d), manifest_sha256(d)) for bench, d in benchmarks.items()}, "evaluation")
+        digests = {bench: manifest_sha256(d) for bench, d in benchmarks.items()}
+        run.log_datasets({bench: (Path(d), digests[bench]) for bench, d in benchmarks.items()}, "evaluation")
+        model_id = _scored_model(model_dir, run)
         for bench, data_dir in benchmarks.items():
             result = evaluate_dataset(recognizer.model, data_dir, recognizer.recipe.model)
             errors = ErrorTables.of(result, recognizer.charset)
             entries[bench] = benchmark_entry(result, data_dir, errors)
-            run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned,
-                             f"images_per_sec/{bench}": result.images_per_sec})
+            run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned},
+                            model_id=model_id, dataset=(bench, digests[bench][:DATASET_DIGEST_LENGTH]))
+            run.log_metrics({f"images_per_sec/{bench}": round(result.images_per_sec, 1)})
             run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"],
                             f"num_samples/{bench}": result.score.num_samples,
                             f"synthetic/{bench}": entries[bench]["synthetic"]})
@@ -185,11 +207,32 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
                 run.log_artifact(path)
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
         report = summarise(entries)
+        run.set_tags({NOTE_TAG: _evaluation_note(entries, model_id, run)})
         write_report(report, out_dir)
         for name in (REPORT_FILE, TABLE_FILE):
             run.log_artifact(Path(out_dir) / name)
         log.info("evaluation\n%s", format_table(report))
         return report
+
+
+def _evaluation_note(entries: Mapping[str, Mapping[str, Any]], model_id: str | None, run: StepRun) -> str:
+    """The evaluate run's description: each benchmark's score and data source, and the model scored."""
+    model = "a model not logged on this server"
+    if model_id and run.enabled:
+        experiment = run.experiment_id()
+        model = f"[{model_id}](#/experiments/{experiment}/models/{model_id})"
+    return "\n".join([*benchmark_table(entries), "", f"Scored: {model}."]) + "\n"
+
+
+def _scored_model(model_dir: Path, run: StepRun) -> str | None:
+    """The logged model the evaluation scores, named on the run (its scores are linked to it); None when the
+    model was not logged on this run's server."""
+    from crnn.registry.logged_model import logged_model_id
+
+    model_id = logged_model_id(model_dir, run.tracking_uri) if run.enabled else None
+    if model_id:
+        run.log_model_input(model_id)
+    return model_id
 
 
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -215,10 +258,12 @@ def register(model_dir: Path, reports: Sequence[Mapping[str, Any]], tracking: Tr
         decision = gate_and_alias(name, version, report, rule or GateRule(DEFAULT_MIN_AVERAGE), run)
         run.set_tags({"model_name": name, "model_version": version})
         summary = StepRun(run.parent_run_id, run.tracking_uri) if run.parent_run_id else run
-        summary.log_metrics({f"accuracy/{b}": e["accuracy"] for b, e in report["benchmarks"].items()}
-                            | {"accuracy/average": report["average"],
-                               "accuracy/weighted_average": report["weighted_average"]})
-        summary.set_tags({"crnn.model_name": name, "crnn.model_version": version} | decision.as_tags()
-                         | {f"{SYNTHETIC_TAG_PREFIX}{b}": "true" for b, e in report["benchmarks"].items()
-                            if e.get("synthetic")})
+        # Rounded: the runs table shows every digit it gets.
+        accuracies = {f"accuracy/{b}": e["accuracy"] for b, e in report["benchmarks"].items()} | {
+            "accuracy/average": report["average"], "accuracy/weighted_average": report["weighted_average"]}
+        summary.log_metrics({key: round(value, 4) for key, value in accuracies.items()})
+        sources = {SYNTHETIC_TAG_PREFIX + b: "true" for b, e in report["benchmarks"].items() if e.get("synthetic")}
+        sources |= {MANIFEST_TAG_PREFIX + b: e["manifest_sha256"] for b, e in report["benchmarks"].items()
+                    if e.get("manifest_sha256")}
+        summary.set_tags({"crnn.model_name": name, "crnn.model_version": version} | decision.as_tags() | sources)
         return version, decision

@@ -27,6 +27,13 @@ from typing import Any
 
 from crnn.outbox import Batch, Outbox, OutboxReport, is_rejection, read_spool
 from crnn.run_note import NOTE_TAG, pipeline_note
+from crnn.run_views import (
+    PIPELINE_RUNS_VIEW,
+    SHARED_VIEW_TAG_PREFIX,
+    STARTED_AT_TAG,
+    metric_order,
+    pipeline_runs_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ STEP_TAG = "crnn.step"
 PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
 CACHED_TAG = "crnn.cached"
 OUTCOME_TAG = "crnn.outcome"  # why the parent run ended as it did
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
 FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
@@ -81,12 +89,19 @@ class StepRun:
     def enabled(self) -> bool:
         return self._mlflow is not None
 
+    def experiment_id(self) -> str:
+        return self._mlflow.get_run(self.run_id).info.experiment_id
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._post(Batch(params={key: str(value)[:_MAX_PARAM_LENGTH] for key, value in params.items()}))
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """``model_id``: the logged model the values score, on the ``dataset`` (name, digest) they were taken
+        on, which MLflow shows on that model's page."""
         now = int(time.time() * 1000)
-        self._post(Batch(metrics=[(key, float(value), now, step or 0) for key, value in metrics.items()]))
+        linked = (model_id, *dataset) if dataset else (model_id,) if model_id else ()
+        self._post(Batch(metrics=[(key, float(value), now, step or 0, *linked) for key, value in metrics.items()]))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._post(Batch(tags={key: str(value) for key, value in tags.items()}))
@@ -136,10 +151,18 @@ class StepRun:
         if self.enabled:
             self._mlflow.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_model_input(self, model_id: str) -> None:
+        """The logged model this run used (the evaluate runs: the model they scored)."""
+        if self.enabled:
+            from mlflow.entities import LoggedModelInput
+
+            self._mlflow.log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
+
     def log_datasets(self, splits: Mapping[str, tuple[Path, str]], context: str) -> None:
-        """The converted splits the step reads, as the run's dataset inputs (the UI's Datasets panel): each
-        named by its key (``mjsynth/train``), its digest the manifest's, ``context`` training, validation or
-        evaluation. Sent at once; a server that refuses them costs the panel, not the step."""
+        """The converted splits the step reads, as dataset inputs of its run and of the pipeline's parent run
+        (the UI's Datasets panel): each named by its key (``mjsynth/train``), its digest the manifest's,
+        ``context`` training, validation or evaluation. Sent at once; a server that refuses them costs the
+        panel, not the step."""
         if not self.enabled or not splits:
             return
         from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -150,7 +173,8 @@ class StepRun:
                                tags=[InputTag("mlflow.data.context", context)])
                   for key, (path, digest) in splits.items()]
         try:
-            self._mlflow.log_inputs(self.run_id, datasets=inputs)
+            for run_id in filter(None, (self.run_id, self.parent_run_id)):
+                self._mlflow.log_inputs(run_id, datasets=inputs)
         except MlflowException as error:
             log.warning("run %s: its datasets were not logged: %s", self.run_id, str(error)[:300])
 
@@ -189,7 +213,7 @@ def start_pipeline_run(tracking_uri: str, run_name: str, pipeline_run_id: str,
     client = _client(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     run = client.create_run(experiment_id, run_name=run_name,
-                            tags={PIPELINE_RUN_TAG: pipeline_run_id, STEP_TAG: "pipeline"})
+                            tags={PIPELINE_RUN_TAG: pipeline_run_id, STEP_TAG: "pipeline"} | _source_tags())
     log.info("MLflow parent run %s in experiment %s", run.info.run_id, experiment)
     return run.info.run_id
 
@@ -227,7 +251,9 @@ def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str = 
     status, reason = pipeline_outcome(children, final_step)
     log.info("pipeline run %s: %s (%s)", pipeline_run_id, status, reason)
     _log_times(client, parent, children)
-    client.set_tag(run_id, NOTE_TAG, pipeline_note(client.get_run(run_id), children))
+    parent = client.get_run(run_id)
+    _save_runs_view(client, parent, children)
+    client.set_tag(run_id, NOTE_TAG, pipeline_note(parent, children))
     client.set_tag(run_id, OUTCOME_TAG, reason)
     client.set_terminated(run_id, status)
     return run_id
@@ -245,6 +271,14 @@ def _log_times(client: Any, parent: Any, children: Sequence[Any]) -> None:
         if seconds is not None and step and child.info.status == "FINISHED":
             metrics.append(Metric(f"step_time_s/{step}", round(seconds, 1), now, 0))
     client.log_batch(parent.info.run_id, metrics=metrics)
+
+
+def _save_runs_view(client: Any, parent: Any, children: Sequence[Any]) -> None:
+    """The experiment's saved view of pipeline runs (``crnn.run_views``), with this run's columns first."""
+    steps = [child.data.tags.get(STEP_TAG, "") for child in sorted(children, key=lambda run: run.info.start_time)]
+    experiment_id, key = parent.info.experiment_id, SHARED_VIEW_TAG_PREFIX + PIPELINE_RUNS_VIEW
+    earlier = client.get_experiment(experiment_id).tags.get(key)
+    client.set_experiment_tag(experiment_id, key, pipeline_runs_view(metric_order(parent.data.metrics, steps), earlier))
 
 
 def pipeline_outcome(children: Sequence[Any], final_step: str = "register") -> tuple[str, str]:
@@ -306,7 +340,7 @@ class RecordingRun(StepRun):
     def _post(self, batch: Batch) -> None:
         self.params.update(batch.params)
         self.tags.update(batch.tags)
-        self.metrics.update((key, value) for key, value, _, _ in batch.metrics)
+        self.metrics.update((key, value) for key, value, *_ in batch.metrics)
 
 
 @contextlib.contextmanager
@@ -351,8 +385,8 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
         yield run
         status = "FINISHED"
     finally:
-        if timed:
-            run.log_metrics({"step_time_s": time.monotonic() - started})
+        if timed:  # to the hundredth: the UI shows every digit it gets
+            run.log_metrics({"step_time_s": round(time.monotonic() - started, 2)})
         run.outbox.put(Batch(status=status, end_time=int((span[1] if span else time.time()) * 1000)))
         report = run.outbox.close(_flush_seconds())
         run.outbox = None
@@ -378,9 +412,9 @@ def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
         with step_run(record["step"], dataclasses.replace(tracking, parent_run_id=parent_run_id),
                       timed=False, span=span) as run:
             run.log_params(record["params"])
-            run.log_metrics({**record["metrics"], "step_time_s": record["step_time_s"]})
+            run.log_metrics({**record["metrics"], "step_time_s": round(record["step_time_s"], 2)})
             run.set_tags({**record["tags"], CACHED_TAG: str(cached).lower(),
-                          FINISHED_AT_TAG: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["finished_at"]))})
+                          FINISHED_AT_TAG: _utc(record["finished_at"])})
         steps.append(record["step"])
     return steps
 
@@ -397,12 +431,27 @@ def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, ex
             tags = {PARENT_TAG: parent_run_id, STEP_TAG: step}
         else:
             experiment_id, tags = ensure_experiment(tracking_uri, experiment), {STEP_TAG: step}
-        return client.create_run(experiment_id, start_time=start_ms, run_name=step, tags=tags).info.run_id
+        started = _utc(start_ms / 1000 if start_ms is not None else time.time(), milliseconds=True)
+        return client.create_run(experiment_id, start_time=start_ms, run_name=step,
+                                 tags=tags | _source_tags() | {STARTED_AT_TAG: started}).info.run_id
     except MlflowException as error:
         if is_rejection(error):
             raise
         raise RuntimeError(f"tracking server {tracking_uri} unreachable when step {step} started: "
                            f"{str(error)[:300]}") from error
+
+
+def _utc(seconds: float, milliseconds: bool = False) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{int(seconds * 1000) % 1000:03d}Z" if milliseconds else f"{stamp}Z"
+
+
+def _source_tags() -> dict[str, str]:
+    """The code's commit where the run page shows it (MLflow's own tag), when it is known."""
+    from crnn.lineage import git_commit
+
+    commit = git_commit()
+    return {} if commit == "unknown" else {GIT_COMMIT_TAG: commit}
 
 
 def _report_delays(run: StepRun, report: OutboxReport) -> None:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from crnn.data.splits import HELDOUT_BENCHMARK
 from crnn.run_note import SYNTHETIC_TAG_PREFIX
+from crnn.run_views import pipeline_runs_link
 from crnn.tracking import DEFAULT_EXPERIMENT, sqlite_uri
+
+UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the MLflow UI
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ def pipeline_summary(tracking_uri: str, run_name: str, experiment: str = DEFAULT
     accuracy = {k.split("/", 1)[1]: v for k, v in parent.data.metrics.items() if k.startswith("accuracy/")}
     return {
         "run_id": parent.info.run_id,
+        "experiment_id": parent.info.experiment_id,
         "status": parent.info.status,
         "accuracy": accuracy,
         "model_name": parent.data.tags.get("crnn.model_name"),
@@ -94,5 +98,6 @@ def format_summary(summary: dict, store: Path) -> str:
               if verdict.startswith("fail")]
     lines.append(f"MLflow run: {summary['run_id']} ({summary['status']}), "
                  f"pipeline time {summary['pipeline_seconds']:.0f} s")
-    lines.append(f"open the UI: make ui   (mlflow ui --backend-store-uri {summary['tracking_uri']})")
+    lines.append(f"open the UI: make ui   (mlflow ui --backend-store-uri {summary['tracking_uri']}), then "
+                 f"{UI_URL}/{pipeline_runs_link(summary['experiment_id'])}")
     return "\n".join(lines)

@@ -1,5 +1,8 @@
 """Steps against a real MLflow store (SQLite): child runs, metrics, the registered pyfunc model."""
 
+import base64
+import json
+
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -74,16 +77,56 @@ def test_a_recorded_data_step_is_logged_later_as_a_child_run_cached_or_not(sqlit
     download, convert = children["download"], children["convert"]
     assert download.data.tags["crnn.cached"] == "true" and convert.data.tags["crnn.cached"] == "false"
     assert download.data.params["datasets"] == "synthetic" and download.data.metrics["files"] == 4
-    assert convert.data.metrics["step_time_s"] == pytest.approx(record["step_time_s"])
+    assert convert.data.metrics["step_time_s"] == pytest.approx(record["step_time_s"], abs=0.005)
     assert [m.value for m in client.get_metric_history(convert.info.run_id, "step_time_s")] == [
-        pytest.approx(record["step_time_s"])]  # the step's own time, not the logging task's
+        pytest.approx(record["step_time_s"], abs=0.005)]  # the step's own time, not the logging task's
     assert all(run.info.status == "FINISHED" for run in children.values())
 
 
-def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, trained_dir, converted_dir, raw_dir,
-                                                          tmp_path):
+def test_the_model_the_train_run_logs_is_the_one_scored_and_registered(sqlite_tracking, parent, converted_dir,
+                                                                        tmp_path):
+    """MLflow 3's lineage: the train run logs the model; evaluate links its scores to it and names it as its
+    input; register registers that same model, so the version's source run is the train run."""
+    from crnn.config import recipe_for
+    from crnn.registry.logged_model import LOGGED_MODEL_FILE
+
+    tracking = Tracking(sqlite_tracking, pipeline_run_id="job-1")
+    result = steps.train(recipe_for("tiny"), [converted_dir / "mjsynth" / "train"], tmp_path / "trained",
+                         val_dir=converted_dir / "mjsynth" / "val", tracking=tracking)
+    model_id = json.loads((result.export_dir / LOGGED_MODEL_FILE).read_text())["model_id"]
+    report = steps.evaluate(result.export_dir, {"IC13": converted_dir / "IC13" / "test"}, tmp_path / "scores",
+                            tracking)
+    version, _ = steps.register(result.export_dir, [report], tracking)
+
+    client = MlflowClient(sqlite_tracking)
+    runs = {run.info.run_name: run for run in client.search_runs(
+        [client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")}
+    model = client.get_logged_model(model_id)
+    assert model.source_run_id == runs["train"].info.run_id and str(model.status) == "READY"
+    assert model.params["preset"] == "tiny" and model.params["model.lstm_units"] == "16"
+    assert {(m.key, m.dataset_name, m.run_id) for m in model.metrics} == {
+        (key, "IC13", runs["evaluate-IC13"].info.run_id) for key in ("accuracy/IC13", "ned/IC13")}
+    assert [m.dataset_digest for m in model.metrics] == [manifest_sha256(converted_dir / "IC13" / "test")[:16]] * 2
+    evaluate_run = client.get_run(runs["evaluate-IC13"].info.run_id)  # a search leaves the models out
+    assert [i.model_id for i in evaluate_run.inputs.model_inputs] == [model_id]
+    # The Logged models and Datasets of the train run and of the pipeline's parent run.
+    for run_id in (runs["train"].info.run_id, parent):
+        assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [model_id]
+    assert {d.dataset.name for d in client.get_run(parent).inputs.dataset_inputs} == {
+        "mjsynth/train", "mjsynth/val", "IC13"}
+    registered = client.get_model_version("crnn", version)
+    assert registered.source == f"models:/{model_id}" and registered.run_id == runs["train"].info.run_id
+    register_run = runs["register"].info.run_id
+    assert not client.search_logged_models([model.experiment_id], filter_string=f"source_run_id = '{register_run}'")
+
+
+def test_registered_model_reads_encoded_images_as_its_signature_says(sqlite_tracking, trained_dir, converted_dir,
+                                                                    raw_dir, tmp_path):
     import cv2
     import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import invocations
 
     from crnn.model.export import Recognizer
 
@@ -92,20 +135,23 @@ def test_registered_model_reads_arrays_and_encoded_images(sqlite_tracking, train
     version, _ = steps.register(steps.export_dir(trained_dir), [report], Tracking(sqlite_tracking))
     mlflow.set_tracking_uri(sqlite_tracking)
     model = mlflow.pyfunc.load_model(f"models:/crnn/{version}")
+    assert [str(spec.type) for spec in model.metadata.get_input_schema().inputs] == ["DataType.binary"]
+    assert model.metadata.get_output_schema().input_types() == [mlflow.types.DataType.string]
 
     folder = raw_dir / "IC13" / "Challenge2_Test_Task3_Images"
     files = [folder / "word_1.png", folder / "word_2.png"]
     expected = Recognizer(steps.export_dir(trained_dir)).read([cv2.imread(str(f)) for f in files])
-    from_bytes = model.predict([f.read_bytes() for f in files])
-    assert list(from_bytes) == expected
-    batch = np.stack([cv2.resize(cv2.imread(str(f)), (100, 32)) for f in files])
-    assert list(model.predict(batch)) == Recognizer(steps.export_dir(trained_dir)).read(list(batch))
+    assert list(model.predict([f.read_bytes() for f in files])) == expected
+    assert list(model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]}))) == expected
+    # MLflow's REST scoring (`mlflow models serve`): JSON carries the images as base64, in either of its forms.
+    encoded = base64.b64encode(files[0].read_bytes()).decode()
+    for body in ({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}, {"inputs": [encoded]}):
+        answer = invocations(json.dumps(body), "application/json", model, model.metadata.get_input_schema())
+        assert (answer.status, json.loads(answer.response)) == (200, {"predictions": expected[:1]})
     with pytest.raises(ValueError, match="input 0: not a decodable image"):
         model.predict([b"not an image"])
-    with pytest.raises(ValueError, match="images must be uint8, got float32"):
-        model.predict(batch.astype(np.float32))
-    with pytest.raises(ValueError, match=r"got shape \(32, 100, 3\)"):
-        model.predict(batch[0])
+    with pytest.raises(MlflowException, match="binary"):  # MLflow's own check, against the signature
+        model.predict(np.zeros((2, 32, 100), np.uint8))
 
 
 def test_step_without_tracking_records_nothing_and_still_works(monkeypatch, trained_dir, converted_dir, tmp_path):

@@ -1,11 +1,14 @@
-"""The serving contract: an MLflow pyfunc that maps images to strings.
+"""The serving contract: an MLflow pyfunc that maps encoded images to strings.
 
-Input: a uint8 array batch (B, H, W) or (B, H, W, C) of any size, or a list / pandas column of encoded
-image bytes (PNG, JPEG). Output: one string per image.
+Input: encoded images (PNG, JPEG bytes of any size), as a list or the one column of a pandas DataFrame; in
+JSON (MLflow's REST scoring) their base64. Output: one string per image. The signature says so
+(``signature``), so MLflow checks a request before the model sees it, and the UI shows it on the model's page.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import mlflow.pyfunc
@@ -14,46 +17,59 @@ import numpy as np
 EXPORT_ARTIFACT = "export"
 
 
+def signature():
+    """Encoded image bytes in, text out; the column is unnamed, so that a plain list of bytes passes."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("binary")]), outputs=Schema([ColSpec("string")]))
+
+
+def input_example() -> list[bytes]:
+    """One PNG of a printed word, shown on the model's page and run through the model when it is logged."""
+    import cv2
+
+    image = np.full((32, 100), 255, np.uint8)
+    cv2.putText(image, "crnn", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 0, 2)
+    return [cv2.imencode(".png", image)[1].tobytes()]
+
+
 class CrnnTextReader(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from crnn.model.export import Recognizer
 
         self.recognizer = Recognizer(context.artifacts[EXPORT_ARTIFACT])
 
-    # No type hints here: MLflow would read them as an input schema it cannot express.
+    # No type hints here: MLflow would read them as an input schema beside the signature.
     def predict(self, context, model_input, params=None):
         return self.recognizer.read(_images(model_input))
 
 
 def _images(model_input: Any) -> list[np.ndarray]:
-    """A batch array (B, H, W) grayscale or (B, H, W, 1|3) BGR, uint8; or items each of encoded bytes or an
-    uint8 array of one image."""
-    if hasattr(model_input, "columns"):  # a pandas DataFrame: its first column
+    """Decoded images from a list of encoded images, or from a DataFrame's first column of them."""
+    if hasattr(model_input, "columns"):
         model_input = model_input.iloc[:, 0].tolist()
-    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
-        shape = model_input.shape
-        # (H, W, 3) would pass for a batch of H grayscale images 3 pixels wide: read it as the mistake it is.
-        one_image = model_input.ndim == 3 and shape[2] in (1, 3, 4)
-        if model_input.ndim not in (3, 4) or one_image or (model_input.ndim == 4 and shape[3] not in (1, 3)):
-            raise ValueError(f"expected a batch (B, H, W) or (B, H, W, 1|3), got shape {shape}")
-        return [_checked_array(image, index) for index, image in enumerate(model_input)]
-    return [_one_image(item, index) for index, item in enumerate(model_input)]
+    return [_decoded(item, index) for index, item in enumerate(model_input)]
 
 
-def _checked_array(image: np.ndarray, index: int) -> np.ndarray:
-    if image.dtype != np.uint8:
-        raise ValueError(f"input {index}: images must be uint8, got {image.dtype}")
-    return image
-
-
-def _one_image(item: Any, index: int) -> np.ndarray:
+def _decoded(item: Any, index: int) -> np.ndarray:
     from crnn.data.images import decode_image
 
-    if isinstance(item, np.ndarray) and item.dtype != object:
-        return _checked_array(item, index)
-    if not isinstance(item, (bytes, bytearray, memoryview)):
-        raise ValueError(f"input {index}: expected encoded image bytes or a uint8 array, got {type(item).__name__}")
-    image = decode_image(bytes(item))
+    if not isinstance(item, (str, bytes, bytearray, memoryview)):
+        raise ValueError(f"input {index}: expected encoded image bytes (PNG, JPEG), got {type(item).__name__}")
+    data = item.encode() if isinstance(item, str) else bytes(item)
+    image = decode_image(data)
+    if image is None and (decoded := _from_base64(data)) is not None:
+        image = decode_image(decoded)
     if image is None:
-        raise ValueError(f"input {index}: not a decodable image")
+        raise ValueError(f"input {index}: not a decodable image (nor the base64 of one)")
     return image
+
+
+def _from_base64(data: bytes) -> bytes | None:
+    """JSON carries bytes as base64; MLflow's scoring decodes it for a DataFrame's binary column but hands the
+    ``inputs`` form (and the logged serving example) over as the base64 text."""
+    try:
+        return base64.b64decode(data.replace(b"\n", b""), validate=True)
+    except binascii.Error:
+        return None

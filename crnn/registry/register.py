@@ -1,4 +1,4 @@
-"""Logs the exported model to MLflow as a pyfunc, registers it as a new version of ``crnn`` with the alias
+"""Registers the trained model (``crnn.registry.logged_model``) as a new version of ``crnn`` with the alias
 ``candidate``, and moves ``champion`` to it when it passes the gate (``crnn.registry.gate``)."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from crnn.registry.gate import (
     decide,
 )
 from crnn.registry.lock import registry_lock
+from crnn.run_note import benchmark_table
 from crnn.tracking import StepRun
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ VERSION_PIPELINE_RUN_TAG = "pipeline_run_id"
 
 def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
                    name: str = DEFAULT_MODEL_NAME, tags: Mapping[str, str] | None = None) -> str:
-    """Logs ``export_dir`` in ``run`` and registers it under ``name``; returns the new version number.
+    """Registers the model ``export_dir`` was logged as (logging it in ``run`` first when it was not) under
+    ``name``; returns the new version number.
 
     The version carries its lineage (:func:`lineage_tags`) and ``tags``.
     """
@@ -46,21 +48,13 @@ def register_model(export_dir: Path, report: Mapping[str, Any], run: StepRun,
         log.info("%s version %s is already registered by pipeline run %s", name, existing,
                  version_tags[VERSION_PIPELINE_RUN_TAG])
         return existing
-    import crnn
-    from crnn.registry.pyfunc import EXPORT_ARTIFACT, CrnnTextReader
+    from crnn.registry.logged_model import log_model, logged_model_id
 
-    mlflow.set_tracking_uri(run.tracking_uri)
-    with mlflow.start_run(run_id=run.run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=CrnnTextReader(),
-            artifacts={EXPORT_ARTIFACT: str(export_dir)},
-            # The package travels with the model, so that it loads where crnn is not installed.
-            code_paths=[str(Path(crnn.__file__).parent)],
-            pip_requirements=_requirements(),
-        )
+    # The model the train run logged; else (logged elsewhere, or by an MLflow 2 client) this run logs it.
+    model_id = logged_model_id(export_dir, run.tracking_uri) or log_model(export_dir, run)
+    mlflow.set_tracking_uri(run.tracking_uri)  # where register_model looks the model up and registers it
     # The tags go in with the version, so no version exists without its lineage (or its pipeline run).
-    version = mlflow.register_model(info.model_uri, name, tags=version_tags).version
+    version = mlflow.register_model(f"models:/{model_id}", name, tags=version_tags).version
     log.info("registered %s version %s (average accuracy %.4f)", name, version, report["average"])
     return str(version)
 
@@ -96,13 +90,6 @@ def lineage_tags(export_dir: Path, report: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{package}=={version(package)}" for package in
-            ("tensorflow", "keras", "numpy", "opencv-python-headless", "mlflow", "pandas")]
-
-
 def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: GateRule, run: StepRun) -> Decision:
     """Sets ``candidate`` on ``version``, decides against the current champion and moves ``champion`` when the
     candidate passes; the decision and its reasons go on the version and the run."""
@@ -126,7 +113,10 @@ def gate_and_alias(name: str, version: str, report: Mapping[str, Any], rule: Gat
         client.set_model_version_tag(name, version, key, value)
     # The verdict first, in plain words: the registry's model list shows a description's first line only.
     verdict = decision.format_table().strip().splitlines()[-1].removeprefix("decision: ")
-    client.update_model_version(name, version, description=f"Gate: {verdict}\n\n```\n{decision.format_table()}```\n")
+    # Then the scores with the source of their data: a synthetic stand-in wears a real benchmark's name.
+    scores = "\n".join(benchmark_table(report["benchmarks"]))
+    client.update_model_version(name, version, description=f"Gate: {verdict}\n\n```\n{decision.format_table()}```\n\n"
+                                                           f"{scores}\n")
     run.set_tags(decision.as_tags())
     run.log_metrics(decision.as_metrics())
     log.info("gate for %s version %s:\n%s", name, version, decision.format_table())

@@ -213,7 +213,7 @@ def _build(recipe: Recipe, backend: Backend, schedule: WarmupCosine, precision: 
 def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
     """The precision to train in: the recipe's, or for ``auto`` the one of ``AUTO_CANDIDATES`` whose step is
     fastest here, timed on a few steps of a synthetic batch (on one CPU replica; elsewhere float32, untimed).
-    The choice is tagged on the run (``crnn.precision``) and the timings logged."""
+    The choice is tagged on the run (``crnn.precision``) and the timings logged as parameters."""
     if recipe.train.precision != AUTO_PRECISION:
         return recipe.train.precision
     timings: dict[str, float] = {}
@@ -224,8 +224,8 @@ def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
             log.warning("precision auto: %s cannot train here (%s)", candidate, str(err).splitlines()[0][:200])
     chosen = min(timings, key=timings.get) if timings else "float32"
     run.set_tags({"crnn.precision": chosen})
-    if timings:
-        run.log_metrics({f"precision_probe_ms/{name}": ms for name, ms in timings.items()})
+    # Parameters, not metrics: one measurement each, which a chart would draw as a lone point.
+    run.log_params({f"precision_probe_ms/{name}": f"{ms:.1f}" for name, ms in timings.items()})
     log.info("precision auto: %s (%s)", chosen, ", ".join(f"{name} {ms:.0f} ms/step" for name, ms in
                                                            timings.items()) or "measured on one CPU replica only")
     return chosen
@@ -366,9 +366,11 @@ class _Window:
     def metrics(self) -> dict[str, float]:
         ms = 1000 * np.asarray(self.times)
         images_per_sec = self.global_batch * len(ms) / (ms.sum() / 1000)
-        window = {"loss": float(np.mean(self.losses)),
-                  "step_time_ms": float(ms.mean()), "step_time_ms_p50": float(np.percentile(ms, 50)),
-                  "step_time_ms_p95": float(np.percentile(ms, 95)), "images_per_sec": images_per_sec}
+        # Times and rates to a tenth (the UI shows every digit it gets); the loss as it is.
+        window = {"loss": float(np.mean(self.losses)), "step_time_ms": round(float(ms.mean()), 1),
+                  "step_time_ms_p50": round(float(np.percentile(ms, 50)), 1),
+                  "step_time_ms_p95": round(float(np.percentile(ms, 95)), 1),
+                  "images_per_sec": round(images_per_sec, 1)}
         if self.replicas > 1:  # on one replica it would repeat images_per_sec as a chart of its own
-            window["images_per_sec_per_replica"] = images_per_sec / self.replicas
+            window["images_per_sec_per_replica"] = round(images_per_sec / self.replicas, 1)
         return window

@@ -88,8 +88,9 @@ def test_tiny_training_is_killed_resumes_exports_and_the_cpu_image_takes_the_mod
                       "/work/scores/report.json", "--tracking-uri", mlflow_server.url, "--min-average", "0",
                       "--name", "crnn-npu-stack", shared=shared).stdout
     assert "registered crnn-npu-stack version 1" in registered
-    serve = ("import mlflow.pyfunc, numpy as np; model = mlflow.pyfunc.load_model('models:/crnn-npu-stack/1'); "
-             "print(len(model.predict(np.zeros((3, 32, 100), np.uint8))))")
+    serve = ("import cv2, mlflow.pyfunc, numpy as np; model = mlflow.pyfunc.load_model('models:/crnn-npu-stack/1'); "
+             "png = cv2.imencode('.png', np.zeros((32, 100), np.uint8))[1].tobytes(); "
+             "print(len(model.predict([png] * 3)))")
     served = _run(image, "env", f"MLFLOW_TRACKING_URI={mlflow_server.url}", "HOME=/tmp", "python", "-c", serve,
                   shared=shared).stdout.split()
     assert served[-1] == "3"  # the registered model, served as any other: one text per image

@@ -10,7 +10,7 @@ REGISTRY ?= crnn-pipeline
 TAG      ?= 0.1.0
 TARGETS  ?= cpu gpu ascend
 
-.PHONY: container-setup container-test base-images ascend-base lock-ascend wheelhouse setup browser run test component-test pipeline-test bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
+.PHONY: container-setup container-test base-images ascend-base lock-ascend wheelhouse setup browser run test component-test pipeline-test review-screenshots bench bench-train compile ui lint lock clean images images-lint manifests-validate reliability
 
 setup: $(STAMP)
 
@@ -23,14 +23,14 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The MLflow UI test drives Debian's headless Chromium; install it where it is missing (root or sudo). If that
-# fails the other tests still run, and the browser test fails saying what is missing.
+# The MLflow review test drives Debian's headless Chromium (through Playwright); install it where it is missing
+# (root or sudo). If that fails the other tests still run, and the review test fails saying what is missing.
 browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  { echo "installing Debian's chromium for the browser test"; \
+	  { echo "installing Debian's chromium for the review test"; \
 	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q && \
 	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium >/dev/null; } || \
-	  echo "could not install chromium: tests/test_mlflow_ui.py will fail"
+	  echo "could not install chromium: tests/test_mlflow_review.py will fail"
 
 run: setup
 	$(BIN)/crnn pipeline run --out $(OUT)
@@ -67,6 +67,13 @@ reliability: setup browser
 
 pipeline-test: setup browser
 	$(BIN)/python -m pytest -q -m pipeline
+
+# The review test's screenshots of the runs table and of the model version, for the README (docs/images/).
+review-screenshots: setup browser
+	CRNN_TEST_ARTIFACTS=$(abspath $(OUT))/test-artifacts $(BIN)/python -m pytest -q tests/test_mlflow_review.py
+	mkdir -p docs/images
+	cp $(OUT)/test-artifacts/mlflow-review/runs-table.png docs/images/mlflow-runs-table.png
+	cp $(OUT)/test-artifacts/mlflow-review/model-version.png docs/images/mlflow-model-version.png
 
 bench: setup bench-train
 	$(BIN)/python bench/bench_convert.py --out $(OUT)/bench

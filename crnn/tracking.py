@@ -431,9 +431,9 @@ def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, ex
             tags = {PARENT_TAG: parent_run_id, STEP_TAG: step}
         else:
             experiment_id, tags = ensure_experiment(tracking_uri, experiment), {STEP_TAG: step}
-        started = _utc(start_ms / 1000 if start_ms is not None else time.time(), milliseconds=True)
-        return client.create_run(experiment_id, start_time=start_ms, run_name=step,
-                                 tags=tags | _source_tags() | {STARTED_AT_TAG: started}).info.run_id
+        start_ms = start_ms if start_ms is not None else int(time.time() * 1000)  # the tag's and the run's
+        return client.create_run(experiment_id, start_time=start_ms, run_name=step, tags=tags | _source_tags()
+                                 | {STARTED_AT_TAG: _utc(start_ms / 1000, milliseconds=True)}).info.run_id
     except MlflowException as error:
         if is_rejection(error):
             raise

@@ -1,7 +1,9 @@
-"""The pipeline run's description in the MLflow UI: results, the gate's verdict and links to each step's run.
+"""Runs' descriptions in the MLflow UI: what a reviewer reads first on a run's page.
 
 MLflow renders a run's ``mlflow.note.content`` tag as Markdown on the run page, so the parent run of a
-pipeline reads as its summary: the per-benchmark accuracy, the gate and its reasons, and the step runs.
+pipeline reads as its summary (the per-benchmark accuracy with its data's source, the gate and its reasons,
+the step runs in order), the train run says what was trained and which model it logged, and an evaluate run
+what it scored and on which data.
 """
 
 from __future__ import annotations
@@ -37,6 +39,26 @@ def benchmark_table(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
         source = data_source(bool(entry.get("synthetic")), digest) if digest else ""
         lines.append(f"| {label} | {100 * entry['accuracy']:.2f} | {source} |")
     return lines
+
+
+def model_link(experiment_id: str, model_id: str | None) -> str:
+    """The logged model's page, or a plain word where the model was not logged on this server."""
+    if not model_id:
+        return "not logged on this server"
+    return f"[{model_id}](#/experiments/{experiment_id}/models/{model_id})"
+
+
+def training_note(preset: str, steps: int, replicas: int, device: str, final_loss: float,
+                  val_accuracy: float | None, model: str) -> str:
+    """The train run's description; ``model`` is :func:`model_link`'s."""
+    validation = "no validation set" if val_accuracy is None else f"validation accuracy {100 * val_accuracy:.2f} %"
+    return (f"Trained the `{preset}` preset for {steps} steps on {replicas} {device} replica(s): final loss "
+            f"{final_loss:.4f}, {validation}.\n\nLogged model: {model}\n")
+
+
+def evaluation_note(entries: Mapping[str, Mapping[str, Any]], model: str) -> str:
+    """An evaluate run's description: each benchmark's score and data source, and the model it scored."""
+    return "\n".join([*benchmark_table(entries), "", f"Scored model: {model}"]) + "\n"
 
 
 def pipeline_note(parent: Any, children: Sequence[Any]) -> str:

@@ -34,7 +34,14 @@ from crnn.evaluate.report import (
 from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import DEFAULT_MIN_AVERAGE, Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
-from crnn.run_note import MANIFEST_TAG_PREFIX, NOTE_TAG, SYNTHETIC_TAG_PREFIX, benchmark_table
+from crnn.run_note import (
+    MANIFEST_TAG_PREFIX,
+    NOTE_TAG,
+    SYNTHETIC_TAG_PREFIX,
+    evaluation_note,
+    model_link,
+    training_note,
+)
 from crnn.tracking import DATASET_DIGEST_LENGTH, StepRun, Tracking, step_run
 
 if TYPE_CHECKING:  # TensorFlow loads only in the steps that train
@@ -135,24 +142,28 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
         run.log_datasets(_splits([val_dir] if val_dir else []), "validation")
         result = train_model(recipe, train_dirs, out_dir, val_dir=val_dir, run=run, resume=resume, backend=backend)
         if run.enabled:
-            _log_trained_model(result.export_dir, run, result.steps)
+            model_id = _log_trained_model(result.export_dir, run, result.steps)
+            run.set_tags({NOTE_TAG: training_note(recipe.preset, result.steps, backend.replicas, backend.device,
+                                                  result.final_loss, result.val_accuracy,
+                                                  model_link(run.experiment_id(), model_id))})
         return result
 
 
-def _log_trained_model(export: Path, run: StepRun, steps: int) -> None:
-    """The export as the train run's logged model; one that cannot be logged now is logged by the register
-    step instead, so the trained model is not lost to a tracking hiccup."""
+def _log_trained_model(export: Path, run: StepRun, steps: int) -> str | None:
+    """The export as the train run's logged model, its id; one that cannot be logged now (None) is logged by
+    the register step instead, so the trained model is not lost to a tracking hiccup."""
     from crnn.registry import logged_model
 
     if not logged_model.can_log_models():
         log.info("the model is not logged from the train run: this MLflow client has no logged models")
-        return
+        return None
     try:
         model_id = logged_model.log_model(export, run, step=steps)
     except Exception as error:  # noqa: BLE001 - the register step logs it instead
         log.warning("the trained model was not logged (%s); the register step will log it", str(error)[:300])
-        return
+        return None
     logged_model.record(export, model_id, run.tracking_uri)
+    return model_id
 
 
 def train_on(device: str, num_devices: int, preset: str, train_dirs: Sequence[Path], out_dir: Path,
@@ -207,21 +218,13 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
                 run.log_artifact(path)
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
         report = summarise(entries)
-        run.set_tags({NOTE_TAG: _evaluation_note(entries, model_id, run)})
+        if run.enabled:
+            run.set_tags({NOTE_TAG: evaluation_note(entries, model_link(run.experiment_id(), model_id))})
         write_report(report, out_dir)
         for name in (REPORT_FILE, TABLE_FILE):
             run.log_artifact(Path(out_dir) / name)
         log.info("evaluation\n%s", format_table(report))
         return report
-
-
-def _evaluation_note(entries: Mapping[str, Mapping[str, Any]], model_id: str | None, run: StepRun) -> str:
-    """The evaluate run's description: each benchmark's score and data source, and the model scored."""
-    model = "a model not logged on this server"
-    if model_id and run.enabled:
-        experiment = run.experiment_id()
-        model = f"[{model_id}](#/experiments/{experiment}/models/{model_id})"
-    return "\n".join([*benchmark_table(entries), "", f"Scored: {model}."]) + "\n"
 
 
 def _scored_model(model_dir: Path, run: StepRun) -> str | None:

@@ -42,7 +42,7 @@ STEP_TAG = "crnn.step"
 PIPELINE_RUN_TAG = "crnn.pipeline_run_id"
 CACHED_TAG = "crnn.cached"
 OUTCOME_TAG = "crnn.outcome"  # why the parent run ended as it did
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
+GIT_COMMIT_TAG, SOURCE_NAME_TAG = "mlflow.source.git.commit", "mlflow.source.name"
 FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
@@ -447,11 +447,11 @@ def _utc(seconds: float, milliseconds: bool = False) -> str:
 
 
 def _source_tags() -> dict[str, str]:
-    """The code's commit where the run page shows it (MLflow's own tag), when it is known."""
+    """What ran, in MLflow's own tags: the run page's Source shows the name with the commit, when it is known."""
     from crnn.lineage import git_commit
 
     commit = git_commit()
-    return {} if commit == "unknown" else {GIT_COMMIT_TAG: commit}
+    return {SOURCE_NAME_TAG: "crnn"} | ({} if commit == "unknown" else {GIT_COMMIT_TAG: commit})
 
 
 def _report_delays(run: StepRun, report: OutboxReport) -> None:

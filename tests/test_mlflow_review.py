@@ -153,3 +153,13 @@ def test_the_model_version_links_its_source_run_and_model(review):
     expect(page.get_by_text("IC13 (synthetic)").first).to_be_visible()  # its scores with their data's source
     expect(page.get_by_text("Inputs (1)")).to_be_visible()  # the signature
     page.screenshot(path=shots / "model-version.png")
+
+
+def test_the_registry_list_shows_the_model_and_its_aliases_plainly(review):
+    launched, server, _, _, shots = review
+    page = open_page(launched, f"{server.url}/#/models", "text=Registered Models")
+    row = page.locator("tr, [role=row]", has_text="candidate").first
+    expect(row).to_contain_text("crnn")
+    expect(page.get_by_text("```")).to_have_count(0)  # a description's first line, never a code fence
+    expect(page.get_by_text("gate-lock")).to_have_count(0)  # the gate's lock is gone once it decided
+    page.screenshot(path=shots / "registry.png")

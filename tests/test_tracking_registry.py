@@ -107,6 +107,11 @@ def test_the_model_the_train_run_logs_is_the_one_scored_and_registered(sqlite_tr
     assert {(m.key, m.dataset_name, m.run_id) for m in model.metrics} == {
         (key, "IC13", runs["evaluate-IC13"].info.run_id) for key in ("accuracy/IC13", "ned/IC13")}
     assert [m.dataset_digest for m in model.metrics] == [manifest_sha256(converted_dir / "IC13" / "test")[:16]] * 2
+    # Each run's description says what it did and links the model's page.
+    link = f"[{model_id}](#/experiments/{model.experiment_id}/models/{model_id})"
+    assert runs["train"].data.tags["mlflow.note.content"].startswith("Trained the `tiny` preset for 6 steps")
+    assert f"Logged model: {link}" in runs["train"].data.tags["mlflow.note.content"]
+    assert f"Scored model: {link}" in runs["evaluate-IC13"].data.tags["mlflow.note.content"]
     evaluate_run = client.get_run(runs["evaluate-IC13"].info.run_id)  # a search leaves the models out
     assert [i.model_id for i in evaluate_run.inputs.model_inputs] == [model_id]
     # The Logged models and Datasets of the train run and of the pipeline's parent run.

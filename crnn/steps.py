@@ -145,7 +145,7 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
             model_id = _log_trained_model(result.export_dir, run, result.steps)
             run.set_tags({NOTE_TAG: training_note(recipe.preset, result.steps, backend.replicas, backend.device,
                                                   result.final_loss, result.val_accuracy,
-                                                  model_link(run.experiment_id(), model_id))})
+                                                  model_link(run.experiment_id, model_id))})
         return result
 
 
@@ -219,7 +219,7 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
         report = summarise(entries)
         if run.enabled:
-            run.set_tags({NOTE_TAG: evaluation_note(entries, model_link(run.experiment_id(), model_id))})
+            run.set_tags({NOTE_TAG: evaluation_note(entries, model_link(run.experiment_id, model_id))})
         write_report(report, out_dir)
         for name in (REPORT_FILE, TABLE_FILE):
             run.log_artifact(Path(out_dir) / name)

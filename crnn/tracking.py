@@ -78,19 +78,17 @@ class StepRun:
     """
 
     def __init__(self, run_id: str | None = None, tracking_uri: str | None = None,
-                 parent_run_id: str | None = None, outbox: Outbox | None = None):
+                 parent_run_id: str | None = None, outbox: Outbox | None = None, experiment_id: str | None = None):
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
+        self.experiment_id = experiment_id  # known where the run is made: asking later needs the server
         self._mlflow = _client(tracking_uri) if run_id else None
         self.outbox = outbox
 
     @property
     def enabled(self) -> bool:
         return self._mlflow is not None
-
-    def experiment_id(self) -> str:
-        return self._mlflow.get_run(self.run_id).info.experiment_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._post(Batch(params={key: str(value)[:_MAX_PARAM_LENGTH] for key, value in params.items()}))
@@ -152,11 +150,17 @@ class StepRun:
             self._mlflow.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_model_input(self, model_id: str) -> None:
-        """The logged model this run used (the evaluate runs: the model they scored)."""
-        if self.enabled:
-            from mlflow.entities import LoggedModelInput
+        """The logged model this run used (the evaluate runs: the model they scored). Sent at once; a server
+        that cannot take it costs the link, not the step."""
+        if not self.enabled:
+            return
+        from mlflow.entities import LoggedModelInput
+        from mlflow.exceptions import MlflowException
 
+        try:
             self._mlflow.log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
+        except MlflowException as error:
+            log.warning("run %s: the model it used was not logged: %s", self.run_id, str(error)[:300])
 
     def log_datasets(self, splits: Mapping[str, tuple[Path, str]], context: str) -> None:
         """The converted splits the step reads, as dataset inputs of its run and of the pipeline's parent run
@@ -374,9 +378,9 @@ def step_run(step: str, tracking: Tracking | None = None, spool_dir: Path | None
     if not tracking_uri:
         yield StepRun()
         return
-    run_id = _create_step_run(tracking_uri, parent_run_id, step, tracking.experiment,
-                              start_ms=int(span[0] * 1000) if span else None)
-    run = StepRun(run_id, tracking_uri, parent_run_id)
+    run_id, experiment_id = _create_step_run(tracking_uri, parent_run_id, step, tracking.experiment,
+                                             start_ms=int(span[0] * 1000) if span else None)
+    run = StepRun(run_id, tracking_uri, parent_run_id, experiment_id=experiment_id)
     spool = Path(spool_dir or Path(tempfile.gettempdir()) / "crnn-tracking") / f"{run_id}.jsonl"
     run.outbox = Outbox(run.send, spool, retry_seconds=_RETRY_SECONDS)
     started = time.monotonic()
@@ -420,8 +424,9 @@ def log_step_records(folders: Sequence[Path], tracking: Tracking) -> list[str]:
 
 
 def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, experiment: str,
-                     start_ms: int | None = None) -> str:
-    """The step's run; a server that cannot be reached stops the step here, before it does any work."""
+                     start_ms: int | None = None) -> tuple[str, str]:
+    """The step's run and its experiment's ids; a server that cannot be reached stops the step here, before it
+    does any work."""
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
@@ -432,8 +437,9 @@ def _create_step_run(tracking_uri: str, parent_run_id: str | None, step: str, ex
         else:
             experiment_id, tags = ensure_experiment(tracking_uri, experiment), {STEP_TAG: step}
         start_ms = start_ms if start_ms is not None else int(time.time() * 1000)  # the tag's and the run's
-        return client.create_run(experiment_id, start_time=start_ms, run_name=step, tags=tags | _source_tags()
-                                 | {STARTED_AT_TAG: _utc(start_ms / 1000, milliseconds=True)}).info.run_id
+        run = client.create_run(experiment_id, start_time=start_ms, run_name=step, tags=tags | _source_tags()
+                                | {STARTED_AT_TAG: _utc(start_ms / 1000, milliseconds=True)})
+        return run.info.run_id, experiment_id
     except MlflowException as error:
         if is_rejection(error):
             raise

@@ -3,6 +3,7 @@ parent run, the training charts, an evaluate run, the logged model and the regis
 what a reviewer must find there, each page's screenshot kept (``$CRNN_TEST_ARTIFACTS/mlflow-review``, by default
 ``outputs/test-artifacts/mlflow-review``; ``make review-screenshots`` copies two into docs/images/)."""
 
+import json
 import re
 
 import pytest
@@ -49,15 +50,18 @@ def _cells(page, column: str) -> dict[int, str]:
 def test_the_pipeline_runs_view_shows_time_and_accuracy_as_columns(review):
     launched, server, runs, _, shots = review
     parent = runs["parent"]
-    assert SHARED_VIEW_TAG_PREFIX + PIPELINE_RUNS_VIEW in MlflowClient(server.url).get_experiment(
-        parent.info.experiment_id).tags
+    view = MlflowClient(server.url).get_experiment(parent.info.experiment_id).tags[
+        SHARED_VIEW_TAG_PREFIX + PIPELINE_RUNS_VIEW]
+    wanted = ["duration", "attributes.`Version`", "metrics.`pipeline_time_s`", "metrics.`accuracy/average`"]
+    assert json.loads(json.loads(view)["state"])["columnOrder"][:4] == wanted
     page = open_page(launched, f"{server.url}/{pipeline_runs_link(parent.info.experiment_id)}",
                      f"text={parent.info.run_name}")
     expect(page.locator("[col-id='metrics.`accuracy/average`']").first).to_be_visible()
+    # As shown, left to right: ag-grid's DOM order is the order it rendered the cells in, not theirs on screen.
     headers = page.evaluate("[...document.querySelectorAll('[role=columnheader][col-id]')]"
+                            ".sort((a, b) => a.getBoundingClientRect().left - b.getBoundingClientRect().left)"
                             ".map(header => header.getAttribute('col-id'))")
     # Duration, the commit, the pipeline's time, then the accuracies: in that order, without opening a menu.
-    wanted = ["duration", "attributes.`Version`", "metrics.`pipeline_time_s`", "metrics.`accuracy/average`"]
     assert [column for column in headers if column in wanted] == wanted
     assert {"metrics.`accuracy/HeldOut`", "metrics.`accuracy/IIIT5K`"} <= set(headers)
     names = _cells(page, "attributes.`Run Name`")

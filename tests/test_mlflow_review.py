@@ -103,6 +103,7 @@ def test_the_parent_run_says_where_each_score_came_from(review):
     version = parent.data.tags["crnn.model_version"]
     expect(page.locator(f"a[href='#/models/crnn/versions/{version}']").first).to_be_visible()
     expect(page.get_by_text("mjsynth/train").first).to_be_visible()  # the Datasets panel
+    expect(page.locator(f"a[href*='/models/{model_id}']").first).to_be_visible()  # its Logged models
     page.screenshot(path=shots / "parent-run.png", full_page=True)
 
 

@@ -64,6 +64,13 @@ def test_every_step_runs_on_its_own(tmp_path, sqlite_tracking):
          "--out", tmp_path / "champion", "--tracking-uri", sqlite_tracking)
     by_uri = json.loads((tmp_path / "champion" / "report.json").read_text())
     assert by_uri["benchmarks"]["SVT"]["accuracy"] == report["benchmarks"]["SVT"]["accuracy"]
+    # Its scores are linked to the model the champion was registered from (the model's page lists them).
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_tracking)
+    champion = client.get_model_version_by_alias("crnn", "champion").source.removeprefix("models:/")
+    assert [(m.key, m.dataset_name) for m in client.get_logged_model(champion).metrics
+            if m.key.startswith("accuracy/")] == [("accuracy/SVT", "SVT")]
 
     from crnn.model.export import Recognizer
 

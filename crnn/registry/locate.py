@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from crnn.model.export import MODEL_FILE, WEIGHTS_FILE, saved_model_file
+from crnn.registry.logged_model import record
 from crnn.registry.pyfunc import EXPORT_ARTIFACT
 
 _URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -39,9 +40,30 @@ def local_export(model: str | Path, tracking_uri: str | None = None, download_to
     dest = Path(download_to or tempfile.mkdtemp(prefix="crnn-model-"))
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(dest))
+        model_id = _logged_model_named(model, tracking_uri) if tracking_uri else None
     except MlflowException as error:
         raise ValueError(f"{model}: cannot fetch the model: {error.message}") from error
-    return _export_inside(Path(local), model)
+    export = _export_inside(Path(local), model)
+    if model_id:  # our own copy: what scores it can be linked to the model it came from
+        record(export, model_id, tracking_uri)
+    return export
+
+
+def _logged_model_named(uri: str, tracking_uri: str) -> str | None:
+    """The logged model (MLflow 3) a ``models:/`` URI names: ``models:/<model id>`` itself, or the model a
+    registered version (``models:/crnn/3``, ``models:/crnn@champion``) was registered from."""
+    if not uri.startswith("models:/"):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    if not version and not alias:
+        return name if name.startswith("m-") else None
+    client = MlflowClient(tracking_uri)
+    found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    source = found.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
 def _export_inside(path: Path, named: str) -> Path:

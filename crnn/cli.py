@@ -206,7 +206,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _add_register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("register", help="log the model to MLflow and register a version")
+    p = commands.add_parser("register", help="register the model (logging it first where training did not) as a "
+                            "version in MLflow's registry, and gate it")
     p.add_argument("--model", type=Path, required=True, help="an exported model folder")
     p.add_argument("--report", type=Path, action="append", required=True, help="report.json (repeatable)")
     p.add_argument("--name", default=DEFAULT_MODEL_NAME)

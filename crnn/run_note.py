@@ -16,6 +16,7 @@ from crnn.run_views import steps_link
 NOTE_TAG = "mlflow.note.content"
 SYNTHETIC_TAG_PREFIX = "crnn.synthetic/"  # a benchmark whose data was rendered, not the real dataset's
 MANIFEST_TAG_PREFIX = "crnn.manifest_sha256/"  # the converted benchmark split a score was taken on
+DATASET_DIGEST_LENGTH = 16  # of a manifest's sha256, as the descriptions and MLflow's Datasets panel show it
 
 
 def run_link(experiment_id: str, run_id: str, text: str) -> str:
@@ -25,8 +26,8 @@ def run_link(experiment_id: str, run_id: str, text: str) -> str:
 
 def data_source(synthetic: bool, manifest_sha256: str) -> str:
     """Where a benchmark's data came from, as every score's page says it: rendered or the dataset itself, and
-    the converted split's manifest digest (its first 12 digits)."""
-    return f"{'synthetic' if synthetic else 'dataset'}, manifest {manifest_sha256[:12]}"
+    the converted split's manifest digest (as the Datasets panel shows it)."""
+    return f"{'synthetic' if synthetic else 'dataset'}, manifest {manifest_sha256[:DATASET_DIGEST_LENGTH]}"
 
 
 def benchmark_table(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -41,11 +42,9 @@ def benchmark_table(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def model_link(experiment_id: str, model_id: str | None) -> str:
-    """The logged model's page, or a plain word where the model was not logged on this server."""
-    if not model_id:
-        return "not logged on this server"
-    return f"[{model_id}](#/experiments/{experiment_id}/models/{model_id})"
+def model_link(experiment_id: str, model_id: str | None, missing: str) -> str:
+    """The logged model's page, or ``missing`` (why there is none)."""
+    return f"[{model_id}](#/experiments/{experiment_id}/models/{model_id})" if model_id else missing
 
 
 def training_note(preset: str, steps: int, replicas: int, device: str, final_loss: float,

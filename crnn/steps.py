@@ -35,6 +35,7 @@ from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import DEFAULT_MIN_AVERAGE, Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
 from crnn.run_note import (
+    DATASET_DIGEST_LENGTH,
     MANIFEST_TAG_PREFIX,
     NOTE_TAG,
     SYNTHETIC_TAG_PREFIX,
@@ -42,12 +43,14 @@ from crnn.run_note import (
     model_link,
     training_note,
 )
-from crnn.tracking import DATASET_DIGEST_LENGTH, StepRun, Tracking, step_run
+from crnn.tracking import StepRun, Tracking, step_run
 
 if TYPE_CHECKING:  # TensorFlow loads only in the steps that train
     from crnn.train.devices import Backend
 
 log = logging.getLogger(__name__)
+
+_REACHABLE_SECONDS = 10.0  # how long the train step waits for its queued values before logging the model
 
 
 
@@ -145,7 +148,8 @@ def train(recipe: Recipe, train_dirs: Sequence[Path], out_dir: Path, val_dir: Pa
             model_id = _log_trained_model(result.export_dir, run, result.steps)
             run.set_tags({NOTE_TAG: training_note(recipe.preset, result.steps, backend.replicas, backend.device,
                                                   result.final_loss, result.val_accuracy,
-                                                  model_link(run.experiment_id, model_id))})
+                                                  model_link(run.experiment_id, model_id,
+                                                             "none yet, the register step logs it"))})
         return result
 
 
@@ -157,12 +161,17 @@ def _log_trained_model(export: Path, run: StepRun, steps: int) -> str | None:
     if not logged_model.can_log_models():
         log.info("the model is not logged from the train run: this MLflow client has no logged models")
         return None
+    # Training never waits on the server: one that is not taking the run's values now is not asked to take
+    # a model (each of MLflow's calls would retry for minutes).
+    if run.outbox is not None and not run.outbox.flush(_REACHABLE_SECONDS):
+        log.warning("the tracking server is not taking this run's values; the register step will log the model")
+        return None
     try:
         model_id = logged_model.log_model(export, run, step=steps)
     except Exception as error:  # noqa: BLE001 - the register step logs it instead
         log.warning("the trained model was not logged (%s); the register step will log it", str(error)[:300])
         return None
-    logged_model.record(export, model_id, run.tracking_uri)
+    logged_model.record(export, model_id)
     return model_id
 
 
@@ -209,7 +218,8 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
             errors = ErrorTables.of(result, recognizer.charset)
             entries[bench] = benchmark_entry(result, data_dir, errors)
             run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned},
-                            model_id=model_id, dataset=(bench, digests[bench][:DATASET_DIGEST_LENGTH]))
+                            model_id=model_id,
+                            dataset=(bench, digests[bench][:DATASET_DIGEST_LENGTH]) if model_id else None)
             run.log_metrics({f"images_per_sec/{bench}": round(result.images_per_sec, 1)})
             run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"],
                             f"num_samples/{bench}": result.score.num_samples,
@@ -219,7 +229,8 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
             log.info("%s: %d images at %.0f images/s", bench, result.score.num_samples, result.images_per_sec)
         report = summarise(entries)
         if run.enabled:
-            run.set_tags({NOTE_TAG: evaluation_note(entries, model_link(run.experiment_id, model_id))})
+            model = model_link(run.experiment_id, model_id, "one not logged on this tracking server")
+            run.set_tags({NOTE_TAG: evaluation_note(entries, model)})
         write_report(report, out_dir)
         for name in (REPORT_FILE, TABLE_FILE):
             run.log_artifact(Path(out_dir) / name)
@@ -229,10 +240,16 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
 
 def _scored_model(model_dir: Path, run: StepRun) -> str | None:
     """The logged model the evaluation scores, named on the run (its scores are linked to it); None when the
-    model was not logged on this run's server."""
+    model was not logged on this run's server, or the server cannot say (the scores go in unlinked)."""
+    from mlflow.exceptions import MlflowException
+
     from crnn.registry.logged_model import logged_model_id
 
-    model_id = logged_model_id(model_dir, run.tracking_uri) if run.enabled else None
+    try:
+        model_id = logged_model_id(model_dir, run.tracking_uri) if run.enabled else None
+    except MlflowException as error:
+        log.warning("the scores are not linked to the model: %s", str(error)[:300])
+        return None
     if model_id:
         run.log_model_input(model_id)
     return model_id

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from crnn.outbox import Batch, Outbox, OutboxReport, is_rejection, read_spool
-from crnn.run_note import NOTE_TAG, pipeline_note
+from crnn.run_note import DATASET_DIGEST_LENGTH, NOTE_TAG, pipeline_note
 from crnn.run_views import (
     PIPELINE_RUNS_VIEW,
     SHARED_VIEW_TAG_PREFIX,
     STARTED_AT_TAG,
+    VIEW_RUNS,
     metric_order,
     pipeline_runs_view,
 )
@@ -47,7 +48,6 @@ FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
 _MAX_PARAM_LENGTH = 6000
-DATASET_DIGEST_LENGTH = 16  # of the manifest's sha256: MLflow shows a dataset's digest beside its name
 _RETRY_SECONDS = 2.0  # between attempts while the tracking server is away
 
 
@@ -109,7 +109,7 @@ class StepRun:
         from mlflow.entities import Metric, Param, RunTag
 
         if batch.metrics or batch.params or batch.tags:
-            self._mlflow.log_batch(self.run_id, metrics=[Metric(*m) for m in batch.metrics],
+            self._mlflow.log_batch(self.run_id, metrics=[_metric(Metric, m) for m in batch.metrics],
                                    params=[Param(k, v) for k, v in batch.params.items()],
                                    tags=[RunTag(k, v) for k, v in batch.tags.items()])
         if batch.status:
@@ -181,6 +181,15 @@ class StepRun:
                 self._mlflow.log_inputs(run_id, datasets=inputs)
         except MlflowException as error:
             log.warning("run %s: its datasets were not logged: %s", self.run_id, str(error)[:300])
+
+
+def _metric(metric_type: Any, value: Sequence[Any]) -> Any:
+    """An MLflow Metric from a Batch's tuple; the model and dataset it is linked to, when there are any, by
+    name (MLflow 2's Metric has no such fields, and none is linked there)."""
+    key, number, timestamp, step, *linked = value
+    names = ("model_id", "dataset_name", "dataset_digest")
+    return metric_type(key, number, timestamp, step,
+                       **{name: field for name, field in zip(names, linked) if field is not None})
 
 
 def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
@@ -256,10 +265,10 @@ def end_pipeline_run(tracking_uri: str, pipeline_run_id: str, experiment: str = 
     log.info("pipeline run %s: %s (%s)", pipeline_run_id, status, reason)
     _log_times(client, parent, children)
     parent = client.get_run(run_id)
-    _save_runs_view(client, parent, children)
     client.set_tag(run_id, NOTE_TAG, pipeline_note(parent, children))
     client.set_tag(run_id, OUTCOME_TAG, reason)
     client.set_terminated(run_id, status)
+    _save_runs_view(client, parent, children)
     return run_id
 
 
@@ -278,11 +287,22 @@ def _log_times(client: Any, parent: Any, children: Sequence[Any]) -> None:
 
 
 def _save_runs_view(client: Any, parent: Any, children: Sequence[Any]) -> None:
-    """The experiment's saved view of pipeline runs (``crnn.run_views``), with this run's columns first."""
+    """The experiment's saved view of pipeline runs (``crnn.run_views``): the metrics of its latest pipeline
+    runs as columns, this run's steps in the order they ran. Made from those runs each time, so two pipeline
+    runs ending together write the same view, and its size is bounded. A view that cannot be written costs
+    the view, not the run."""
+    from mlflow.exceptions import MlflowException
+
     steps = [child.data.tags.get(STEP_TAG, "") for child in sorted(children, key=lambda run: run.info.start_time)]
-    experiment_id, key = parent.info.experiment_id, SHARED_VIEW_TAG_PREFIX + PIPELINE_RUNS_VIEW
-    earlier = client.get_experiment(experiment_id).tags.get(key)
-    client.set_experiment_tag(experiment_id, key, pipeline_runs_view(metric_order(parent.data.metrics, steps), earlier))
+    experiment_id = parent.info.experiment_id
+    try:
+        latest = client.search_runs([experiment_id], f"tags.`{STEP_TAG}` = 'pipeline'", max_results=VIEW_RUNS,
+                                    order_by=["attributes.start_time DESC"])
+        keys = {key for run in [parent, *latest] for key in run.data.metrics}
+        client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + PIPELINE_RUNS_VIEW,
+                                  pipeline_runs_view(metric_order(keys, steps)))
+    except MlflowException as error:
+        log.warning("the saved view of pipeline runs was not updated: %s", str(error)[:300])
 
 
 def pipeline_outcome(children: Sequence[Any], final_step: str = "register") -> tuple[str, str]:

@@ -17,8 +17,8 @@ ARTIFACTS_ENV = "CRNN_TEST_ARTIFACTS"  # where tests leave what a person looks a
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 VIEWPORT = {"width": 1800, "height": 1000}
-# MLflow 3.17's UI opens its assistant panel on a first visit from loopback, over a quarter of the page; the
-# keys are its local-storage flags (mlflow/server/js/build, "mlflow.assistant.panelOpen").
+# MLflow 3.17's UI opens its assistant panel over the page on a first visit from loopback; these are its
+# local-storage flags (mlflow/server/js/build, "mlflow.assistant.panelOpen"), set as a returning user has them.
 _CLOSED_ASSISTANT = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
                      "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
 

@@ -8,12 +8,14 @@ import re
 
 import pytest
 from mlflow.tracking import MlflowClient
+from playwright.sync_api import expect
 
 from crnn.run_views import PIPELINE_RUNS_VIEW, SHARED_VIEW_TAG_PREFIX, pipeline_runs_link
 from tests.browser import artifacts_dir, browser, open_page
 
 pytestmark = pytest.mark.pipeline
-expect = pytest.importorskip("playwright.sync_api").expect
+# The UI fills its panels one request after another, slower on 2 loaded cores than Playwright's 5 s default.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +35,13 @@ def _run_url(server, run, tab: str = "") -> str:
     return f"{server.url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}{tab}"
 
 
-def _seconds(duration: str) -> float:
-    """The runs table's duration ("114ms", "5.2s", "1.3min", "2.0h") in seconds."""
+def _seconds(duration: str) -> tuple[float, float]:
+    """The runs table's duration ("114ms", "5.2s", "1.3min", "2.0h") in seconds, and half its last digit's
+    worth: how far from the run's span it may be."""
     value, unit = re.fullmatch(r"([\d.]+)\s*(ms|s|min|h)", duration.strip()).groups()
-    return float(value) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600}[unit]
+    scale = {"ms": 0.001, "s": 1, "min": 60, "h": 3600}[unit]
+    decimals = len(value.partition(".")[2])
+    return float(value) * scale, scale * 10 ** -decimals / 2 + 0.001
 
 
 def _cells(page, column: str) -> dict[int, str]:
@@ -82,11 +87,14 @@ def test_the_steps_are_listed_in_the_order_they_ran_with_their_durations(review)
     steps = [runs[name] for name in names]
     starts = [run.info.start_time for run in steps]
     assert starts == sorted(starts)  # (the evaluate tasks start together: their own order is the clock's)
-    assert names[0] == "download" and names[3] == "train" and names[-1] == "register"
+    assert names[0] == "download" and names[-1] == "register"
+    assert names.index("convert-merge") < names.index("train") < min(
+        index for index, name in enumerate(names) if name.startswith("evaluate-"))
     durations = _cells(page, "duration")
-    for row, run in enumerate(steps):  # the run's span, shown to a tenth of a second, holds the step's own time
+    for row, run in enumerate(steps):  # the run's span, as the table rounds it, holds the step's own time
         span = (run.info.end_time - run.info.start_time) / 1000
-        assert _seconds(durations[row]) == pytest.approx(span, abs=0.051), run.info.run_name
+        shown, tolerance = _seconds(durations[row])
+        assert shown == pytest.approx(span, abs=tolerance), run.info.run_name
         assert span >= run.data.metrics["step_time_s"] - 0.01, run.info.run_name
     page.screenshot(path=shots / "steps.png")
 
@@ -99,7 +107,7 @@ def test_the_parent_run_says_where_each_score_came_from(review):
     description = page.locator("table").first
     heldout = parent.data.tags["crnn.manifest_sha256/HeldOut"]
     expect(description).to_contain_text("HeldOut (synthetic)")
-    expect(description).to_contain_text(f"synthetic, manifest {heldout[:12]}")
+    expect(description).to_contain_text(f"synthetic, manifest {heldout[:16]}")
     version = parent.data.tags["crnn.model_version"]
     expect(page.locator(f"a[href='#/models/crnn/versions/{version}']").first).to_be_visible()
     expect(page.get_by_text("mjsynth/train").first).to_be_visible()  # the Datasets panel
@@ -119,7 +127,6 @@ def test_the_train_run_charts_start_with_the_training_curves_and_hold_a_validati
     expect(card.locator("path.point")).to_have_count(len(history))
     for key in ("loss", "learning_rate", "val_loss"):
         expect(page.locator("[data-testid=experiment-view-compare-runs-card]", has_text=key).first).to_be_visible()
-    assert not page.get_by_text("precision_probe_ms").count()  # one-off timings are parameters, not charts
     page.screenshot(path=shots / "train-charts.png")
 
 
@@ -129,7 +136,7 @@ def test_an_evaluate_run_names_the_model_it_scored_and_its_data(review):
     page = open_page(launched, _run_url(server, evaluate), "text=Description")
     manifest = evaluate.data.params["manifest_sha256/SVT"]
     expect(page.locator("table").first).to_contain_text("SVT (synthetic)")
-    expect(page.locator("table").first).to_contain_text(f"synthetic, manifest {manifest[:12]}")
+    expect(page.locator("table").first).to_contain_text(f"synthetic, manifest {manifest[:16]}")
     expect(page.locator(f"a[href*='/models/{model_id}']").first).to_be_visible()
     expect(page.get_by_text(f"SVT ({manifest[:16]})").first).to_be_visible()  # the Datasets panel
     page.screenshot(path=shots / "evaluate-run.png", full_page=True)

@@ -523,8 +523,8 @@ def test_register_killed_while_logging_the_model_registers_one_version(trained_r
     verdict = decision.as_tags()["gate.decision"]
     named = ", ".join(f"{alias} -> version {number}" for alias, number in sorted(aliases.items()))
     reliability(
-        "process", "`crnn register --pipeline-run-id ID` SIGKILLed once it had started logging the model "
-        "(its logged model created); the same command run again",
+        "process", "`crnn register --pipeline-run-id ID` of an export the train run did not log, SIGKILLed once "
+        "it had started logging the model (its logged model created); the same command run again",
         f"{at_kill} version(s) existed at the kill; the rerun "
         f"{'reused' if reused else 'logged the model again and registered'} version {version.version}: exactly "
         f"{len(versions)} version for the pipeline run, "

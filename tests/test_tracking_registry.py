@@ -238,3 +238,21 @@ def test_a_retried_register_of_one_pipeline_run_makes_no_second_version(sqlite_t
     assert sorted(v.version for v in versions) == [1, 2]
     assert {v.tags["pipeline_run_id"] for v in versions} == {"job-9", "job-10"}
     assert versions[0].tags["git_commit"]  # the lineage went in with the version
+
+
+def test_a_spooled_score_replays_linked_to_its_model(sqlite_tracking, tmp_path):
+    """A score held through an outage keeps its link to the model and dataset it was taken for."""
+    from crnn.outbox import Batch
+    from crnn.tracking import replay_spool
+
+    client = MlflowClient(sqlite_tracking)
+    experiment = client.create_experiment("replay")
+    run = client.create_run(experiment)
+    model = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
+    spool = tmp_path / f"{run.info.run_id}.jsonl"
+    linked = ("accuracy/SVT", 0.5, 1000, 0, model.model_id, "SVT", "0123456789abcdef")
+    spool.write_text(Batch(metrics=[linked, ("loss", 1.0, 1000, 0)]).to_json() + "\n")
+    assert replay_spool(spool, sqlite_tracking) == 2
+    assert [(m.key, m.value, m.dataset_name, m.dataset_digest) for m in client.get_logged_model(model.model_id).metrics
+            ] == [("accuracy/SVT", 0.5, "SVT", "0123456789abcdef")]
+    assert client.get_run(run.info.run_id).data.metrics == {"accuracy/SVT": 0.5, "loss": 1.0}

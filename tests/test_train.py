@@ -127,7 +127,8 @@ def test_auto_precision_is_the_fastest_measured_here_and_says_so(converted_dir, 
                          tmp_path, run=run)
     probe = {key: float(value) for key, value in run.params.items() if key.startswith("precision_probe_ms/")}
     assert set(probe) == {f"precision_probe_ms/{name}" for name in AUTO_CANDIDATES}
-    assert run.tags["crnn.precision"] == min(AUTO_CANDIDATES, key=lambda name: probe[f"precision_probe_ms/{name}"])
+    # The faster, to the tenth of a millisecond the parameters keep.
+    assert probe[f"precision_probe_ms/{run.tags['crnn.precision']}"] <= min(probe.values()) + 0.05
     assert not [values for _, values in run.metrics if "precision_probe_ms/float32" in values]  # no lone points
     assert result.steps == 2
     elsewhere = RecordingRun()

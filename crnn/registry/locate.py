@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 from crnn.model.export import MODEL_FILE, WEIGHTS_FILE, saved_model_file
 from crnn.registry.logged_model import record
 from crnn.registry.pyfunc import EXPORT_ARTIFACT
+
+log = logging.getLogger(__name__)
 
 _URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -40,28 +43,36 @@ def local_export(model: str | Path, tracking_uri: str | None = None, download_to
     dest = Path(download_to or tempfile.mkdtemp(prefix="crnn-model-"))
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(dest))
-        model_id = _logged_model_named(model, tracking_uri) if tracking_uri else None
     except MlflowException as error:
         raise ValueError(f"{model}: cannot fetch the model: {error.message}") from error
     export = _export_inside(Path(local), model)
+    model_id = _logged_model_named(model, tracking_uri) if tracking_uri else None
     if model_id:  # our own copy: what scores it can be linked to the model it came from
-        record(export, model_id, tracking_uri)
+        record(export, model_id)
     return export
 
 
 def _logged_model_named(uri: str, tracking_uri: str) -> str | None:
     """The logged model (MLflow 3) a ``models:/`` URI names: ``models:/<model id>`` itself, or the model a
-    registered version (``models:/crnn/3``, ``models:/crnn@champion``) was registered from."""
+    registered version (``models:/crnn/3``, ``models:/crnn@champion``) was registered from; None for other
+    forms (``models:/crnn/latest``, a stage) or where the registry cannot say: the link is a nicety."""
     if not uri.startswith("models:/"):
         return None
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     name, _, version = uri.removeprefix("models:/").partition("/")
     name, _, alias = name.partition("@")
     if not version and not alias:
         return name if name.startswith("m-") else None
+    if not alias and not version.isdigit():
+        return None
     client = MlflowClient(tracking_uri)
-    found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as error:
+        log.warning("%s: its logged model is not known (%s); scores go in unlinked", uri, str(error)[:200])
+        return None
     source = found.source or ""
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 

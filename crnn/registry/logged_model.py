@@ -13,14 +13,17 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crnn.config import RECIPE_FILE, Recipe
 from crnn.files import write_json
-from crnn.tracking import StepRun
+
+if TYPE_CHECKING:
+    from crnn.tracking import StepRun
 
 log = logging.getLogger(__name__)
 
-LOGGED_MODEL_FILE = "logged_model.json"  # beside an export: {"model_id": ..., "tracking_uri": ...}
+LOGGED_MODEL_FILE = "logged_model.json"  # beside an export: {"model_id": ...}
 MODEL_NAME = "model"  # the logged model's name in its run
 
 
@@ -36,6 +39,7 @@ def log_model(export_dir: Path, run: StepRun, step: int = 0) -> str:
     model id. A model whose files did not all arrive is marked FAILED."""
     import mlflow
     from mlflow.entities import LoggedModelOutput
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     import crnn
@@ -43,8 +47,9 @@ def log_model(export_dir: Path, run: StepRun, step: int = 0) -> str:
 
     client = MlflowClient(run.tracking_uri)
     params = {key: str(value) for key, value in Recipe.load(Path(export_dir) / RECIPE_FILE).flat_params().items()}
-    model = client.create_logged_model(client.get_run(run.run_id).info.experiment_id, name=MODEL_NAME,
-                                       source_run_id=run.run_id, params=params, model_type="crnn")
+    experiment_id = run.experiment_id or client.get_run(run.run_id).info.experiment_id
+    model = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run.run_id, params=params,
+                                       model_type="crnn")
     mlflow.set_tracking_uri(run.tracking_uri)
     try:
         mlflow.pyfunc.log_model(
@@ -57,19 +62,23 @@ def log_model(export_dir: Path, run: StepRun, step: int = 0) -> str:
         with contextlib.suppress(Exception):  # the server may be what failed: the model then stays PENDING
             client.finalize_logged_model(model.model_id, "FAILED")
         raise
-    for run_id in filter(None, (run.run_id, run.parent_run_id)):  # the UI's Logged models, on both runs
-        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
+    try:  # the UI's Logged models, on both runs: without them the model is whole all the same
+        for run_id in filter(None, (run.run_id, run.parent_run_id)):
+            client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
+    except MlflowException as error:
+        log.warning("model %s is logged, but not listed as its runs' output: %s", model.model_id, str(error)[:300])
     log.info("logged the model as %s in run %s", model.model_id, run.run_id)
     return model.model_id
 
 
-def record(export_dir: Path, model_id: str, tracking_uri: str) -> None:
+def record(export_dir: Path, model_id: str) -> None:
     """Writes which model ``export_dir`` was logged as beside it, for the steps that read the export."""
-    write_json(Path(export_dir) / LOGGED_MODEL_FILE, {"model_id": model_id, "tracking_uri": tracking_uri})
+    write_json(Path(export_dir) / LOGGED_MODEL_FILE, {"model_id": model_id})
 
 
 def logged_model_id(export_dir: Path, tracking_uri: str | None) -> str | None:
-    """The id of the LoggedModel ``export_dir`` was logged as, if that model is on ``tracking_uri``'s server."""
+    """The id of the LoggedModel ``export_dir`` was logged as, if that model is on ``tracking_uri``'s server
+    (None if it is not); a server that cannot say is an error, not a reason to log the model again."""
     path = Path(export_dir) / LOGGED_MODEL_FILE
     if not tracking_uri or not path.is_file() or not can_log_models():
         return None
@@ -79,7 +88,9 @@ def logged_model_id(export_dir: Path, tracking_uri: str | None) -> str | None:
     model_id = json.loads(path.read_text())["model_id"]
     try:
         MlflowClient(tracking_uri).get_logged_model(model_id)
-    except MlflowException:
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         log.info("%s: model %s is not on %s", path, model_id, tracking_uri)
         return None
     return model_id

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
 
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+
 EXPORT_ARTIFACT = "export"
 
 
-def signature():
+def signature() -> ModelSignature:
     """Encoded image bytes in, text out; the column is unnamed, so that a plain list of bytes passes."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema

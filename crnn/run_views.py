@@ -25,7 +25,7 @@ SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 # the steps flat, in the order they ran; sorted by creation time it nests them, collapsed, under the pipeline's run.
 STARTED_AT_TAG = "crnn.started_at"
 PIPELINE_RUNS_VIEW = "crnn-pipeline-runs"
-_PIPELINE_RUNS_FILTER = "tags.`crnn.step` = 'pipeline'"
+PIPELINE_RUNS_FILTER = "tags.`crnn.step` = 'pipeline'"  # the pipeline runs, not their steps
 _COMMIT_COLUMN = "attributes.`Version`"  # the code's commit (mlflow.source.git.commit)
 VIEW_RUNS = 20  # the latest pipeline runs whose metrics make the view's columns
 
@@ -58,7 +58,7 @@ def pipeline_runs_view(metric_keys: Sequence[str]) -> str:
     """The saved view's tag value, with ``metric_keys`` as columns in that order."""
     widths = {f"metrics.`{key}`": _width(key) for key in metric_keys}
     columns = list(widths)
-    state = {"searchFilter": _PIPELINE_RUNS_FILTER, "orderByKey": "attributes.start_time", "orderByAsc": False,
+    state = {"searchFilter": PIPELINE_RUNS_FILTER, "orderByKey": "attributes.start_time", "orderByAsc": False,
              "selectedColumns": [_COMMIT_COLUMN, *columns], "runsHiddenMode": "SHOW_ALL",
              # The order lists Duration, which is always shown: an order without it hides it.
              "columnOrder": ["duration", _COMMIT_COLUMN, *columns], "columnWidths": widths}

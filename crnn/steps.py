@@ -35,7 +35,6 @@ from crnn.model.export import EXPORT_DIR
 from crnn.registry.gate import DEFAULT_MIN_AVERAGE, Decision, GateRule
 from crnn.registry.register import DEFAULT_MODEL_NAME, gate_and_alias, register_model
 from crnn.run_note import (
-    DATASET_DIGEST_LENGTH,
     MANIFEST_TAG_PREFIX,
     NOTE_TAG,
     SYNTHETIC_TAG_PREFIX,
@@ -218,8 +217,7 @@ def evaluate(model_dir: Path, benchmarks: Mapping[str, Path], out_dir: Path,
             errors = ErrorTables.of(result, recognizer.charset)
             entries[bench] = benchmark_entry(result, data_dir, errors)
             run.log_metrics({f"accuracy/{bench}": result.score.accuracy, f"ned/{bench}": result.score.ned},
-                            model_id=model_id,
-                            dataset=(bench, digests[bench][:DATASET_DIGEST_LENGTH]) if model_id else None)
+                            model_id=model_id, dataset=(bench, digests[bench]))
             run.log_metrics({f"images_per_sec/{bench}": round(result.images_per_sec, 1)})
             run.log_params({f"manifest_sha256/{bench}": entries[bench]["manifest_sha256"],
                             f"num_samples/{bench}": result.score.num_samples,

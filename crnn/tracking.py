@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any
 from crnn.outbox import Batch, Outbox, OutboxReport, is_rejection, read_spool
 from crnn.run_note import DATASET_DIGEST_LENGTH, NOTE_TAG, pipeline_note
 from crnn.run_views import (
+    PIPELINE_RUNS_FILTER,
     PIPELINE_RUNS_VIEW,
     SHARED_VIEW_TAG_PREFIX,
     STARTED_AT_TAG,
@@ -95,10 +97,11 @@ class StepRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None,
                     dataset: tuple[str, str] | None = None) -> None:
-        """``model_id``: the logged model the values score, on the ``dataset`` (name, digest) they were taken
-        on, which MLflow shows on that model's page."""
+        """``model_id``: the logged model the values score, on the ``dataset`` (name, manifest digest) they
+        were taken on, which MLflow shows on that model's page; without a model, no link."""
         now = int(time.time() * 1000)
-        linked = (model_id, *dataset) if dataset else (model_id,) if model_id else ()
+        name, digest = dataset or (None, None)
+        linked = (model_id, name, digest and digest[:DATASET_DIGEST_LENGTH]) if model_id else ()
         self._post(Batch(metrics=[(key, float(value), now, step or 0, *linked) for key, value in metrics.items()]))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -106,10 +109,10 @@ class StepRun:
 
     def send(self, batch: Batch) -> None:
         """Sends one batch now: its values, then the run's end if it carries one."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Param, RunTag
 
         if batch.metrics or batch.params or batch.tags:
-            self._mlflow.log_batch(self.run_id, metrics=[_metric(Metric, m) for m in batch.metrics],
+            self._mlflow.log_batch(self.run_id, metrics=[_metric(m) for m in batch.metrics],
                                    params=[Param(k, v) for k, v in batch.params.items()],
                                    tags=[RunTag(k, v) for k, v in batch.tags.items()])
         if batch.status:
@@ -183,13 +186,14 @@ class StepRun:
             log.warning("run %s: its datasets were not logged: %s", self.run_id, str(error)[:300])
 
 
-def _metric(metric_type: Any, value: Sequence[Any]) -> Any:
+def _metric(value: Sequence[Any]) -> Any:
     """An MLflow Metric from a Batch's tuple; the model and dataset it is linked to, when there are any, by
     name (MLflow 2's Metric has no such fields, and none is linked there)."""
+    from mlflow.entities import Metric
+
     key, number, timestamp, step, *linked = value
     names = ("model_id", "dataset_name", "dataset_digest")
-    return metric_type(key, number, timestamp, step,
-                       **{name: field for name, field in zip(names, linked) if field is not None})
+    return Metric(key, number, timestamp, step, **{name: field for name, field in zip(names, linked) if field})
 
 
 def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
@@ -296,7 +300,7 @@ def _save_runs_view(client: Any, parent: Any, children: Sequence[Any]) -> None:
     steps = [child.data.tags.get(STEP_TAG, "") for child in sorted(children, key=lambda run: run.info.start_time)]
     experiment_id = parent.info.experiment_id
     try:
-        latest = client.search_runs([experiment_id], f"tags.`{STEP_TAG}` = 'pipeline'", max_results=VIEW_RUNS,
+        latest = client.search_runs([experiment_id], PIPELINE_RUNS_FILTER, max_results=VIEW_RUNS,
                                     order_by=["attributes.start_time DESC"])
         keys = {key for run in [parent, *latest] for key in run.data.metrics}
         client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + PIPELINE_RUNS_VIEW,
@@ -474,10 +478,16 @@ def _utc(seconds: float, milliseconds: bool = False) -> str:
 
 def _source_tags() -> dict[str, str]:
     """What ran, in MLflow's own tags: the run page's Source shows the name with the commit, when it is known."""
+    commit = _commit()
+    return {SOURCE_NAME_TAG: "crnn"} | ({} if commit == "unknown" else {GIT_COMMIT_TAG: commit})
+
+
+@functools.lru_cache(maxsize=1)
+def _commit() -> str:
+    """Asked of git once a process (two subprocesses), not for every run a process makes."""
     from crnn.lineage import git_commit
 
-    commit = git_commit()
-    return {SOURCE_NAME_TAG: "crnn"} | ({} if commit == "unknown" else {GIT_COMMIT_TAG: commit})
+    return git_commit()
 
 
 def _report_delays(run: StepRun, report: OutboxReport) -> None:

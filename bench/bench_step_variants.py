@@ -1,5 +1,7 @@
 """Training-step variants on the ``quick`` preset (what ``make run`` trains), each against the default step in
-the same run: XLA compilation, unrolled LSTMs, TensorFlow's thread pools.
+the same run: XLA compilation, unrolled LSTMs, TensorFlow's thread pools, and the two replaced parts of the step
+(Keras' own batch normalisation instead of the fused kernel, ``tf.nn.ctc_loss`` on dense labels instead of the
+CTCLoss kernel on sparse ones).
 
 Each variant runs in a fresh process (thread pools are fixed when TensorFlow starts), on one fixed synthetic
 batch (``synthetic_features``: the loop's timing batch), with the loop's optimiser and CTC loss; the forward
@@ -27,7 +29,18 @@ VARIANTS = {
     "lstm_unrolled": {"unroll": True},
     "one_inter_op_thread": {"env": {"TF_NUM_INTEROP_THREADS": "1"}},
     "one_intra_op_thread": {"env": {"TF_NUM_INTRAOP_THREADS": "1"}},
+    "keras_batch_norm": {"keras_batch_norm": True},
+    "dense_ctc": {"dense_ctc": True},
 }
+
+
+def _dense_ctc_loss(labels, label_length, logits):
+    """The loss as it was: ``tf.nn.ctc_loss`` on the dense labels (its own graph of ops over the time steps)."""
+    import tensorflow as tf
+
+    return tf.nn.ctc_loss(labels=tf.cast(labels, tf.int32), logits=logits, label_length=tf.cast(label_length, tf.int32),
+                          logit_length=tf.fill([tf.shape(logits)[0]], tf.shape(logits)[1]), logits_time_major=False,
+                          blank_index=-1)
 
 
 def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> float:
@@ -38,11 +51,14 @@ def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> fl
 
     from crnn.config import PRESETS
     from crnn.model.ctc import ctc_loss
-    from crnn.model.network import build_crnn
+    from crnn.model.network import GlobalBatchNormalization, build_crnn
     from crnn.train.loop import _optimizer, synthetic_features
     from crnn.train.schedule import WarmupCosine
 
     settings = VARIANTS[variant]
+    if settings.get("keras_batch_norm"):  # as if replicas shared the batch: Keras' own normalisation
+        GlobalBatchNormalization.own_batch_moments = lambda self: False
+    loss_of = _dense_ctc_loss if settings.get("dense_ctc") else ctc_loss
     recipe = PRESETS["quick"]
     keras.mixed_precision.set_global_policy(precision)
     model = build_crnn(recipe.model)
@@ -59,7 +75,7 @@ def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> fl
     def gradients(images, labels, lengths):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss = tf.reduce_mean(ctc_loss(labels, lengths, tf.cast(logits, tf.float32)))
+            loss = tf.reduce_mean(loss_of(labels, lengths, tf.cast(logits, tf.float32)))
         return loss, tape.gradient(loss, model.trainable_variables)
 
     @tf.function

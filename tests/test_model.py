@@ -44,6 +44,50 @@ def test_global_moments_on_one_device_are_the_batch_moments():
     np.testing.assert_allclose(variance, expected_variance, rtol=1e-4)
 
 
+def test_one_replica_trains_batch_norm_in_the_fused_kernel_with_keras_own_results():
+    """The fused kernel's training step (outputs, gradients, moving statistics) against Keras' own layer."""
+    from crnn.keras_compat import keras
+    from crnn.model.network import GlobalBatchNormalization
+
+    x = tf.random.stateless_normal((4, 8, 10, 3), seed=(3, 4)) * 2 + 0.5
+    ours, keras_own = GlobalBatchNormalization(momentum=0.5), keras.layers.BatchNormalization(momentum=0.5)
+    for layer in (ours, keras_own):
+        layer.build(x.shape)
+        layer.set_weights([np.array([1.5, 0.5, 2.0], np.float32), np.array([0.1, -0.2, 0.3], np.float32),
+                           np.zeros(3, np.float32), np.ones(3, np.float32)])
+
+    @tf.function
+    def step(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(3, dtype=tf.float32))
+        return y, tape.gradient(loss, [x, *layer.trainable_variables])
+
+    assert "FusedBatchNormV3" in {op.type for op in step.get_concrete_function(ours).graph.get_operations()}
+    results = [step(layer) for layer in (ours, keras_own)]
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
+    for got, expected in zip(results[0][1], results[1][1], strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    for got, expected in zip(ours.non_trainable_weights, keras_own.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_ctc_loss_is_tensorflow_dense_ctc_loss_and_skips_what_cannot_align():
+    logits = tf.random.stateless_normal((3, TIME_STEPS, 37), seed=(5, 6))
+    labels = tf.constant([[1, 2, 2, 3, 0], [4, 0, 0, 0, 0], [7, 8, 9, 10, 11]])
+    lengths = tf.constant([4, 1, 5])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = ctc_loss(labels, lengths, logits)
+        dense = tf.nn.ctc_loss(labels, logits, lengths, tf.fill([3], TIME_STEPS), logits_time_major=False,
+                               blank_index=-1)
+    np.testing.assert_allclose(ours, dense, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(ours, logits), tape.gradient(dense, logits), atol=1e-4)
+    too_long = ctc_loss(tf.ones((1, TIME_STEPS + 1), tf.int32), tf.constant([TIME_STEPS + 1]), logits[:1])
+    assert float(too_long[0]) == 0.0
+
+
 def test_ctc_loss_is_lower_for_the_right_label():
     # Logits that spell "ab" (a=10, b=11) with blanks in between.
     path = [10, 36, 11] + [36] * (TIME_STEPS - 3)

@@ -9,16 +9,19 @@ from crnn.charset import Charset
 
 
 def ctc_loss(labels: tf.Tensor, label_length: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Per-sample CTC loss. labels (B, L) int, label_length (B,), logits (B, T, num_classes)."""
+    """Per-sample CTC loss. labels (B, L) int, padded past ``label_length`` (B,); logits (B, T, num_classes).
+
+    TensorFlow's CTCLoss kernel on a sparse copy of the labels, not ``tf.nn.ctc_loss`` on the dense ones: given
+    dense labels that one runs a graph of small TensorFlow ops over the time steps, many times slower on a CPU
+    (docs/performance.md, the training step). The kernel's blank is the last class already, as here. A label
+    longer than the time steps can align costs 0 and has no gradient (conversion drops those from training
+    data, ``crnn.data.shards``) rather than stopping the run."""
+    labels = tf.cast(labels, tf.int32)
+    positions = tf.where(tf.sequence_mask(label_length, tf.shape(labels)[1]))
+    sparse = tf.SparseTensor(positions, tf.gather_nd(labels, positions), tf.shape(labels, out_type=tf.int64))
     batch, time_steps = tf.shape(logits)[0], tf.shape(logits)[1]
-    return tf.nn.ctc_loss(
-        labels=tf.cast(labels, tf.int32),
-        logits=tf.cast(logits, tf.float32),
-        label_length=tf.cast(label_length, tf.int32),
-        logit_length=tf.fill([batch], time_steps),
-        logits_time_major=False,
-        blank_index=-1,
-    )
+    return tf.compat.v1.nn.ctc_loss(sparse, tf.cast(logits, tf.float32), tf.fill([batch], time_steps),
+                                    time_major=False, ignore_longer_outputs_than_inputs=True)
 
 
 def greedy_decode(logits: np.ndarray, charset: Charset) -> list[str]:

@@ -50,6 +50,11 @@ class GlobalBatchNormalization(MomentsBatchNormalization):
     def batch_moments(self, inputs: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
         return global_moments(inputs, axes)
 
+    def own_batch_moments(self) -> bool:
+        """One replica in sync: its batch is the global batch."""
+        context = tf.distribute.get_replica_context()
+        return context is None or context.num_replicas_in_sync == 1
+
 
 def _conv(x, filters: int, kernel: int = 3, padding: str = "same", name: str = "", global_statistics: bool = True):
     x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False, name=f"{name}_conv")(x)

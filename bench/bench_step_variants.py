@@ -1,7 +1,7 @@
 """Training-step variants on the ``quick`` preset (what ``make run`` trains), each against the default step in
-the same run: XLA compilation, unrolled LSTMs, TensorFlow's thread pools, and the two replaced parts of the step
-(Keras' own batch normalisation instead of the fused kernel, ``tf.nn.ctc_loss`` on dense labels instead of the
-CTCLoss kernel on sparse ones).
+the same run: XLA compilation, Keras' loop for the LSTMs (training on CPUs unrolls them), TensorFlow's thread
+pools, and the two replaced parts of the step (Keras' own batch normalisation instead of the fused kernel,
+``tf.nn.ctc_loss`` on dense labels instead of the CTCLoss kernel on sparse ones).
 
 Each variant runs in a fresh process (thread pools are fixed when TensorFlow starts), on one fixed synthetic
 batch (``synthetic_features``: the loop's timing batch), with the loop's optimiser and CTC loss; the forward
@@ -25,12 +25,14 @@ from pathlib import Path
 
 VARIANTS = {
     "default": {},
-    "xla": {"jit": True},
-    "lstm_unrolled": {"unroll": True},
+    # XLA has no form of the CTCLoss kernel: the compiled step takes the loss as it was, which XLA compiles.
+    "xla": {"jit": True, "dense_ctc": True},
+    "lstm_loop": {"unroll": False},  # Keras' loop over the time steps, which training on CPUs unrolls
     "one_inter_op_thread": {"env": {"TF_NUM_INTEROP_THREADS": "1"}},
     "one_intra_op_thread": {"env": {"TF_NUM_INTRAOP_THREADS": "1"}},
     "keras_batch_norm": {"keras_batch_norm": True},
     "dense_ctc": {"dense_ctc": True},
+    "former_step": {"keras_batch_norm": True, "dense_ctc": True},  # both, as the step was before them
 }
 
 
@@ -51,7 +53,7 @@ def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> fl
 
     from crnn.config import PRESETS
     from crnn.model.ctc import ctc_loss
-    from crnn.model.network import GlobalBatchNormalization, build_crnn
+    from crnn.model.network import GlobalBatchNormalization, build_crnn, training_unroll
     from crnn.train.loop import _optimizer, synthetic_features
     from crnn.train.schedule import WarmupCosine
 
@@ -61,11 +63,7 @@ def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> fl
     loss_of = _dense_ctc_loss if settings.get("dense_ctc") else ctc_loss
     recipe = PRESETS["quick"]
     keras.mixed_precision.set_global_policy(precision)
-    model = build_crnn(recipe.model)
-    if settings.get("unroll"):
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.Bidirectional):
-                layer.forward_layer.unroll = layer.backward_layer.unroll = True
+    model = build_crnn(recipe.model, unroll=settings.get("unroll", training_unroll("cpu")))
     cfg = recipe.train
     optimizer = _optimizer(recipe, WarmupCosine(cfg.learning_rate, 0, 10**9))
     features = synthetic_features(recipe.model, cfg.batch_size)

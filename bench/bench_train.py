@@ -53,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from crnn.config import PRESETS, ModelConfig, Recipe  # noqa: E402
-from crnn.model.network import build_crnn  # noqa: E402
+from crnn.model.network import build_crnn, training_unroll  # noqa: E402
 from crnn.train.devices import Backend  # noqa: E402
 from crnn.train.loop import _optimizer, _step_function, synthetic_features  # noqa: E402
 from crnn.train.schedule import WarmupCosine  # noqa: E402
@@ -277,7 +277,7 @@ def measure(precision: str, args: argparse.Namespace, device: str, device_name: 
     load = os.getloadavg()[0]
 
     with tf.device(device):
-        model = build_crnn(recipe.model)
+        model = build_crnn(recipe.model, unroll=training_unroll("gpu" if gpu else "cpu"))
         train_step, optimizer = make_train_step(model, recipe, args.batch_size, precision, gpu)
     per_layer = analytic_forward_flops(model)
     forward = sum(per_layer.values())

@@ -34,6 +34,18 @@ def test_the_served_model_has_keras_own_layers_and_the_trained_ones_outputs():
     np.testing.assert_array_equal(trained(images, training=False), served(images, training=False))
 
 
+def test_unrolled_lstms_give_the_loops_results_and_cpus_train_them():
+    from crnn.model.network import training_unroll
+
+    config = PRESETS["tiny"].model
+    loop, unrolled = build_crnn(config), build_crnn(config, unroll=True)
+    unrolled.set_weights([np.asarray(w) for w in loop.get_weights()])
+    assert [layer.forward_layer.unroll for layer in unrolled.layers if "bilstm" in layer.name] == [True, True]
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 100, 1), dtype=np.uint8)
+    np.testing.assert_allclose(loop(images, training=False), unrolled(images, training=False), atol=1e-5)
+    assert [training_unroll(device) for device in ("cpu", "gpu", "npu")] == [True, False, False]
+
+
 def test_global_moments_on_one_device_are_the_batch_moments():
     from crnn.model.network import global_moments
 

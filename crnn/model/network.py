@@ -69,10 +69,12 @@ def _pool_keep_width(x, name: str):
     return layers.MaxPooling2D(pool_size=(2, 2), strides=(2, 1), name=name)(x)
 
 
-def build_crnn(config: ModelConfig, for_training: bool = True) -> keras.Model:
+def build_crnn(config: ModelConfig, for_training: bool = True, unroll: bool = False) -> keras.Model:
     """uint8 images (B, 32, 100, C) -> logits (B, 26, num_classes). A model to train normalises with the
     statistics of the global batch (``GlobalBatchNormalization``); one only to serve has Keras' own layers,
-    the same weights, and loads without this package."""
+    the same weights, and loads without this package. ``unroll``: the LSTMs as one graph op per time step
+    rather than a loop, the same weights and results: faster on CPUs, where a GPU's cuDNN kernel needs the
+    loop (``training_unroll``)."""
     f = config.conv_filters
     conv = partial(_conv, global_statistics=for_training)
     images = keras.Input((config.height, config.width, config.channels), dtype="uint8", name="image")
@@ -90,7 +92,14 @@ def build_crnn(config: ModelConfig, for_training: bool = True) -> keras.Model:
     x = conv(x, f[6], kernel=2, padding="valid", name="c6")
     x = layers.Reshape((config.time_steps, f[6]), name="to_sequence")(x)
     for i in range(2):
-        x = layers.Bidirectional(layers.LSTM(config.lstm_units, return_sequences=True), name=f"bilstm{i}")(x)
+        lstm = layers.LSTM(config.lstm_units, return_sequences=True, unroll=unroll)
+        x = layers.Bidirectional(lstm, name=f"bilstm{i}")(x)
     # Float32 logits under a mixed-precision policy too: CTC's log-sums need the range.
     logits = layers.Dense(config.num_classes, dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name="crnn")
+
+
+def training_unroll(device: str) -> bool:
+    """Whether a model trained on ``device`` unrolls its LSTMs: on CPUs, where the loop's own ops cost more than
+    the steps (``make bench-train``'s step variants); GPUs fuse the loop in cuDNN, NPUs compile it."""
+    return device == "cpu"

@@ -30,7 +30,7 @@ from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.keras_compat import keras
 from crnn.model.ctc import ctc_loss
 from crnn.model.export import EXPORT_DIR, export_model
-from crnn.model.network import build_crnn
+from crnn.model.network import build_crnn, training_unroll
 from crnn.tracking import StepRun
 from crnn.train.checkpoints import Checkpoints, open_checkpoints, scratch_dir
 from crnn.train.devices import Backend, make_backend
@@ -204,7 +204,7 @@ def _build(recipe: Recipe, backend: Backend, schedule: WarmupCosine, precision: 
     """The model and its optimiser in ``precision``, their variables placed by the backend's strategy."""
     policy, loss_scaling = _precision_plan(precision, backend.device)
     with backend.strategy.scope(), dtype_policy(policy):
-        model = build_crnn(recipe.model)
+        model = build_crnn(recipe.model, unroll=training_unroll(backend.device))
         optimizer = _optimizer(recipe, schedule, loss_scaling, backend.loss_scale_optimizer)
         keras_compat.build_optimizer(optimizer, model.trainable_variables)
     return model, optimizer

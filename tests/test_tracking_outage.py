@@ -10,7 +10,7 @@ import pytest
 from tests.mlflow_server import MlflowServer
 from tests.test_cli import CRNN
 
-STEPS = 300
+STEPS = 1500  # a tiny step takes milliseconds: enough of them that training outlasts stopping the server
 # MLflow's own retries are kept short so that the outbox's retries are what carries the data through.
 FAST_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -43,6 +43,7 @@ def test_training_survives_a_tracking_outage_and_sends_what_it_held(converted_di
             _wait(lambda: _steps_logged(log_file) >= 10, "the first steps", proc, log_file)
             server.stop()
             stopped_at = _steps_logged(log_file)
+            assert stopped_at + 40 <= STEPS, f"training reached step {stopped_at} before the server stopped"
             _wait(lambda: _steps_logged(log_file) >= stopped_at + 40, "training during the outage", proc, log_file)
             server.start()
             assert proc.wait(timeout=600) == 0, log_file.read_text()[-3000:]

@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 _REACHABLE_SECONDS = 10.0  # how long the train step waits for its queued values before logging the model
 
 
-
 def export_dir(trained: Path) -> Path:
     """Where the train step puts the exported model."""
     return Path(trained) / EXPORT_DIR

@@ -15,7 +15,7 @@ def ctc_loss(labels: tf.Tensor, label_length: tf.Tensor, logits: tf.Tensor) -> t
     dense labels that one runs a graph of small TensorFlow ops over the time steps, many times slower on a CPU
     (docs/performance.md, the training step). The kernel's blank is the last class already, as here. A label
     longer than the time steps can align costs 0 and has no gradient (conversion drops those from training
-    data, ``crnn.data.shards``) rather than stopping the run."""
+    data, ``crnn.data.shards``) instead of the kernel's default, an error that would stop the run."""
     labels = tf.cast(labels, tf.int32)
     positions = tf.where(tf.sequence_mask(label_length, tf.shape(labels)[1]))
     sparse = tf.SparseTensor(positions, tf.gather_nd(labels, positions), tf.shape(labels, out_type=tf.int64))

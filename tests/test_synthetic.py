@@ -1,6 +1,7 @@
 import io
 import tarfile
 import zipfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -95,6 +96,17 @@ def test_every_font_draws_letters_and_digits(split):
     faces = [face for family in fonts.faces(split) for face in family]
     assert {face.family for face in faces} == set(fonts.FAMILIES[split])
     assert [face.path.name for face in faces if not needed <= fonts._characters(face.path)] == []
+
+
+@pytest.mark.parametrize("split", [TRAIN, HELDOUT])
+def test_each_kind_of_face_is_drawn_as_often_however_many_families_it_has(split):
+    grouped = fonts.kinds(split)
+    assert set(grouped) == {"SANS_SERIF", "SERIF", "DISPLAY", "HANDWRITING", "MONOSPACE"}
+    kind_of = {fonts.FAMILIES[split][index]: kind for kind, members in grouped.items() for index in members}
+    rng = np.random.default_rng(0)
+    drawn = Counter(kind_of[fonts.pick(split, "Word", rng)[0].family] for _ in range(2000))
+    # 400 expected of each; drawing families evenly would give sans serif over 1,000 in training.
+    assert all(300 <= drawn[kind] <= 500 for kind in grouped), drawn
 
 
 def test_missing_fonts_are_named_with_the_package_to_install(monkeypatch):

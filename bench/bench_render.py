@@ -67,14 +67,14 @@ def main() -> None:
 
     def engine(round_: int, count: int) -> None:
         for i in range(count):
-            draw_word(TRAIN, np.random.default_rng([round_, 1, i]))
+            draw_word(TRAIN, np.random.default_rng([round_, 1, i]), bend=True)  # as the training images
 
     figures = {"images": args.images, "cores": len(os.sched_getaffinity(0))}
     figures["engine_ms"] = _best_ms(engine, args.images, args.repeats)
     # The download step's pool, started once (its start-up is paid once per dataset, not per image).
     with synthetic._renderer(synthetic._PARALLEL_FROM) as render:
         def engine_every_core(round_: int, count: int) -> None:
-            list(render(partial(synthetic._word_image, round_, 1, TRAIN), range(count)))
+            list(render(partial(synthetic._word_image, round_, 1, TRAIN, True), range(count)))
 
         figures["engine_every_core_ms"] = _best_ms(engine_every_core, args.images, args.repeats)
     baseline = _baseline_renderer()

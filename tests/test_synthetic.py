@@ -3,12 +3,13 @@ import tarfile
 import zipfile
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
 import scipy.io
 
 from crnn.data import synthetic
-from crnn.data.synth import fonts, textures, words
+from crnn.data.synth import fonts, render, textures, words
 from crnn.data.synth.render import draw_word, render_word
 from crnn.data.synth.splits import HELDOUT, TRAIN, word_split
 from crnn.data.synthetic import SyntheticSpec, build_mirror
@@ -75,6 +76,31 @@ def test_rendering_is_deterministic_and_varied():
     assert any(w.isupper() for w in texts) and any(w.islower() for w in texts) and any(w.istitle() for w in texts)
     assert any(c.isdigit() for w in texts for c in w) and any(c in "$/.-" for w in texts for c in w)
     assert len({image.shape for _, image in drawn}) > 100
+
+
+def test_bent_strokes_keep_the_word_within_a_bounded_displacement(monkeypatch):
+    monkeypatch.setattr(render, "_BENT", 1.0)
+    glyph, size, _ = render._glyph_mask("Hamburgefonts", np.random.default_rng(3), TRAIN)
+    bent = render._bend_strokes(glyph, size, np.random.default_rng(4))
+    assert bent.shape == glyph.shape and not np.allclose(bent, glyph, atol=0.05)
+    assert abs(bent.sum() - glyph.sum()) < 0.15 * glyph.sum()  # the ink is moved, not lost or smeared
+    # No stroke moves further than the field's bound: twice its largest scale.
+    reach = int(np.ceil(2 * render._BEND_SCALE[1] * size)) + 1
+    around = cv2.dilate((glyph > 0.1).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    assert not ((bent > 0.5) & (around == 0)).any()
+
+
+def test_only_the_training_images_are_bent(monkeypatch):
+    bent = []
+    real = render._bend_strokes
+    monkeypatch.setattr(render, "_bend_strokes", lambda glyph, size, rng: bent.append(1) or real(glyph, size, rng))
+    synthetic.mjsynth_members(SMALL)
+    assert len(bent) == SMALL.train_size  # not the validation images
+    bent.clear()
+    for members in (synthetic.iiit5k_members, synthetic.svt_members, synthetic.ic13_members):
+        members(SMALL)
+    synthetic.ic13_members(SMALL, folder="HeldOut", stream=6, split=HELDOUT)
+    assert bent == []
 
 
 def test_the_splits_share_no_font_surface_or_word():

@@ -62,8 +62,8 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def _word_image(seed: int, stream: int, split: str, index: int) -> tuple[str, np.ndarray]:
-    return draw_word(split, _rng(seed, stream, index))
+def _word_image(seed: int, stream: int, split: str, bend: bool, index: int) -> tuple[str, np.ndarray]:
+    return draw_word(split, _rng(seed, stream, index), bend)
 
 
 _PARALLEL_FROM = 2000  # fewer images than this render in the calling process: starting workers costs more
@@ -96,9 +96,10 @@ def _spawnable() -> bool:
     return main is None or Path(main).is_file()
 
 
-def _word_images(seed: int, stream: int, size: int, split: str = TRAIN) -> Iterator[tuple[str, np.ndarray]]:
+def _word_images(seed: int, stream: int, size: int, split: str = TRAIN,
+                 bend: bool = False) -> Iterator[tuple[str, np.ndarray]]:
     with _renderer(size) as render:
-        yield from render(partial(_word_image, seed, stream, split), range(size))
+        yield from render(partial(_word_image, seed, stream, split, bend), range(size))
 
 
 def _encode(image: np.ndarray, ext: str) -> bytes:
@@ -117,9 +118,11 @@ def mjsynth_members(spec: SyntheticSpec) -> Members:
     members: Members = {}
     lexicon: dict[str, int] = {}
     # Splits live in separate top folders, as in the real release.
+    # Only the training images have their strokes bent: validation, like the benchmarks, shows the faces as
+    # they are.
     for split, stream, size, top in (("train", 1, spec.train_size, 1), ("val", 2, spec.val_size, 1001)):
         lines = []
-        for i, (word, image) in enumerate(_word_images(spec.seed, stream, size)):
+        for i, (word, image) in enumerate(_word_images(spec.seed, stream, size, bend=split == "train")):
             # MJSynth images are 32 pixels high.
             image = cv2.resize(image, (max(8, round(image.shape[1] * 32 / image.shape[0])), 32))
             # The release's words are letters and digits: its file names hold them. An image of "$4.99" is

@@ -12,26 +12,31 @@ from crnn.data.synth.splits import TRAIN, check
 
 _GLYPH, _BORDER, _SHADOW = 0, 1, 2  # the channels of a layer stack
 _MIN_CONTRAST = 80.0  # luma difference between text and surface, so that the word stays legible
+_BENT = 0.8  # the share of training words whose strokes are bent (_bend_strokes)
+_BEND_SCALE = (0.015, 0.045)  # the bending field's scale, in font sizes; the field itself is clipped to +-2
 
 
-def draw_word(split: str, rng: np.random.Generator) -> tuple[str, np.ndarray]:
-    """A word of ``split`` and its BGR uint8 image."""
+def draw_word(split: str, rng: np.random.Generator, bend: bool = False) -> tuple[str, np.ndarray]:
+    """A word of ``split`` and its BGR uint8 image; ``bend``: see ``text_layers``."""
     text = words.draw(check(split), rng)
-    return text, render_word(text, rng, split)
+    return text, render_word(text, rng, split, bend)
 
 
-def render_word(text: str, rng: np.random.Generator, split: str = TRAIN) -> np.ndarray:
+def render_word(text: str, rng: np.random.Generator, split: str = TRAIN, bend: bool = False) -> np.ndarray:
     """``text`` as a cropped word image, BGR uint8, drawn with the resources of ``split``."""
-    layers = text_layers(text, rng, split)
+    layers = text_layers(text, rng, split, bend)
     base = textures.colour(split, rng)
     under = textures.surface(split, layers.shape[0], layers.shape[1], base, rng)
     return finish(compose(layers, under, rng, split), rng)
 
 
-def text_layers(text: str, rng: np.random.Generator, split: str = TRAIN) -> np.ndarray:
+def text_layers(text: str, rng: np.random.Generator, split: str = TRAIN, bend: bool = False) -> np.ndarray:
     """Glyphs, border and shadow masks (float32, height x width x 3, in [0, 1]), distorted and cropped with a
-    margin."""
+    margin. ``bend``: most words' strokes bent (``_bend_strokes``), for training images; benchmarks show the
+    faces as they are."""
     glyph, size, text_height = _glyph_mask(text, rng, split)
+    if bend:
+        glyph = _bend_strokes(glyph, size, rng)
     layers = _with_border_and_shadow(glyph, size, rng)
     return _crop_to_text(_distort(layers, text_height, rng), text_height, rng)
 
@@ -47,6 +52,21 @@ def _glyph_mask(text: str, rng: np.random.Generator, split: str) -> tuple[np.nda
     canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
     ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=255)
     return np.asarray(canvas, np.float32) / 255.0, size, bottom - top
+
+
+def _bend_strokes(glyph: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Most words' strokes displaced by a smooth random field (an elastic distortion, Simard et al. 2003): the
+    face drawn becomes one that no package holds, bent a little at the scale of a letter's parts."""
+    if rng.random() >= _BENT:
+        return glyph
+    height, width = glyph.shape
+    cell = max(4.0, size / 4)  # the field varies over about a quarter of the face's size
+    coarse = rng.standard_normal((2, int(height / cell) + 2, int(width / cell) + 2)).astype(np.float32)
+    field = [cv2.resize(np.clip(c, -2, 2), (width, height), interpolation=cv2.INTER_LINEAR) for c in coarse]
+    scale = float(rng.uniform(*_BEND_SCALE)) * size
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return cv2.remap(glyph, xs + field[0] * scale, ys + field[1] * scale, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _with_border_and_shadow(glyph: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -31,7 +31,8 @@ MODEL_HELP = ("an exported model folder, an MLflow model folder, or an MLflow UR
 
 def _tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none: no tracking)")
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none: no tracking, even where "
+                             "that is set)")
     parser.add_argument("--parent-run-id", default=None, help="MLflow run of the pipeline run, if any")
 
 

@@ -49,16 +49,20 @@ GIT_COMMIT_TAG, SOURCE_NAME_TAG = "mlflow.source.git.commit", "mlflow.source.nam
 FINISHED_AT_TAG = "crnn.finished_at"  # when a recorded step ended (UTC)
 STEP_RECORD = ".crnn-step.json"  # a recorded step's values, beside its output
 DEFAULT_EXPERIMENT = "crnn"
+NO_TRACKING = "none"  # as a tracking URI: no tracking, rather than a file store in a folder of that name
 _MAX_PARAM_LENGTH = 6000
 _RETRY_SECONDS = 2.0  # between attempts while the tracking server is away
 
 
 def resolve_tracking_uri(uri: str | None) -> str | None:
-    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else None (tracking off). The server's credentials, when
-    a Secret of them is mounted, are put where MLflow reads them first."""
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else None (tracking off); ``none`` is tracking off even
+    where that variable is set. The server's credentials, when a Secret of them is mounted, are put where MLflow
+    reads them first."""
     from crnn.credentials import export_mounted_secrets
 
     export_mounted_secrets()
+    if uri is not None and uri.strip().lower() == NO_TRACKING:
+        return None
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 

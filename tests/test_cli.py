@@ -113,6 +113,16 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     assert result.returncode == 2 and "needs MLflow" in result.stderr
 
 
+def test_tracking_uri_none_turns_tracking_off_where_the_environment_sets_it(tmp_path):
+    store = tmp_path / "env.db"
+    crnn("download", "synthetic", "--out", tmp_path / "raw", "--train-size", 4, "--val-size", 2, "--test-size", 2,
+         "--tracking-uri", "none", env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}, cwd=tmp_path)
+    assert not store.exists() and not (tmp_path / "none").exists()
+    crnn("download", "synthetic", "--out", tmp_path / "raw2", "--train-size", 4, "--val-size", 2, "--test-size", 2,
+         env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}, cwd=tmp_path)
+    assert store.is_file()  # the same command without it is tracked
+
+
 @pytest.mark.parametrize("command", ["download", "convert", "train", "evaluate", "register", "predict"])
 def test_help_names_each_step(command):
     assert crnn(command, "--help").stdout.startswith("usage: crnn " + command)

@@ -102,7 +102,7 @@ def pick(split: str, text: str, rng) -> tuple[Face, int | None, int]:
 
     A kind of face is drawn evenly, then a family of that kind (not file by file: some families ship 18 files,
     some one). Families drawn evenly would follow what the packages hold, three sans serif in five and a
-    twentieth each of scripts and monospace; both splits ask for every kind alike."""
+    twentieth each of handwriting and monospace; both splits ask for every kind alike."""
     families, grouped = faces(split), list(kinds(split).values())
     for _ in range(100):
         kind = grouped[int(rng.integers(len(grouped)))]

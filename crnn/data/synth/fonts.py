@@ -93,6 +93,7 @@ def kinds(split: str) -> dict[str, tuple[int, ...]]:
 
 
 def _kind(slug: str) -> str:
+    # fontpkg's Family does not carry the category, but every family's package ships it in its metadata.json.
     metadata = resources.files(f"fontpkg_{slug.replace('-', '_')}") / "metadata.json"
     return json.loads(metadata.read_text(encoding="utf-8"))["category"][0]
 

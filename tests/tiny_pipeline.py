@@ -15,10 +15,11 @@ SCRIPT = ("import json, sys; from kfp import local; from pipelines.local_run imp
 
 
 def run_tiny_pipeline(out: Path, tracking_uri: str, env: Mapping[str, str], runner: str = "None",
-                      timeout: float = 900, data_root: Path | None = None) -> dict:
+                      timeout: float = 900, data_root: Path | None = None, setup: str = "") -> dict:
     """Runs it into ``out`` with its whole output in ``out/pipeline.log``; returns its summary. ``runner``: a
-    kfp.local runner as Python source (``None``: run_locally's own); ``data_root``: default ``out/datasets``."""
-    script = SCRIPT.format(runner=runner)
+    kfp.local runner as Python source (``None``: run_locally's own); ``data_root``: default ``out/datasets``;
+    ``setup``: Python statements run first."""
+    script = f"{setup}; {SCRIPT.format(runner=runner)}" if setup else SCRIPT.format(runner=runner)
     with open(out / "pipeline.log", "wb") as log:
         done = subprocess.run([sys.executable, "-c", script, str(out), tracking_uri, str(out / "summary.json"),
                                str(data_root or "")],

@@ -20,6 +20,8 @@ ASCEND_IMAGE_ENV = "CRNN_ASCEND_IMAGE"
 # (which the runner mounts) writable; the host's network, where the tracking server listens on loopback.
 DATA_FOLDER = "datasets"
 RUNNER = ("local.DockerRunner(read_only=True, tmpfs={'/tmp': ''}, user='1000:1000', network_mode='host')")
+# Each task's exit status read before its container goes (kept_containers says why).
+RUNNER_SETUP = "from tests.container import kept_containers; kept_containers.install()"
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +75,7 @@ def tracked_pipeline(mlflow_server, tmp_path_factory, docker_host, image):
     env = os.environ | {IMAGE_ENV: image} | ({"DOCKER_HOST": docker_host} if docker_host else {})
     # The data root inside the pipeline root: the only folder kfp.local's DockerRunner mounts into the containers.
     summary = run_tiny_pipeline(out, mlflow_server.url, env, runner=RUNNER, timeout=1200,
-                                data_root=root / DATA_FOLDER)
+                                data_root=root / DATA_FOLDER, setup=RUNNER_SETUP)
     return mlflow_server, out, summary
 
 

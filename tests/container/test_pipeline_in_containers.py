@@ -1,13 +1,17 @@
 """The whole pipeline with every task in a container of the cpu image, checked as the in-process pipeline test
 checks it (its tests run here again, on this directory's ``tracked_pipeline``), and checked to have run there:
-kfp.local reports a task SUCCESS even when its container could not start, so what each task wrote is looked at.
+what each task wrote is looked at as well as the status kfp.local reports (``kept_containers`` makes that the
+container's own).
 """
 
 import os
 import subprocess
 
+import docker
 import pytest
+from kfp.local.docker_task_handler import run_docker_container
 
+from tests.container import kept_containers
 from tests.container.conftest import BASES_ENV, DATA_FOLDER, tool
 from tests.test_pipeline import (  # noqa: F401 - collected here, on the containers' pipeline run
     test_artifacts_are_served,
@@ -85,3 +89,21 @@ def test_extraction_on_the_images_python_keeps_archives_inside(image, tmp_path):
         assert has_filter == "False", f"Python {version} of the Debian base has tarfile's filters now"
     assert int(refused) == len(HOSTILE_MEMBERS) + len(TRICKY_TARS), (version, has_filter)
     assert not list(tmp_path.rglob("evil.txt")) and not list(tmp_path.rglob("pwned"))
+
+
+@pytest.mark.parametrize("command, status", [("echo said 3; exit 3", 3), ("sleep 1; echo said 3; exit 3", 3),
+                                             ("sleep 1; echo said 0", 0)])
+def test_kfps_docker_runner_reports_the_containers_own_exit_status(docker_host, image, monkeypatch, capsys,
+                                                                   command, status):
+    """Through kfp's own function: unwrapped, the engine removes the container before kfp reads its status, and
+    kfp reports 0 for all three (or, on podman, fails with 500 "no such container")."""
+    for owner, name, patched in kept_containers.PATCHES:
+        monkeypatch.setattr(owner, name, patched)
+    client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+    name = f"crnn-exit-status-{os.getpid()}"
+    try:
+        assert run_docker_container(client, image, ["sh", "-c", command], {}, name=name) == status
+        assert f"said {status}" in capsys.readouterr().out
+        assert not client.containers.list(all=True, filters={"name": name}), "the container was left behind"
+    finally:
+        client.close()

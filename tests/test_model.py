@@ -22,6 +22,17 @@ def test_forward_pass_on_uint8_images():
     assert logits.shape == (2, TIME_STEPS, 37)
 
 
+def test_the_network_reads_a_word_alike_at_any_brightness_and_contrast():
+    """Standardised per image: a faint word (half the contrast, on a lighter or darker ground) reaches the
+    convolutions as its crisp original does; only the normalisation's epsilon tells them apart."""
+    model = build_crnn(PRESETS["tiny"].model, for_training=False)
+    crisp = np.random.default_rng(2).integers(0, 256, (2, 32, 100, 1)).astype(np.uint8) & 0xFE
+    expected = model(crisp, training=False).numpy()
+    for faint in (crisp // 2, crisp // 2 + 127):
+        np.testing.assert_allclose(model(faint.astype(np.uint8), training=False), expected, atol=2e-3)
+    assert not np.allclose(model(255 - crisp, training=False), expected, atol=2e-3)  # polarity still counts
+
+
 def test_the_served_model_has_keras_own_layers_and_the_trained_ones_outputs():
     from crnn.model.network import GlobalBatchNormalization
 

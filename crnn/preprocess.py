@@ -11,7 +11,7 @@ from crnn.config import ModelConfig
 def to_model_input(image: np.ndarray, model: ModelConfig) -> np.ndarray:
     """A BGR (or grayscale) uint8 image of any size -> uint8 array (height, width, channels).
 
-    The word is stretched to the input size, as in the paper; pixel scaling and per-image standardisation
+    The word is stretched to the input size, as in the paper; pixel scaling (and any per-image standardisation)
     happen inside the network so that every caller feeds plain uint8.
     """
     height, width, channels = model.height, model.width, model.channels

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from crnn.config import PRESETS, ModelConfig, Recipe, recipe_for
@@ -55,3 +57,16 @@ def test_recipe_round_trips_through_json(tmp_path):
     recipe.save(tmp_path / "recipe.json")
     assert Recipe.load(tmp_path / "recipe.json") == recipe
     assert recipe.flat_params()["model.conv_filters"] == "8,16,16,16,32,32,32"
+
+
+def test_a_recipe_saved_before_standardisation_keeps_its_network_and_is_not_resumed_as_quick(tmp_path):
+    """Its checkpoints were trained on unstandardised images: it loads without the layer, and the current
+    ``quick`` recipe refuses to resume them, naming the setting."""
+    from crnn.train.checkpoints import _check_recipe
+
+    saved = PRESETS["quick"].to_dict()
+    del saved["model"]["standardise"]
+    (tmp_path / "recipe.json").write_text(json.dumps(saved))
+    assert not Recipe.load(tmp_path / "recipe.json").model.standardise
+    with pytest.raises(ValueError, match=r"different recipe \(model.standardise differ\)"):
+        _check_recipe(PRESETS["quick"], tmp_path)

@@ -25,6 +25,7 @@ def test_forward_pass_on_uint8_images():
 def test_the_network_reads_a_word_alike_at_any_brightness_and_contrast():
     """Standardised per image: a faint word (half the contrast, on a lighter or darker ground) reaches the
     convolutions as its crisp original does; only the normalisation's epsilon tells them apart."""
+    assert PRESETS["quick"].model.standardise and not PRESETS["paper"].model.standardise
     model = build_crnn(PRESETS["tiny"].model, for_training=False)
     crisp = np.random.default_rng(2).integers(0, 256, (2, 32, 100, 1)).astype(np.uint8) & 0xFE
     expected = model(crisp, training=False).numpy()

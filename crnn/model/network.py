@@ -2,7 +2,8 @@
 
 Shapes for the 32 x 100 input (H x W), filters ``f0..f6`` from ``ModelConfig.conv_filters``::
 
-    input                      32 x 100 x C   uint8, scaled to [-1, 1], then standardised per image
+    input                      32 x 100 x C   uint8, scaled to [-1, 1] (and standardised per image where
+                                              ``ModelConfig.standardise``)
     conv f0, pool 2x2          16 x  50 x f0
     conv f1, pool 2x2           8 x  25 x f1
     conv f2, conv f3, pool      4 x  26 x f3  (pool 2x2, stride 2x1, one column of padding each side)
@@ -79,10 +80,11 @@ def build_crnn(config: ModelConfig, for_training: bool = True, unroll: bool = Fa
     conv = partial(_conv, global_statistics=for_training)
     images = keras.Input((config.height, config.width, config.channels), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(images)
-    # Each image to zero mean and unit variance, so that a faint or low-contrast word reaches the first
-    # convolution as strongly as a crisp one (docs/performance.md, per-image standardisation). The scaling
-    # before it keeps the normalisation's epsilon small next to a real image's variance.
-    x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="standardise")(x)
+    if config.standardise:
+        # Each image to zero mean and unit variance, so that a faint or low-contrast word reaches the first
+        # convolution as strongly as a crisp one. The scaling before it keeps the normalisation's epsilon
+        # small next to a real image's variance.
+        x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="standardise")(x)
     x = conv(x, f[0], name="c0")
     x = layers.MaxPooling2D(2, name="p0")(x)
     x = conv(x, f[1], name="c1")

@@ -12,7 +12,7 @@ def to_model_input(image: np.ndarray, model: ModelConfig) -> np.ndarray:
     """A BGR (or grayscale) uint8 image of any size -> uint8 array (height, width, channels).
 
     The word is stretched to the input size, as in the paper; pixel scaling (and any per-image standardisation)
-    happen inside the network so that every caller feeds plain uint8.
+    happens inside the network so that every caller feeds plain uint8.
     """
     height, width, channels = model.height, model.width, model.channels
     given = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0

@@ -154,7 +154,7 @@ PRESETS: dict[str, Recipe] = {
     "paper": Recipe(),
     "quick": Recipe(
         preset="quick",
-        # Standardised images: about a point on every synthetic benchmark in the same steps, and a faster start
+        # Standardised images: about a point on the in-distribution benchmarks in the same steps, a faster start
         # (docs/performance.md, per-image standardisation).
         model=ModelConfig(conv_filters=(32, 64, 128, 128, 192, 192, 192), lstm_units=128, standardise=True),
         train=TrainConfig(

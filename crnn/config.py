@@ -154,8 +154,8 @@ PRESETS: dict[str, Recipe] = {
     "paper": Recipe(),
     "quick": Recipe(
         preset="quick",
-        # Standardised images: about a point on the in-distribution benchmarks in the same steps, a faster start
-        # (docs/performance.md, per-image standardisation).
+        # Standardised images: better in-distribution accuracy in the same steps (docs/performance.md,
+        # per-image standardisation).
         model=ModelConfig(conv_filters=(32, 64, 128, 128, 192, 192, 192), lstm_units=128, standardise=True),
         train=TrainConfig(
             # As many steps as a 10-minute pipeline leaves the train step on 2 CPU cores.

@@ -70,6 +70,18 @@ def test_training_batches_have_a_fixed_shape(tmp_path):
     assert [(f["image"].shape[0], f["label"].shape[1]) for f, _ in batches] == [(4, model.max_label_length)] * 3
 
 
+def test_our_datasets_run_without_tf_datas_tuning_thread(tmp_path):
+    """Freeing an iterator whose tuning thread missed its wake-up waits out the thread's sleep, up to a
+    minute (``without_tuning_thread`` says where in TensorFlow); training's and evaluation's input run
+    untuned, and still read every sample."""
+    _convert(tmp_path, ["ab", "cd", "ef"], shard_size=2)
+    for training in (True, False):
+        dataset = make_dataset(tmp_path / "out", ModelConfig(), batch_size=3, training=training)
+        assert dataset.options().autotune.enabled is False, training
+        texts = {text for _, batch in dataset.take(4) for text in batch.numpy().tolist()}
+        assert texts == {b"ab", b"cd", b"ef"}, training
+
+
 def test_incompatible_model_is_a_clear_error(tmp_path):
     _convert(tmp_path, ["ab"])
     with pytest.raises(ValueError, match="convert the data again"):

@@ -88,4 +88,21 @@ def make_dataset(data_dirs: Path | Sequence[Path], model: ModelConfig, batch_siz
     dataset = dataset.padded_batch(batch_size, padded_shapes=({"image": shape, "label": label_shape,
                                                                "label_length": []}, []),
                                    drop_remainder=training)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return without_tuning_thread(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def without_tuning_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning off, so that freeing its iterator does not wait up to a minute.
+
+    The autotuning thread sleeps between tunings, up to 60 s apart (``Model::OptimizeLoop``,
+    tensorflow/core/framework/model.cc @ 2a73ba52). Freeing the iterator wakes it through a cancellation
+    callback and then waits for it (``RootDataset::Iterator``, tensorflow/core/data/root_dataset.cc @ f4cfddce),
+    but ``CancellationManager::StartCancel`` marks itself cancelled only after its callbacks have run
+    (tensorflow/core/framework/cancellation.cc @ 044ee2ac): a thread that wakes first sees no cancellation
+    and sleeps out its period. Untuned, an AUTOTUNE parallelism stays at its starting value, the cores' count
+    up to 16 (``GetAutotuneDefaultParallelism``, tensorflow/core/data/dataset_utils.cc @ 434c363a), and
+    prefetch still sizes its own buffer. docs/performance.md has the waits this removed.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from crnn import keras_compat
 from crnn.config import AUTO_CANDIDATES, AUTO_PRECISION, RECIPE_FILE, ModelConfig, Recipe
-from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest
+from crnn.data.input_pipeline import make_dataset, manifest_sha256, read_manifest, without_tuning_thread
 from crnn.evaluate.benchmark import evaluate_dataset
 from crnn.keras_compat import keras
 from crnn.model.ctc import ctc_loss
@@ -247,7 +247,8 @@ def _step_ms(recipe: Recipe, backend: Backend, precision: str, warmup: int = 2, 
     images, labels of 5 to 10 characters), after ``warmup`` steps (tracing included)."""
     cfg = recipe.train
     features = synthetic_features(recipe.model, cfg.batch_size, cfg.seed)
-    batches = iter(tf.data.Dataset.from_tensors((features, tf.zeros([cfg.batch_size], tf.string))).repeat())
+    batches = iter(without_tuning_thread(
+        tf.data.Dataset.from_tensors((features, tf.zeros([cfg.batch_size], tf.string))).repeat()))
     model, optimizer = _build(recipe, backend, WarmupCosine(cfg.learning_rate, 0, 10**9), precision)
     step = _step_function(model, optimizer, backend, cfg.batch_size, cfg.clip_norm)
     for _ in range(warmup):

@@ -104,5 +104,8 @@ def without_tuning_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     prefetch still sizes its own buffer. docs/performance.md has the waits this removed.
     """
     options = tf.data.Options()
-    options.autotune.enabled = False
+    if hasattr(options, "autotune"):
+        options.autotune.enabled = False
+    else:  # TensorFlow 2.6, the Ascend images': the switch moved to ``Options.autotune`` in 2.7
+        options.experimental_optimization.autotune = False
     return dataset.with_options(options)

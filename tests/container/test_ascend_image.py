@@ -57,6 +57,17 @@ def test_the_image_is_ascends_stack(ascend_image, shared):
     assert uid == "1000" and commit.removesuffix("-dirty") == head
 
 
+def test_the_input_runs_untuned_on_tensorflow_2_6(ascend_image, shared):
+    """TensorFlow 2.6 switches autotuning off where 2.7 and later do not (``without_tuning_thread``): the
+    image's training and evaluation input run without the thread whose freeing can wait a minute."""
+    script = ("from crnn.config import PRESETS; from crnn.data.input_pipeline import make_dataset\n"
+              "for training in (True, False):\n"
+              "    d = make_dataset('/data/mjsynth/train', PRESETS['tiny'].model, 4, training=training)\n"
+              "    print(d.options().experimental_optimization.autotune, len(next(iter(d))[1]))")
+    printed = _run(ascend_image, "python3", "-c", script, shared=shared).stdout.split()
+    assert printed == ["False", "4", "False", "4"]
+
+
 def test_tiny_training_is_killed_resumes_exports_and_the_cpu_image_takes_the_model(
         ascend_image, image, shared, mlflow_server):
     # Many steps: the tiny model trains so fast that a short run can end between two looks for a checkpoint.

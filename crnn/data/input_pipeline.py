@@ -95,9 +95,10 @@ def without_tuning_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """``dataset`` with tf.data's autotuning off, so that freeing its iterator does not wait up to a minute.
 
     The autotuning thread sleeps between tunings, up to 60 s apart (``Model::OptimizeLoop``,
-    tensorflow/core/framework/model.cc @ 2a73ba52). Freeing the iterator wakes it through a cancellation
-    callback and then waits for it (``RootDataset::Iterator``, tensorflow/core/data/root_dataset.cc @ f4cfddce),
-    but ``CancellationManager::StartCancel`` marks itself cancelled only after its callbacks have run
+    ``kOptimizationPeriodMaxMs``: tensorflow/core/framework/model.cc @ 2a73ba52, model.h @ eef8d5d3).
+    Freeing the iterator wakes it through a cancellation callback and then waits for it
+    (``RootDataset::Iterator``, tensorflow/core/data/root_dataset.cc @ f4cfddce), but
+    ``CancellationManager::StartCancel`` marks itself cancelled only after its callbacks have run
     (tensorflow/core/framework/cancellation.cc @ 044ee2ac): a thread that wakes first sees no cancellation
     and sleeps out its period. Untuned, an AUTOTUNE parallelism stays at its starting value, the cores' count
     up to 16 (``GetAutotuneDefaultParallelism``, tensorflow/core/data/dataset_utils.cc @ 434c363a), and

@@ -150,7 +150,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=Path, default=None, help="converted validation split")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", choices=sorted(PRESETS), default=Recipe.preset)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="the steps to train, in full (lifts the preset's time budget)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="train fewer than --steps where they would take longer here (the quick preset has one)")
     p.add_argument("--batch-size", type=int, help="per replica")
     p.add_argument("--learning-rate", type=float, help="per 64 samples; scaled with the global batch")
     p.add_argument("--warmup-steps", type=int)
@@ -176,7 +178,8 @@ def _train(args: argparse.Namespace) -> None:
     recipe = recipe_for(args.preset, steps=args.steps, batch_size=args.batch_size,
                         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                        log_every=args.log_every, nesterov=args.nesterov, precision=args.precision)
+                        log_every=args.log_every, nesterov=args.nesterov, precision=args.precision,
+                        time_budget_s=args.time_budget)
     backend = make_backend(args.device, args.num_devices, precision=recipe.train.precision)
     print(f"training on {backend.replicas} replica(s) ({backend.device}, {backend.workers} worker(s)), "
           f"global batch {recipe.train.batch_size * backend.replicas} "

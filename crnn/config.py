@@ -81,6 +81,9 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     seed: int = 0
     precision: str = "float32"  # or mixed_bfloat16, mixed_float16 (with dynamic loss scaling), auto
+    # Seconds the training steps may take: where ``steps`` would overrun it at the step time measured where
+    # training starts, fewer are trained (``steps_within_budget``). None: ``steps``, however long they take.
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "log_every", "keep_checkpoints",
@@ -94,12 +97,22 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be positive (or None for no budget), got {self.time_budget_s}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum}, "
                              f"{self.weight_decay}")
 
     def scaled_learning_rate(self, global_batch: int) -> float:
         return self.learning_rate * global_batch / self.base_batch_size
+
+    def steps_within_budget(self, step_ms: float) -> int:
+        """The steps to train at ``step_ms`` a step: ``steps``, or as many whole logging windows as
+        ``time_budget_s`` holds where that is fewer, but never fewer than the warm-up and one window."""
+        if self.time_budget_s is None:
+            return self.steps
+        fitting = int(self.time_budget_s * 1000 / step_ms) // self.log_every * self.log_every
+        return min(self.steps, max(fitting, self.warmup_steps + self.log_every))
 
 
 RECIPE_FILE = "recipe.json"  # a saved Recipe, beside the checkpoints and in the export
@@ -150,6 +163,10 @@ class Recipe:
             raise ValueError(f"{path}: {err}") from err
 
 
+# What a 10-minute `make run` leaves its training steps once downloading, converting, setting up, evaluating
+# and registering have had their time, on the slower of the 2-core machines measured (docs/performance.md).
+TIME_BUDGET_S = 340.0
+
 PRESETS: dict[str, Recipe] = {
     "paper": Recipe(),
     "quick": Recipe(
@@ -158,8 +175,9 @@ PRESETS: dict[str, Recipe] = {
         # per-image standardisation).
         model=ModelConfig(conv_filters=(32, 64, 128, 128, 192, 192, 192), lstm_units=128, standardise=True),
         train=TrainConfig(
-            # As many steps as a 10-minute pipeline leaves the train step on 2 CPU cores.
-            batch_size=64, steps=4400, learning_rate=0.06, warmup_steps=100, nesterov=True,
+            # At most 4,400 steps, and fewer where they would not fit the time that a 10-minute pipeline
+            # leaves the training steps on this machine (machines differ: docs/performance.md).
+            batch_size=64, steps=4400, time_budget_s=TIME_BUDGET_S, learning_rate=0.06, warmup_steps=100, nesterov=True,
             checkpoint_every=1100, log_every=25, shuffle_buffer=5000,
             # Mixed bfloat16 where this CPU runs it faster (AMX, AVX-512 BF16), at the accuracy of float32
             # (docs/performance.md, float32 against mixed bfloat16).
@@ -179,7 +197,8 @@ PIPELINE_PRESET = "quick"  # what the pipeline trains unless told: a run that en
 
 
 def recipe_for(preset: str, **train_overrides: Any) -> Recipe:
-    """A named preset with training settings overridden (``None`` values are ignored)."""
+    """A named preset with training settings overridden (``None`` values are ignored). Steps given are
+    trained in full: they lift the preset's time budget unless one is given too."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     base = PRESETS[preset]
@@ -187,4 +206,6 @@ def recipe_for(preset: str, **train_overrides: Any) -> Recipe:
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    if "steps" in overrides:
+        overrides.setdefault("time_budget_s", None)
     return dataclasses.replace(base, train=dataclasses.replace(base.train, **overrides))

@@ -70,3 +70,16 @@ def test_a_recipe_saved_before_standardisation_keeps_its_network_and_is_not_resu
     assert not Recipe.load(tmp_path / "recipe.json").model.standardise
     with pytest.raises(ValueError, match=r"different recipe \(model.standardise differ\)"):
         _check_recipe(PRESETS["quick"], tmp_path)
+
+
+def test_a_time_budget_holds_whole_logging_windows_and_given_steps_lift_it():
+    quick = PRESETS["quick"].train
+    assert quick.steps_within_budget(1.0) == quick.steps  # a fast machine trains the preset's steps
+    budget = quick.time_budget_s * 1000
+    assert quick.steps_within_budget(budget / 1010) == 1000  # 1,010 fit: whole windows of 25
+    assert quick.steps_within_budget(budget) == quick.warmup_steps + quick.log_every  # never less
+    assert recipe_for("quick", steps=700).train.time_budget_s is None
+    assert recipe_for("quick", steps=700, time_budget_s=60).train.time_budget_s == 60
+    assert recipe_for("quick").train.time_budget_s == quick.time_budget_s
+    with pytest.raises(ValueError, match="time_budget_s must be positive"):
+        recipe_for("quick", time_budget_s=0)

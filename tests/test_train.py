@@ -133,5 +133,38 @@ def test_auto_precision_is_the_fastest_measured_here_and_says_so(converted_dir, 
     assert result.steps == 2
     elsewhere = RecordingRun()
     npu = Backend("npu", tf.distribute.get_strategy(), 1)
-    assert _resolved_precision(recipe_for("tiny", precision="auto"), npu, elsewhere) == "float32"
+    assert _resolved_precision(recipe_for("tiny", precision="auto"), npu, elsewhere) == ("float32", None)
     assert elsewhere.tags == {"crnn.precision": "float32"} and elsewhere.metrics == []
+
+
+def test_a_time_budget_trains_the_steps_it_holds_here_and_a_resume_keeps_them(converted_dir, tmp_path,
+                                                                             monkeypatch):
+    """The quick preset's budget: the step is timed where training starts, and the steps are cut to what the
+    budget holds at that time; the run records both. A resumed run keeps the steps it chose, untimed."""
+    from crnn.config import PRESETS
+    from crnn.train import loop
+
+    assert PRESETS["quick"].train.time_budget_s is not None and PRESETS["paper"].train.time_budget_s is None
+    data = converted_dir / "mjsynth" / "train"
+    timed = []
+    real_step_ms = loop._step_ms
+
+    def step_ms(*args, **kwargs):
+        timed.append(real_step_ms(*args, **kwargs))
+        return 100.0  # so that the steps follow from the budget whatever this machine's speed
+
+    monkeypatch.setattr(loop, "_step_ms", step_ms)
+    # 0.8 s at 100 ms a step: 8 steps, whole windows of 2; at most 20.
+    recipe = recipe_for("tiny", steps=20, checkpoint_every=4, log_every=2, time_budget_s=0.8)
+    run = RecordingRun()
+    first = train_model(recipe, data, tmp_path, run=run)
+    assert len(timed) == 1 and timed[0] > 0
+    assert first.steps == 8 and run.params["train.steps"] == 8 and run.params["time_budget_step_ms"] == "100.0"
+    assert [step for step, values in run.metrics if "loss" in values][-1] == 8
+
+    monkeypatch.setattr(loop, "_step_ms", lambda *a, **k: pytest.fail("a resumed run timed its step again"))
+    (tmp_path / "checkpoints" / "ckpt-8.index").unlink()  # killed after its checkpoint at step 4
+    run = RecordingRun()
+    resumed = train_model(recipe, data, tmp_path, run=run)
+    assert resumed.steps == 8 and run.params["train.steps"] == 8
+    assert [step for step, values in run.metrics if "loss" in values] == [6, 8]

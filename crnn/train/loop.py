@@ -11,6 +11,7 @@ Checkpoints, and which one a run resumes from: ``crnn.train.checkpoints``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import shutil
@@ -185,8 +186,10 @@ def _set_up(recipe: Recipe, train_dirs: list[Path], out_dir: Path, run: StepRun,
     global_batch = cfg.batch_size * backend.replicas
     log.info("training %s preset on %d replica(s) (%s), global batch %d (%d per replica)",
              recipe.preset, backend.replicas, backend.device, global_batch, cfg.batch_size)
-    precision = _resolved_precision(recipe, backend, run)
-    keras_compat.set_random_seed(cfg.seed)  # after the probe, which draws its own weights
+    precision, probed_ms = _resolved_precision(recipe, backend, run)
+    recipe = _within_budget(recipe, backend, precision, probed_ms, out_dir / RECIPE_FILE if resume else None, run)
+    cfg = recipe.train
+    keras_compat.set_random_seed(cfg.seed)  # after the probes, which draw their own weights
     data_checksums = {f"data.manifest_sha256/{d.parent.name}/{d.name}": manifest_sha256(d) for d in train_dirs}
     run.log_params({**recipe.flat_params(), "replicas": backend.replicas, "global_batch": global_batch,
                     "device": backend.device, "workers": backend.workers, **data_checksums})
@@ -210,14 +213,21 @@ def _build(recipe: Recipe, backend: Backend, schedule: WarmupCosine, precision: 
     return model, optimizer
 
 
-def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
-    """The precision to train in: the recipe's, or for ``auto`` the one of ``AUTO_CANDIDATES`` whose step is
-    fastest here, timed on a few steps of a synthetic batch (on one CPU replica; elsewhere float32, untimed).
-    The choice is tagged on the run (``crnn.precision``) and the timings logged as parameters."""
+def _timed_here(backend: Backend) -> bool:
+    """Whether the step is timed before training: on one CPU replica, where a second model costs little and
+    no other process has to agree on the result."""
+    return backend.device == "cpu" and backend.replicas == 1 and backend.workers == 1
+
+
+def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> tuple[str, float | None]:
+    """The precision to train in and its step's time where it was measured: the recipe's precision, or for
+    ``auto`` the one of ``AUTO_CANDIDATES`` whose step is fastest here, timed on a few steps of a synthetic
+    batch (``_timed_here``; elsewhere float32, untimed). The choice is tagged on the run (``crnn.precision``)
+    and the timings logged as parameters."""
     if recipe.train.precision != AUTO_PRECISION:
-        return recipe.train.precision
+        return recipe.train.precision, None
     timings: dict[str, float] = {}
-    for candidate in AUTO_CANDIDATES if backend.device == "cpu" and backend.replicas == 1 else ():
+    for candidate in AUTO_CANDIDATES if _timed_here(backend) else ():
         try:
             timings[candidate] = _step_ms(recipe, backend, candidate)
         except (tf.errors.OpError, ValueError, TypeError) as err:  # e.g. no bfloat16 kernel in this TensorFlow
@@ -228,7 +238,39 @@ def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> str:
     run.log_params({f"precision_probe_ms/{name}": f"{ms:.1f}" for name, ms in timings.items()})
     log.info("precision auto: %s (%s)", chosen, ", ".join(f"{name} {ms:.0f} ms/step" for name, ms in
                                                            timings.items()) or "measured on one CPU replica only")
-    return chosen
+    return chosen, timings.get(chosen)
+
+
+def _within_budget(recipe: Recipe, backend: Backend, precision: str, step_ms: float | None,
+                   resumed_recipe: Path | None, run: StepRun) -> Recipe:
+    """``recipe`` with as many steps as its time budget holds at the step time measured here (``step_ms``,
+    or timed now), or as many as the run it resumes (``resumed_recipe``) chose: a resumed run keeps its
+    schedule. Without a budget, or where the step is not timed (``_timed_here``), the recipe as it is."""
+    cfg = recipe.train
+    if cfg.time_budget_s is None:
+        return recipe
+    steps = _resumed_steps(recipe, resumed_recipe)
+    if steps is not None:
+        log.info("time budget: %d steps, as the run resumed chose", steps)
+    elif step_ms is None and not _timed_here(backend):
+        log.warning("time budget ignored: the step is timed on one CPU replica only; training %d steps", cfg.steps)
+        return recipe
+    else:
+        step_ms = _step_ms(recipe, backend, precision) if step_ms is None else step_ms
+        steps = cfg.steps_within_budget(step_ms)
+        run.log_params({"time_budget_step_ms": f"{step_ms:.1f}"})
+        log.info("time budget %.0f s at %.0f ms/step: %d of at most %d steps", cfg.time_budget_s, step_ms, steps,
+                 cfg.steps)
+    return dataclasses.replace(recipe, train=dataclasses.replace(cfg, steps=steps))
+
+
+def _resumed_steps(recipe: Recipe, saved: Path | None) -> int | None:
+    """The steps of the budgeted run saved at ``saved`` where it is this recipe with the same budget."""
+    if saved is None or not saved.is_file():
+        return None
+    previous = Recipe.load(saved)
+    same = dataclasses.replace(previous, train=dataclasses.replace(previous.train, steps=recipe.train.steps))
+    return previous.train.steps if same == recipe else None
 
 
 def synthetic_features(config: ModelConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -242,7 +284,7 @@ def synthetic_features(config: ModelConfig, batch_size: int, seed: int = 0) -> d
     return {"image": images, "label": labels.astype(np.int64), "label_length": lengths.astype(np.int64)}
 
 
-def _step_ms(recipe: Recipe, backend: Backend, precision: str, warmup: int = 2, steps: int = 3) -> float:
+def _step_ms(recipe: Recipe, backend: Backend, precision: str, warmup: int = 2, steps: int = 5) -> float:
     """The mean time of the training step in ``precision`` on one synthetic batch of the recipe's size (random
     images, labels of 5 to 10 characters), after ``warmup`` steps (tracing included)."""
     cfg = recipe.train

@@ -1,7 +1,8 @@
 """Training-step variants on the ``quick`` preset (what ``make run`` trains), each against the default step in
 the same run: XLA compilation, Keras' loop for the LSTMs (training on CPUs unrolls them), TensorFlow's thread
-pools, and the two replaced parts of the step (Keras' own batch normalisation instead of the fused kernel,
-``tf.nn.ctc_loss`` on dense labels instead of the CTCLoss kernel on sparse ones).
+pools, the two replaced parts of the step (Keras' own batch normalisation instead of the fused kernel,
+``tf.nn.ctc_loss`` on dense labels instead of the CTCLoss kernel on sparse ones), and the wider CNN the preset
+had before.
 
 Each variant runs in a fresh process (thread pools are fixed when TensorFlow starts), on one fixed synthetic
 batch (``synthetic_features``: the loop's timing batch), with the loop's optimiser and CTC loss; the forward
@@ -16,6 +17,7 @@ Usage: python bench/bench_step_variants.py [--precision mixed_bfloat16] [--round
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,6 +35,7 @@ VARIANTS = {
     "keras_batch_norm": {"keras_batch_norm": True},
     "dense_ctc": {"dense_ctc": True},
     "former_step": {"keras_batch_norm": True, "dense_ctc": True},  # both, as the step was before them
+    "former_cnn": {"conv_filters": (32, 64, 128, 128, 192, 192, 192)},  # the quick preset's CNN until issue 24
 }
 
 
@@ -62,6 +65,9 @@ def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> fl
         GlobalBatchNormalization.own_batch_moments = lambda self: False
     loss_of = _dense_ctc_loss if settings.get("dense_ctc") else ctc_loss
     recipe = PRESETS["quick"]
+    if "conv_filters" in settings:
+        recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model,
+                                                                       conv_filters=settings["conv_filters"]))
     keras.mixed_precision.set_global_policy(precision)
     model = build_crnn(recipe.model, unroll=settings.get("unroll", training_unroll("cpu")))
     cfg = recipe.train

@@ -32,7 +32,7 @@ def _add_run(pipeline: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("outputs"), help="output root (default: outputs)")
     # No defaults for the pipeline's parameters: an option left out is not passed, so the pipeline's default holds.
     p.add_argument("--preset", choices=sorted(PRESETS), help="default: the pipeline's")
-    p.add_argument("--steps", type=int, help="0: the preset's (default)")
+    p.add_argument("--steps", type=int, help="0: the preset's, within its time budget (default); else trained in full")
     p.add_argument("--seed", type=int)
     p.add_argument("--train-size", type=int)
     p.add_argument("--test-size", type=int)

@@ -129,11 +129,11 @@ define newline
 
 endef
 
-# docker, or podman where no Docker engine answers (CONTAINER_TOOL= to choose). Podman runs with a configuration
+# docker, or podman where no Docker engine answers (CONTAINER_TOOL= to choose): container-setup installs it
+# where it is missing, as on a machine with docker's command but no engine. Podman runs with a configuration
 # of ours (images/containers.sh): the runc runtime, and limits this machine lets a container set.
 # Looked up once, when first used (not at every make).
-CONTAINER_TOOL ?= $(eval CONTAINER_TOOL := $$(shell docker info >/dev/null 2>&1 && echo docker \
-  || { command -v podman >/dev/null && echo podman; } || echo docker))$(CONTAINER_TOOL)
+CONTAINER_TOOL ?= $(eval CONTAINER_TOOL := $$(shell docker info >/dev/null 2>&1 && echo docker || echo podman))$(CONTAINER_TOOL)
 CONTAINERS_CONF := $(abspath $(OUT))/containers/containers.conf
 # BuildKit for docker: the builds bind-mount the wheelhouse (RUN --mount), which the legacy builder lacks.
 CONTAINER = $(if $(filter podman,$(CONTAINER_TOOL)),CONTAINERS_CONF=$(CONTAINERS_CONF) podman,$(if \

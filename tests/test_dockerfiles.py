@@ -430,6 +430,20 @@ def test_podman_runs_with_our_configuration():
     for line in _make_images("CONTAINER_TOOL=podman"):
         assert re.match(r"CONTAINERS_CONF=\S+/containers\.conf podman build ", line), line
 
+def test_without_a_docker_engine_the_container_test_sets_up_podman(tmp_path):
+    """docker's command with no engine behind it, and no podman yet: container-setup installs and uses podman
+    (images/containers.sh), rather than stop at docker."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    (bin_dir / "docker").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "CONTAINER_TOOL")}
+    env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "container-setup"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True, env=env).stdout
+    assert re.search(r"images/containers\.sh setup podman \S+/containers\.conf", plan), plan
+
+
 def test_default_image_names_are_the_ones_the_code_uses():
     tags = [line.split(" -t ")[1].split()[0] for line in _make_images()]
     assert tags == [image(t) for t in TARGETS]

@@ -137,6 +137,11 @@ class Recipe:
                 flat[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, tuple) else value
         return flat
 
+    def changed_from(self, other: Recipe) -> set[str]:
+        """The ``flat_params`` keys whose values differ from ``other``'s."""
+        mine = self.flat_params()
+        return {key for key, value in other.flat_params().items() if mine.get(key) != value}
+
     def save(self, path: Path) -> None:
         write_json(Path(path), self.to_dict())
 

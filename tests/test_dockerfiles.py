@@ -430,6 +430,7 @@ def test_podman_runs_with_our_configuration():
     for line in _make_images("CONTAINER_TOOL=podman"):
         assert re.match(r"CONTAINERS_CONF=\S+/containers\.conf podman build ", line), line
 
+
 def test_without_a_docker_engine_the_container_test_sets_up_podman(tmp_path):
     """docker's command with no engine behind it, and no podman yet: container-setup installs and uses podman
     (images/containers.sh), rather than stop at docker."""

@@ -101,8 +101,7 @@ def _checkpoint_dir(out_dir: Path, backend: Backend) -> Path:
 def _check_recipe(recipe: Recipe, out_dir: Path) -> None:
     saved = out_dir / RECIPE_FILE
     if saved.is_file():
-        previous = Recipe.load(saved)
-        changed = {k for k, v in previous.flat_params().items() if recipe.flat_params().get(k) != v}
+        changed = recipe.changed_from(Recipe.load(saved))
         if changed - {"train.steps", "train.time_budget_s"}:
             raise ValueError(f"{out_dir} holds checkpoints of a different recipe ({', '.join(sorted(changed))} "
                              "differ); train into another folder, or pass --no-resume")

@@ -216,7 +216,7 @@ def _build(recipe: Recipe, backend: Backend, schedule: WarmupCosine, precision: 
 def _timed_here(backend: Backend) -> bool:
     """Whether the step is timed before training: on one CPU replica, where a second model costs little and
     no other process has to agree on the result."""
-    return backend.device == "cpu" and backend.replicas == 1 and backend.workers == 1
+    return backend.device == "cpu" and backend.replicas == 1  # replicas: over every worker
 
 
 def _resolved_precision(recipe: Recipe, backend: Backend, run: StepRun) -> tuple[str, float | None]:
@@ -269,8 +269,7 @@ def _resumed_steps(recipe: Recipe, saved: Path | None) -> int | None:
     if saved is None or not saved.is_file():
         return None
     previous = Recipe.load(saved)
-    same = dataclasses.replace(previous, train=dataclasses.replace(previous.train, steps=recipe.train.steps))
-    return previous.train.steps if same == recipe else None
+    return None if recipe.changed_from(previous) - {"train.steps"} else previous.train.steps
 
 
 def synthetic_features(config: ModelConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:

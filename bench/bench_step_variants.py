@@ -1,8 +1,9 @@
 """Training-step variants on the ``quick`` preset (what ``make run`` trains), each against the default step in
 the same run: XLA compilation, Keras' loop for the LSTMs (training on CPUs unrolls them), TensorFlow's thread
 pools, the two replaced parts of the step (Keras' own batch normalisation instead of the fused kernel,
-``tf.nn.ctc_loss`` on dense labels instead of the CTCLoss kernel on sparse ones), and the wider CNN the preset
-had before.
+``tf.nn.ctc_loss`` on dense labels instead of the CTCLoss kernel on sparse ones), the wider CNN the preset
+had before, and the recurrent layers: TensorFlow's fused LSTM kernel in place of Keras' LSTMs, or one
+bidirectional LSTM instead of the paper's two.
 
 Each variant runs in a fresh process (thread pools are fixed when TensorFlow starts), on one fixed synthetic
 batch (``synthetic_features``: the loop's timing batch), with the loop's optimiser and CTC loss; the forward
@@ -36,7 +37,60 @@ VARIANTS = {
     "dense_ctc": {"dense_ctc": True},
     "former_step": {"keras_batch_norm": True, "dense_ctc": True},  # both, as the step was before them
     "former_cnn": {"conv_filters": (32, 64, 128, 128, 192, 192, 192)},  # the quick preset's CNN until issue 24
+    "block_lstm": {"recurrent": "block_lstm"},  # each direction one BlockLSTM op over all time steps
+    "one_bilstm": {"recurrent": "one_bilstm"},  # the second bidirectional LSTM left out
 }
+
+
+def _block_bidirectional_lstm(units: int, name: str):
+    """Both directions of a bidirectional LSTM, each one call of TensorFlow's fused CPU kernel (``BlockLSTM``,
+    float32 only) over all time steps, with Keras' variables. ``BlockLSTMV2`` would take Keras' gate order
+    as it is, but its registered gradient is wrong in TensorFlow 2.21 (docs/performance.md)."""
+    import keras
+    import tensorflow as tf
+
+    class BlockBidirectionalLSTM(keras.layers.Layer):
+        def build(self, shape):
+            self.directions = [[self.add_weight(name=f"{d}_{w}", shape=s) for w, s in
+                                (("kernel", (shape[-1], 4 * units)), ("recurrent_kernel", (units, 4 * units)),
+                                 ("bias", (4 * units,)))] for d in ("forward", "backward")]
+
+        def call(self, x, mask=None):  # mask: passed on as Bidirectional was called; there is none
+            time_major = tf.transpose(tf.cast(x, tf.float32), [1, 0, 2])
+            zeros, no_peephole = tf.zeros([tf.shape(x)[0], units]), tf.zeros([units])
+
+            def icfo(m):  # Keras' gates are i, f, c, o; BlockLSTM's i, c, f, o
+                return tf.concat([m[..., :units], m[..., 2 * units:3 * units], m[..., units:2 * units],
+                                  m[..., 3 * units:]], -1)
+
+            outputs = []
+            for (kernel, recurrent, bias), backwards in zip(self.directions, (False, True), strict=True):
+                seq = tf.reverse(time_major, [0]) if backwards else time_major
+                weights = tf.concat([tf.cast(kernel, tf.float32), tf.cast(recurrent, tf.float32)], 0)
+                h = tf.raw_ops.BlockLSTM(seq_len_max=tf.cast(tf.shape(seq)[0], tf.int64), x=seq, cs_prev=zeros,
+                                         h_prev=zeros, w=icfo(weights), wci=no_peephole, wcf=no_peephole,
+                                         wco=no_peephole, b=icfo(tf.cast(bias, tf.float32)), forget_bias=0.0,
+                                         use_peephole=False)[6]
+                outputs.append(tf.reverse(h, [0]) if backwards else h)
+            return tf.cast(tf.transpose(tf.concat(outputs, -1), [1, 0, 2]), self.compute_dtype)
+
+    return BlockBidirectionalLSTM(name=name)
+
+
+def _recurrent_swapped(model, how: str):
+    """``model`` with its bidirectional LSTMs replaced (``block_lstm``), or without its second one (its own
+    layers, the logits read from the first)."""
+    import keras
+
+    if how == "one_bilstm":
+        return keras.Model(model.input, model.get_layer("logits")(model.get_layer("bilstm0").output))
+
+    def clone(layer):
+        if layer.name.startswith("bilstm"):
+            return _block_bidirectional_lstm(layer.forward_layer.units, layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def _dense_ctc_loss(labels, label_length, logits):
@@ -70,6 +124,8 @@ def measure_one(variant: str, precision: str, steps: int, warmup: int = 3) -> fl
                                                                        conv_filters=settings["conv_filters"]))
     keras.mixed_precision.set_global_policy(precision)
     model = build_crnn(recipe.model, unroll=settings.get("unroll", training_unroll("cpu")))
+    if "recurrent" in settings:
+        model = _recurrent_swapped(model, settings["recurrent"])
     cfg = recipe.train
     optimizer = _optimizer(recipe, WarmupCosine(cfg.learning_rate, 0, 10**9))
     features = synthetic_features(recipe.model, cfg.batch_size)

@@ -53,7 +53,7 @@ class MlflowServer:
     def healthy(self) -> bool:
         try:
             return requests.get(f"{self.url}/health", timeout=2).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or starting too slowly to answer
             return False
 
     def stop(self) -> None:

@@ -55,7 +55,7 @@ def _block_bidirectional_lstm(units: int, name: str):
                                 (("kernel", (shape[-1], 4 * units)), ("recurrent_kernel", (units, 4 * units)),
                                  ("bias", (4 * units,)))] for d in ("forward", "backward")]
 
-        def call(self, x, mask=None):  # mask: passed on as Bidirectional was called; there is none
+        def call(self, x, mask=None):  # the clone calls it as Bidirectional was called: with no mask
             time_major = tf.transpose(tf.cast(x, tf.float32), [1, 0, 2])
             zeros, no_peephole = tf.zeros([tf.shape(x)[0], units]), tf.zeros([units])
 

@@ -39,7 +39,7 @@ import scipy.io
 from crnn.data.catalog import DatasetEntry, RemoteFile, Split
 from crnn.data.splits import HELDOUT_BENCHMARK
 from crnn.data.synth import textures, words
-from crnn.data.synth.render import compose, draw_word, finish, text_layers
+from crnn.data.synth.render import compose, draw_word, drawn_family, finish, text_layers
 from crnn.data.synth.splits import HELDOUT, TRAIN
 from crnn.files import atomic_path, sha256_of
 
@@ -58,8 +58,17 @@ class SyntheticSpec:
     test_size: int = 1000  # a benchmark's accuracy is then known to about 1.3 points (one standard error)
 
 
+HELDOUT_STREAM = 6  # the random stream HeldOut's images are drawn from (each benchmark has its own)
+
+
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
+
+
+def heldout_faces(seed: int, size: int) -> list[tuple[str, str]]:
+    """The word and the font family of each of the first ``size`` HeldOut images of ``seed``, in order, drawn
+    as their images are but without rendering them."""
+    return [drawn_family(HELDOUT, _rng(seed, HELDOUT_STREAM, index)) for index in range(size)]
 
 
 def _word_image(seed: int, stream: int, split: str, bend: bool, index: int) -> tuple[str, np.ndarray]:
@@ -248,7 +257,7 @@ LAYOUTS = (
     _Layout("IC13", "ic13", "benchmark", "Challenge2_Test_Task3_Images.zip",
             {"test": "Challenge2_Test_Task3_Images/gt.txt"}, ic13_members, write_zip),
     _Layout(HELDOUT_BENCHMARK, "ic13", "benchmark", "heldout.zip", {"test": f"{HELDOUT_BENCHMARK}/gt.txt"},
-            partial(ic13_members, folder=HELDOUT_BENCHMARK, stream=6, split=HELDOUT), write_zip),
+            partial(ic13_members, folder=HELDOUT_BENCHMARK, stream=HELDOUT_STREAM, split=HELDOUT), write_zip),
 )
 
 

@@ -92,6 +92,11 @@ def kinds(split: str) -> dict[str, tuple[int, ...]]:
     return {kind: tuple(grouped[kind]) for kind in sorted(grouped)}
 
 
+def family_kinds(split: str) -> dict[str, str]:
+    """Each of the split's families and its kind (``kinds``)."""
+    return {faces(split)[index][0].family: kind for kind, indices in kinds(split).items() for index in indices}
+
+
 def _kind(slug: str) -> str:
     # fontpkg's Family does not carry the category, but every family's package ships it in its metadata.json.
     metadata = resources.files(f"fontpkg_{slug.replace('-', '_')}") / "metadata.json"

@@ -22,6 +22,13 @@ def draw_word(split: str, rng: np.random.Generator, bend: bool = False) -> tuple
     return text, render_word(text, rng, split, bend)
 
 
+def drawn_family(split: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(the word, the font family) that ``draw_word`` draws from ``rng`` in this state, without rendering:
+    its first draws are the word's and then the face's (``_glyph_mask``)."""
+    text = words.draw(check(split), rng)
+    return text, fonts.pick(split, text, rng)[0].family
+
+
 def render_word(text: str, rng: np.random.Generator, split: str = TRAIN, bend: bool = False) -> np.ndarray:
     """``text`` as a cropped word image, BGR uint8, drawn with the resources of ``split``."""
     layers = text_layers(text, rng, split, bend)

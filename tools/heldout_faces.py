@@ -5,7 +5,7 @@ pipeline's own evaluation (``evaluate_dataset``), then tells each image's font f
 face again from the seed the benchmark was rendered with (``crnn.data.synthetic.heldout_faces``). A word that
 differs from the benchmark's label means another seed (or not the synthetic HeldOut), and is an error.
 
-Usage: ``python -m tools.heldout_faces EXPORT_DIR HELDOUT_DIR [--seed 0]``, e.g. after ``make run``:
+Usage: ``python -m tools.heldout_faces EXPORT_DIR HELDOUT_DIR [--seed 0]``, e.g. after one ``make run``:
 ``python -m tools.heldout_faces outputs/pipeline_root/crnn-training-*/train/model/export
 outputs/datasets/converted/*/HeldOut/test``
 """

@@ -32,9 +32,10 @@ def test_tally_counts_each_family_and_kind():
     faces = [("Cat", "satisfy"), ("dog", "satisfy"), ("EMU", "open-sans"), ("42", "kalam")]
     kinds = {"satisfy": "HANDWRITING", "kalam": "HANDWRITING", "open-sans": "SANS_SERIF"}
     families, by_kind, total = tally(pairs, faces, kinds, Charset(), "here")
-    assert [(t.name, t.images, t.read) for t in families] == [("kalam", 1, 1), ("open-sans", 1, 1), ("satisfy", 2, 1)]
-    assert [(t.name, t.images, t.read) for t in by_kind] == [("HANDWRITING", 3, 2), ("SANS_SERIF", 1, 1)]
-    assert (total.images, total.read, total.accuracy) == (4, 3, 75.0)
+    assert [(name, kind, t.num_samples, t.correct) for name, kind, t in families] == [
+        ("kalam", "HANDWRITING", 1, 1), ("open-sans", "SANS_SERIF", 1, 1), ("satisfy", "HANDWRITING", 2, 1)]
+    assert [(name, t.num_samples, t.correct) for name, _, t in by_kind] == [("HANDWRITING", 3, 2), ("SANS_SERIF", 1, 1)]
+    assert (total.num_samples, total.correct, total.accuracy) == (4, 3, 0.75)
 
 
 def test_the_report_covers_the_benchmark_the_pipeline_scores(trained_dir, converted_dir):

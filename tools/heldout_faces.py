@@ -13,55 +13,47 @@ outputs/datasets/converted/*/HeldOut/test``
 from __future__ import annotations
 
 import argparse
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from crnn.charset import Charset
 from crnn.data.synthetic import SyntheticSpec
+from crnn.evaluate.metrics import Score, score
 
-
-@dataclass(frozen=True)
-class Tally:
-    name: str
-    kind: str
-    images: int
-    read: int
-
-    @property
-    def accuracy(self) -> float:
-        return 100 * self.read / self.images
+Row = tuple[str, str, Score]  # (family or kind, its kind or "", the score of its images)
 
 
 def tally(pairs: Sequence[tuple[str, str]], faces: Sequence[tuple[str, str]], kinds: dict[str, str],
-          charset: Charset, where: str) -> tuple[list[Tally], list[Tally], Tally]:
-    """(per family, per kind, all) from the benchmark's (label, reading) pairs and the drawn (word, family) of
-    each image, in the same order."""
+          charset: Charset, where: str) -> tuple[list[Row], list[Row], Score]:
+    """(per family, per kind, all), each scored as the evaluate step scores (``crnn.evaluate.metrics.score``),
+    from the benchmark's (label, reading) pairs and the drawn (word, family) of each image, in the same order."""
     if len(pairs) != len(faces):
         raise ValueError(f"{where}: {len(pairs)} samples, but {len(faces)} faces were drawn for it")
-    images, read = Counter(), Counter()
+    by_family: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for index, ((label, reading), (word, family)) in enumerate(zip(pairs, faces, strict=True)):
         if charset.normalize(label) != charset.normalize(word):
             raise ValueError(f"{where}: sample {index + 1} is labelled {label!r}, but the seed draws {word!r} "
                              "there: another seed (--seed), or not the synthetic HeldOut")
-        correct = charset.normalize(label) == charset.normalize(reading)
-        for key in (("family", family), ("kind", kinds[family])):
-            images[key] += 1
-            read[key] += correct
-    families = [Tally(name, kinds[name], images[("family", name)], read[("family", name)])
-                for name in sorted({name for group, name in images if group == "family"})]
-    by_kind = [Tally(name, name, images[("kind", name)], read[("kind", name)])
-               for name in sorted({name for group, name in images if group == "kind"})]
-    return families, by_kind, Tally("all", "", len(pairs), sum(t.read for t in families))
+        by_family[family].append((label, reading))
+    by_kind: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for family, samples in by_family.items():
+        by_kind[kinds[family]] += samples
+
+    def scored(samples: list[tuple[str, str]]) -> Score:
+        return score([label for label, _ in samples], [reading for _, reading in samples], charset)
+
+    return ([(family, kinds[family], scored(by_family[family])) for family in sorted(by_family)],
+            [(kind, "", scored(by_kind[kind])) for kind in sorted(by_kind)], scored(list(pairs)))
 
 
-def format_tallies(families: Sequence[Tally], by_kind: Sequence[Tally], total: Tally) -> str:
-    lines = [f"{'family':24} {'kind':12} {'images':>6} {'read':>6} {'accuracy':>9}"]
-    lines += [f"{t.name:24} {t.kind:12} {t.images:6} {t.read:6} {t.accuracy:8.2f}%" for t in families]
-    lines += ["", f"{'kind':37} {'images':>6} {'read':>6} {'accuracy':>9}"]
-    lines += [f"{t.name:37} {t.images:6} {t.read:6} {t.accuracy:8.2f}%" for t in by_kind + [total]]
-    return "\n".join(lines)
+def format_tallies(families: Sequence[Row], by_kind: Sequence[Row], total: Score) -> str:
+    def line(name: str, kind: str, result: Score) -> str:
+        return f"{name:24} {kind:12} {result.num_samples:6} {result.correct:6} {100 * result.accuracy:8.2f}%"
+
+    header = f"{'images':>6} {'read':>6} {'accuracy':>9}"
+    return "\n".join([f"{'family':24} {'kind':12} {header}", *(line(*row) for row in families), "",
+                      f"{'kind':37} {header}", *(line(*row) for row in by_kind), line("all", "", total)])
 
 
 def main(argv: Sequence[str] | None = None) -> str:
